@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up a Debian machine for builder, idempotently: Debian's docker.io and debootstrap, a
+# running Docker engine, and builder itself with its test tools. Needs root (or sudo).
+set -euo pipefail
+cd "$(dirname "$0")"
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "bootstrap: starting the Docker engine (log: /var/log/dockerd.log)"
+  $sudo sh -c 'setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &'
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { echo "bootstrap: dockerd did not start, see /var/log/dockerd.log" >&2; exit 1; }
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+echo "bootstrap: ready"

@@ -1,0 +1,114 @@
+"""The command line. The only module that prints to the user and exits."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from . import __version__, config, pipeline, plan, report, state
+from .errors import BuilderError, CellsFailed
+
+STAGE_HELP = {
+    "all": "fetch, make images, build, test and publish the selected cells",
+    "fetch": "fetch and verify the pinned sources and tools into the cache",
+    "images": "make the platforms' base, runtime and build images",
+    "build": "build the selected cells in their platforms' build images",
+    "test": "test the built artifacts in the platforms' runtime images",
+    "publish": "publish the tested artifacts into the output folder",
+}
+
+
+def _split(values: Sequence[str] | None) -> list[str]:
+    return [v for value in values or () for v in value.split(",") if v]
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m builder", description=__doc__)
+    top.add_argument("--version", action="version", version=f"builder {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--matrix", default="matrix.yaml", help="the matrix file (default: ./matrix.yaml)")
+    common.add_argument("-v", "--verbose", action="store_true", help="stream guest output; tracebacks on errors")
+    select = argparse.ArgumentParser(add_help=False)
+    select.add_argument("--platform", action="append", metavar="GLOB", help="platforms to run (repeat or comma-separate)")
+    select.add_argument("--package", action="append", metavar="GLOB", help="packages to run (repeat or comma-separate)")
+    select.add_argument("--cell", action="append", metavar="ID", help="exact cell ids, e.g. debian12/pyyaml")
+    for name, text in STAGE_HELP.items():
+        command = sub.add_parser(name, parents=[common, select], help=text, description=text)
+        command.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="cells at once (default: cores)")
+        command.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
+    sub.add_parser("list", parents=[common, select], help="list the cells, their ids and last results")
+    verify = sub.add_parser("verify", parents=[common], help="re-hash the output folder against its manifests")
+    verify.set_defaults(select=False)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    # Not a terminal (CI logs, pipes): wide enough that cell ids and reasons are never cut.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+    try:
+        return _dispatch(args, console)
+    except CellsFailed as exc:
+        err.print(f"[red]{exc}[/]")
+        return exc.exit_code
+    except BuilderError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        err.print(f"[red]error:[/] {exc.message}", markup=True)
+        if exc.hint:
+            err.print(f"  hint: {exc.hint}", markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted: running containers were stopped; rerun the same command to finish")
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, console: Console) -> int:
+    matrix = config.load(Path(args.matrix))
+    if args.command == "verify":
+        from .publish import verify
+
+        problems = verify(matrix.settings.output)
+        for problem in problems:
+            console.print(f"{problem.kind}: {problem.path} {problem.detail}", markup=False)
+        if problems:
+            raise BuilderError(f"{len(problems)} problem(s) in {matrix.settings.output}", hint="rebuild and republish them")
+        console.print(f"{matrix.settings.output}: every artifact matches its manifest")
+        return 0
+    cells = plan.select(matrix, _split(args.platform), _split(args.package), _split(args.cell))
+    if args.command == "list":
+        run = pipeline.Run(matrix, cells)
+        for cell in cells:
+            for stage in ("fetch", "images", "build", "test", "publish"):
+                saved = state.load(matrix, cell, stage)  # type: ignore[arg-type]
+                if saved is not None:
+                    run.results.setdefault(cell.id, {})[stage] = saved
+        report.cell_list(cells, run, console)
+        return 0
+    run = pipeline.Run(
+        matrix, cells, jobs=args.jobs, fail_fast=args.fail_fast, verbose=args.verbose,
+        echo=lambda line: console.print(line, markup=False, highlight=False),
+    )
+    try:
+        pipeline.execute(run, pipeline.STAGES[args.command])
+    finally:
+        report.summary(run, console, args.command)
+    final = {"all": "publish"}.get(args.command, args.command)
+    if args.command in ("fetch", "images"):
+        bad = [c for c in cells if run.failed(c)]
+    else:
+        bad = [c for c in cells if not report.passed(run, c, final)]
+    if bad:
+        raise CellsFailed(f"{len(bad)} of {len(cells)} cell(s) did not pass: {', '.join(c.id for c in bad)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

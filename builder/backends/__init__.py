@@ -1,0 +1,73 @@
+"""Backends: each one module behind the same small protocol; a plain dict is the registry."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from ..model import Limits, Matrix, Platform
+
+Role = Literal["build", "runtime"]
+
+
+@dataclass(frozen=True)
+class Images:
+    """What a platform's cells run in: one id per role, stable while the inputs are."""
+
+    build: str
+    runtime: str
+
+
+@dataclass(frozen=True)
+class Exec:
+    """The result of one command in a machine: its exit code and its combined output."""
+
+    returncode: int
+    output: str
+    timed_out: bool = False
+
+
+class Machine(Protocol):
+    """A running guest. Commands are argv lists, never shell strings built by hand."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> Exec: ...
+
+    def copy_in(self, src: Path, dest: str, *, writable: bool = False) -> None: ...
+
+    def copy_out(self, src: str, dest: Path) -> None: ...
+
+
+class Backend(Protocol):
+    def prepare(self, matrix: Matrix, platform: Platform, log: Callable[[str], None]) -> Images:
+        """Make (or reuse) the platform's build and runtime machines' images."""
+
+    def machine(
+        self, platform: Platform, images: Images, role: Role, limits: Limits, label: str
+    ) -> AbstractContextManager[Machine]:
+        """A fresh guest with no network; gone when the context ends."""
+
+    def interactive(self, platform: Platform, images: Images, role: Role) -> list[str]:
+        """The command that opens a shell in a fresh guest of that role."""
+
+
+def get(name: str) -> Backend:
+    # Imported lazily so that `import docker` happens only when a docker platform is used.
+    if name == "docker":
+        from . import docker
+
+        return docker.DockerBackend()
+    raise KeyError(name)
+
+
+def iter_names() -> Iterator[str]:
+    yield from ("docker",)

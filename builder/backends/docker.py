@@ -1,0 +1,265 @@
+"""The docker backend: platform images from images/<platform>/Dockerfile, one container per step.
+
+The only module that imports the docker SDK.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+
+import docker
+import docker.errors
+from requests.exceptions import ConnectionError as RequestsConnectionError
+
+from .. import images as host_images
+from ..errors import EngineError, ImageError
+from ..model import Limits, Matrix, Platform
+from . import Exec, Images, Role
+
+LABEL = "io.builder"  # every container and image we create carries it, for `clean`
+GUEST_USER = "65534:65534"  # nobody: guests never run as root
+API_TIMEOUT = 900
+
+
+def client() -> docker.DockerClient:
+    try:
+        engine = docker.from_env(timeout=API_TIMEOUT)
+        engine.ping()
+    except (docker.errors.DockerException, RequestsConnectionError) as exc:
+        raise EngineError(
+            f"the Docker engine is not reachable ({exc.__class__.__name__})",
+            hint="start it as root (`dockerd &`, or `systemctl start docker`), or set DOCKER_HOST; "
+            "the README's set-up command installs and starts it",
+        ) from exc
+    return engine
+
+
+def _image_id(engine: docker.DockerClient, ref: str) -> str | None:
+    try:
+        return str(engine.images.get(ref).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+class DockerBackend:
+    def __init__(self, engine: docker.DockerClient | None = None) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> docker.DockerClient:
+        with self._lock:
+            if self._engine is None:
+                self._engine = client()
+            return self._engine
+
+    # -- images -------------------------------------------------------------------------------
+
+    def base(self, matrix: Matrix, platform: Platform, log: Callable[[str], None]) -> tuple[str, str]:
+        """(reference, id) of the platform's base image, made or found locally."""
+        assert platform.base is not None
+        if platform.base.kind == "debootstrap":
+            ref = host_images.base_tag(platform.base.value)
+            found = _image_id(self.engine, ref)
+            if found:
+                return ref, found
+            log(f"making base image {ref} with debootstrap (once per machine)")
+            tarball = host_images.debootstrap_tarball(
+                platform.base.value, matrix.settings.debian_mirror, matrix.settings.work / "rootfs"
+            )
+            try:
+                repo, tag = ref.split(":")
+                self.engine.api.import_image_from_file(str(tarball), repository=repo, tag=tag)
+            finally:
+                tarball.unlink(missing_ok=True)
+            made = _image_id(self.engine, ref)
+            if made is None:
+                raise ImageError(f"docker import of {ref} produced no image")
+            return ref, made
+        ref = (matrix.settings.registry_mirror or "") + platform.base.value
+        found = _image_id(self.engine, ref)
+        if found:
+            return ref, found
+        log(f"pulling base image {ref}")
+        try:
+            image = self.engine.images.pull(ref)
+        except docker.errors.APIError as exc:
+            raise ImageError(
+                f"base image {ref} of platform {platform.name} is not on this machine and cannot be pulled "
+                f"({exc.explanation or exc})",
+                hint=f"make it available: set settings.registry_mirror (or BUILDER_REGISTRY_MIRROR) to a "
+                f"registry that has it, or `docker load -i` a saved copy and `docker tag` it as {ref}",
+            ) from exc
+        return ref, str(image.id)
+
+    def prepare(self, matrix: Matrix, platform: Platform, log: Callable[[str], None]) -> Images:
+        host_images.dockerfile(platform)
+        base_ref, base_id = self.base(matrix, platform, log)
+        digest = host_images.context_digest(matrix, platform, base_id)[:16]
+        tags = {role: f"builder/{platform.name}:{role}-{digest}" for role in ("runtime", "build")}
+        ids = {role: _image_id(self.engine, tag) for role, tag in tags.items()}
+        for role in ("runtime", "build"):  # runtime first: build is FROM runtime and reuses its layers
+            if ids[role] is None:
+                log(f"building image {tags[role]}")
+                ids[role] = self._build(platform, role, tags[role], host_images.build_args(matrix, platform, base_ref))
+        return Images(build=str(ids["build"]), runtime=str(ids["runtime"]))
+
+    def _build(self, platform: Platform, target: str, tag: str, args: dict[str, str]) -> str:
+        try:
+            image, _ = self.engine.images.build(
+                path=str(platform.image_dir),
+                target=target,
+                tag=tag,
+                buildargs=args,
+                labels={LABEL: "image", f"{LABEL}.platform": platform.name},
+                rm=True,
+                forcerm=True,
+                pull=False,
+            )
+        except docker.errors.BuildError as exc:
+            tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)[-3000:]
+            raise ImageError(
+                f"the {target} image of {platform.name} failed to build: {exc.msg}",
+                hint=f"fix {platform.image_dir / 'Dockerfile'} or the system packages in matrix.yaml\n{tail}",
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise ImageError(f"the {target} image of {platform.name} failed to build: {exc}") from exc
+        return str(image.id)
+
+    # -- machines -----------------------------------------------------------------------------
+
+    @contextmanager
+    def machine(
+        self, platform: Platform, images: Images, role: Role, limits: Limits, label: str
+    ) -> Iterator[DockerMachine]:
+        image = images.build if role == "build" else images.runtime
+        try:
+            container = self.engine.containers.create(
+                image,
+                command=["sh", "-c", "exec sleep 2147483"],
+                network_mode="none",
+                mem_limit=limits.memory,
+                memswap_limit=limits.memory,
+                pids_limit=limits.pids,
+                labels={LABEL: "cell", f"{LABEL}.cell": label, f"{LABEL}.pid": str(os.getpid())},
+                detach=True,
+            )
+            container.start()
+        except docker.errors.APIError as exc:
+            raise EngineError(f"cannot start a {role} container of {platform.name}: {exc}") from exc
+        try:
+            yield DockerMachine(container)
+        finally:
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError:
+                pass
+
+    def interactive(self, platform: Platform, images: Images, role: Role) -> list[str]:
+        image = images.build if role == "build" else images.runtime
+        return ["docker", "run", "--rm", "-it", "--network", "none", "--label", f"{LABEL}=shell", image, "bash"]
+
+
+class DockerMachine:
+    def __init__(self, container: docker.models.containers.Container) -> None:
+        self.container = container
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        user: str | None = GUEST_USER,
+        timeout: float | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> Exec:
+        api = self.container.client.api
+        exec_id = api.exec_create(
+            self.container.id, list(argv), environment=dict(env or {}), user=user or "", workdir="/"
+        )["Id"]
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            try:
+                self.container.kill()
+            except docker.errors.APIError:
+                pass
+
+        timer = threading.Timer(timeout, expire) if timeout else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        chunks: list[str] = []
+        pending = ""
+        try:
+            for chunk in api.exec_start(exec_id, stream=True):
+                text = chunk.decode("utf-8", "replace")
+                chunks.append(text)
+                if log:
+                    pending += text
+                    *lines, pending = pending.split("\n")
+                    for line in lines:
+                        log(line)
+        finally:
+            if timer:
+                timer.cancel()
+        if log and pending:
+            log(pending)
+        code = api.exec_inspect(exec_id).get("ExitCode")
+        if timed_out.is_set():
+            return Exec(-9, "".join(chunks) + f"\n(stopped after {timeout} s)", timed_out=True)
+        return Exec(code if code is not None else -1, "".join(chunks))
+
+    def copy_in(self, src: Path, dest: str, *, writable: bool = False) -> None:
+        """Copy a host file or folder to dest, owned by root and read-only unless writable."""
+        buffer = io.BytesIO()
+        owner = 65534 if writable else 0
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            target = PurePosixPath(dest)
+            for parent in reversed(target.parents[:-1]):
+                info = tarfile.TarInfo(str(parent).lstrip("/"))
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+
+            def fix(info: tarfile.TarInfo) -> tarfile.TarInfo:
+                info.uid = info.gid = owner
+                info.uname = info.gname = ""
+                executable = info.isdir() or info.mode & 0o111
+                info.mode = (0o755 if executable else 0o644) if writable else (0o555 if executable else 0o444)
+                return info
+
+            tar.add(str(src), arcname=str(target).lstrip("/"), filter=fix)
+        self.container.put_archive("/", buffer.getvalue())
+
+    def mkdir(self, dest: str) -> None:
+        """An empty folder the guest user may write: the only writable place we give it."""
+        with tempfile.TemporaryDirectory() as empty:
+            self.copy_in(Path(empty), dest, writable=True)
+
+    def copy_out(self, src: str, dest: Path) -> None:
+        """Copy a guest folder's contents into dest; files end up owned by the invoking user."""
+        stream, _ = self.container.get_archive(src)
+        with tempfile.TemporaryFile() as spool:
+            for chunk in stream:
+                spool.write(chunk)
+            spool.seek(0)
+            with tarfile.open(fileobj=spool, mode="r") as tar:
+                top = PurePosixPath(src).name
+                members = []
+                for member in tar.getmembers():
+                    parts = PurePosixPath(member.name).parts
+                    if not parts or parts[0] != top or len(parts) == 1:
+                        continue
+                    member.name = str(PurePosixPath(*parts[1:]))
+                    members.append(member)
+                dest.mkdir(parents=True, exist_ok=True)
+                # The "data" filter refuses links out of dest, devices and absolute names, and
+                # drops the guest's ownership: a hostile build cannot write outside dest.
+                tar.extractall(dest, members=members, filter="data")

@@ -1,0 +1,296 @@
+"""Doing one cell's build and test in guests. Each returns a StageResult; none raises for the
+cell's own failure, so one cell never stops the others."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from . import backends
+from .backends import Images, Machine
+from .errors import BuilderError
+from .model import Matrix, Pin
+from .plan import Cell
+from .state import StageResult, cell_dir, fresh_dir
+
+GUEST_DIR = Path(__file__).parent / "guest"
+GUEST_ROOT = "/builder"
+GUEST_WORK = "/tmp/builder-work"
+
+
+def guest_digest() -> str:
+    """The in-guest scripts' version: part of every cell's input key."""
+    digest = hashlib.sha256()
+    for path in sorted(GUEST_DIR.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def reproduce(cell: Cell) -> str:
+    return f"python -m builder all --cell {cell.id}"
+
+
+def _tool(pins: Sequence[Pin], sources: Mapping[str, Path], name: str) -> Path | None:
+    for pin in pins:
+        if canonicalize_name(pin.name) == name:
+            return sources[pin.sha256]
+    return None
+
+
+def _stage_inputs(stage_dir: Path, spec: dict[str, object], files: Mapping[str, Path]) -> Path:
+    """Lay out what the guest gets under /builder in one folder, so it is copied in one go."""
+    root = fresh_dir(stage_dir)
+    shutil.copytree(GUEST_DIR, root / "guest", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for rel, src in files.items():
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dest)
+        except OSError:
+            shutil.copyfile(src, dest)
+    (root / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+    return root
+
+
+class _Log:
+    def __init__(self, path: Path, echo: Callable[[str], None] | None) -> None:
+        self.handle = open(path, "a", encoding="utf-8")
+        self.echo = echo
+
+    def __call__(self, line: str) -> None:
+        self.handle.write(line + "\n")
+        self.handle.flush()
+        if self.echo:
+            self.echo(line)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _run_guest(
+    cell: Cell,
+    images: Images,
+    role: backends.Role,
+    inputs: Path,
+    script: str,
+    out: Path,
+    log: _Log,
+) -> tuple[int, bool]:
+    backend = backends.get(cell.platform.backend)
+    limits = cell.platform.limits
+    with backend.machine(cell.platform, images, role, limits, cell.id) as machine:
+        machine.copy_in(inputs, GUEST_ROOT)
+        _mkdir(machine, f"{GUEST_ROOT}/out")
+        env = {"HOME": f"{GUEST_WORK}/home", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+        result = machine.run(
+            [cell.platform.python, f"{GUEST_ROOT}/guest/{script}", f"{GUEST_ROOT}/spec.json"],
+            env=env,
+            timeout=limits.timeout,
+            log=log,
+        )
+        if not result.timed_out:
+            machine.copy_out(f"{GUEST_ROOT}/out", out)
+    return result.returncode, result.timed_out
+
+
+def _mkdir(machine: Machine, path: str) -> None:
+    make = getattr(machine, "mkdir", None)
+    if make is None:
+        raise BuilderError("this backend cannot make a writable folder")  # pragma: no cover
+    make(path)
+
+
+def build(
+    matrix: Matrix, cell: Cell, images: Images, sources: Mapping[str, Path], echo: Callable[[str], None] | None = None
+) -> StageResult:
+    started = time.monotonic()
+    spec = cell.spec
+    base = cell_dir(matrix, cell)
+    out = fresh_dir(base / "build")
+    log_path = base / "build.log"
+    log_path.unlink(missing_ok=True)
+    log = _Log(log_path, echo)
+    sdist = sources[spec.source.sha256]
+    files: dict[str, Path] = {f"in/{sdist.name}": sdist}
+    tools = []
+    for pin in spec.build_requires:
+        files[f"tools/{sources[pin.sha256].name}"] = sources[pin.sha256]
+        tools.append(f"{GUEST_ROOT}/tools/{sources[pin.sha256].name}")
+    virtualenv = _tool(cell.platform.tools, sources, "virtualenv")
+    if virtualenv:
+        files[f"tools/{virtualenv.name}"] = virtualenv
+    guest_spec = {
+        "sdist": f"{GUEST_ROOT}/in/{sdist.name}",
+        "name": cell.package.name,
+        "version": spec.source.version,
+        "formats": list(cell.package.formats),
+        "build_requires": tools,
+        "virtualenv": f"{GUEST_ROOT}/tools/{virtualenv.name}" if virtualenv else None,
+        "setup_args": list(spec.setup_args),
+        "env": dict(spec.env),
+        "work": GUEST_WORK,
+        "out": f"{GUEST_ROOT}/out",
+    }
+    result = StageResult(cell.id, "build", "failed", log=str(log_path), images={"build": images.build})
+    try:
+        inputs = _stage_inputs(base / "stage-build", guest_spec, files)
+        code, timed_out = _run_guest(cell, images, "build", inputs, "build.py", out, log)
+        report = _read_json(out / "build-result.json")
+        if timed_out:
+            result.reason = f"build stopped after {cell.platform.limits.timeout} s (limits.timeout)"
+        elif code != 0 or not report.get("ok"):
+            result.reason = "build failed: " + str(report.get("error") or f"build.py exited {code}")
+        else:
+            result.artifacts = [str(out / a["filename"]) for a in report.get("artifacts", [])]
+            result.status = "passed"
+        result.details = {"python": report.get("python"), "returncode": code}
+    except BuilderError as exc:
+        result.reason = f"build could not run: {exc.message}"
+    finally:
+        log.close()
+        shutil.rmtree(base / "stage-build", ignore_errors=True)
+    result.duration = time.monotonic() - started
+    return result
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def artifact_format(path: str) -> str:
+    return "egg" if path.endswith(".egg") else "wheel"
+
+
+def test(
+    matrix: Matrix,
+    cell: Cell,
+    images: Images,
+    built: StageResult,
+    deps: Mapping[str, StageResult],
+    sources: Mapping[str, Path],
+    echo: Callable[[str], None] | None = None,
+) -> StageResult:
+    """Install and check each artifact of the cell in the runtime image, one guest per format."""
+    started = time.monotonic()
+    base = cell_dir(matrix, cell)
+    log_path = base / "test.log"
+    log_path.unlink(missing_ok=True)
+    log = _Log(log_path, echo)
+    result = StageResult(
+        cell.id, "test", "failed", log=str(log_path), artifacts=list(built.artifacts),
+        images={"build": images.build, "runtime": images.runtime},
+    )
+    reasons: list[str] = []
+    checks: dict[str, dict] = {}
+    try:
+        for dep_id, dep in deps.items():
+            if not dep.ok:
+                reasons.append(f"needs {dep_id}, whose build failed")
+        for artifact in built.artifacts if not reasons else ():
+            fmt = artifact_format(artifact)
+            dep_files = [a for d in deps.values() for a in d.artifacts if artifact_format(a) == fmt]
+            missing = [d for d, r in deps.items() if not any(artifact_format(a) == fmt for a in r.artifacts)]
+            if missing:
+                reasons.append(f"needs a {fmt} of {', '.join(missing)}, which is not built in that format")
+                continue
+            report = _check_one(matrix, cell, images, Path(artifact), fmt, [Path(d) for d in dep_files], sources, log)
+            checks[fmt] = report
+            reasons.extend(_reasons(cell, report))
+    except BuilderError as exc:
+        reasons.append(f"test could not run: {exc.message}")
+    finally:
+        log.close()
+    result.details = {"checks": checks}
+    if reasons:
+        result.reason = reasons[0] + (f" (+{len(reasons) - 1} more, see the log)" if len(reasons) > 1 else "")
+        result.details["reasons"] = reasons
+    else:
+        result.status = "passed"
+    result.duration = time.monotonic() - started
+    return result
+
+
+def _check_one(
+    matrix: Matrix,
+    cell: Cell,
+    images: Images,
+    artifact: Path,
+    fmt: str,
+    dep_files: Sequence[Path],
+    sources: Mapping[str, Path],
+    log: _Log,
+) -> dict:
+    base = cell_dir(matrix, cell)
+    out = fresh_dir(base / f"test-{fmt}")
+    files: dict[str, Path] = {f"in/{artifact.name}": artifact}
+    files.update({f"deps/{d.name}": d for d in dep_files})
+    tools = {}
+    for name in ("virtualenv", "pip"):
+        path = _tool(cell.platform.tools, sources, name)
+        if path:
+            files[f"tools/{path.name}"] = path
+            tools[name] = f"{GUEST_ROOT}/tools/{path.name}"
+    spec = cell.spec
+    guest_spec = {
+        "artifact": f"{GUEST_ROOT}/in/{artifact.name}",
+        "format": fmt,
+        "deps": [f"{GUEST_ROOT}/deps/{d.name}" for d in dep_files],
+        "virtualenv": tools.get("virtualenv"),
+        "pip": tools.get("pip"),
+        "extensions": None if spec.extensions is None else list(spec.extensions),
+        "skip_imports": list(spec.skip_imports),
+        "test": spec.test,
+        "work": GUEST_WORK,
+        "out": f"{GUEST_ROOT}/out",
+    }
+    log(f"== checking {artifact.name} in the runtime image")
+    try:
+        inputs = _stage_inputs(base / "stage-test", guest_spec, files)
+        code, timed_out = _run_guest(cell, images, "runtime", inputs, "check.py", out, log)
+    finally:
+        shutil.rmtree(base / "stage-test", ignore_errors=True)
+    report = _read_json(out / "check-result.json")
+    if timed_out:
+        report = {"ok": False, "reasons": [f"test stopped after {cell.platform.limits.timeout} s (limits.timeout)"]}
+    elif not report:
+        report = {"ok": False, "reasons": [f"check.py exited {code} without a result (see the log)"]}
+    elif code != 0 and report.get("ok"):
+        report["ok"] = False
+        report.setdefault("reasons", []).append(f"check.py exited {code}")
+    report["artifact"] = artifact.name
+    return report
+
+
+def _reasons(cell: Cell, report: dict) -> list[str]:
+    """One actionable line per problem; shared libraries are named with where to add them."""
+    if report.get("ok"):
+        return []
+    family = cell.platform.family
+    lines: list[str] = []
+    for so, libs in sorted((report.get("missing_libraries") or {}).items()):
+        for lib in libs:
+            lines.append(
+                f"{so} needs {lib}, which the {cell.platform.name} runtime image lacks: add the OS package "
+                f"providing it to packages[{cell.package.name}].system.{family}.runtime in matrix.yaml"
+            )
+    for so, versions in sorted((report.get("missing_versions") or {}).items()):
+        lines.append(
+            f"{so} needs {', '.join(versions)}, newer than the {cell.platform.name} runtime provides: "
+            "build it on an image no newer than production"
+        )
+    library_lines = bool(lines)
+    for reason in report.get("reasons") or []:
+        if library_lines and ("ldd" in reason or " needs " in reason):
+            continue  # already said above, with the matrix key to change
+        lines.append(str(reason))
+    return lines or ["the check failed without a reason (see the log)"]

@@ -1,0 +1,223 @@
+"""Fetch pinned files on the host and verify them before anything uses them.
+
+Files come from the package index's simple API (PEP 691 JSON, or PEP 503 HTML for plain
+mirrors and file:// folders), from a URL, or from a local path. No package code runs here:
+we never call `pip download`, which executes setup.py for sdists.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from .errors import FetchError
+from .model import Pin
+
+JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
+TIMEOUT = 60
+
+
+def default_index_url() -> str:
+    """pip's own index: PIP_INDEX_URL, else pip's built-in default, so no host is named here."""
+    configured = os.environ.get("PIP_INDEX_URL")
+    if configured:
+        return configured
+    try:
+        from pip._internal.models.index import PyPI  # the URL pip itself uses by default
+    except ImportError as exc:  # pragma: no cover - pip always ships with the host Python here
+        raise FetchError(
+            "no package index configured", hint="set settings.index_url in matrix.yaml or BUILDER_INDEX_URL"
+        ) from exc
+    return str(PyPI.simple_url)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class IndexFile:
+    filename: str
+    url: str
+    sha256: str | None
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._href = dict(attrs).get("href")
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self.links.append((self._href, data.strip()))
+            self._href = None
+
+
+def _open(url: str, accept: str | None = None):  # noqa: ANN202 - urllib's response type
+    headers = {"Accept": accept} if accept else {}
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT)
+
+
+def index_files(index_url: str, project: str) -> list[IndexFile]:
+    """The files of a project on a simple index, with their sha256 where the index gives it."""
+    page = index_url.rstrip("/") + "/" + canonicalize_name(project) + "/"
+    accept = f"{JSON_ACCEPT}, text/html;q=0.1"
+    try:
+        with _open(page if not page.startswith("file:") else page + "index.html", accept) as response:
+            body = response.read()
+            content_type = response.headers.get("Content-Type", "") if hasattr(response, "headers") else ""
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise FetchError(f"{project} is not on the index {index_url}", hint="check the name in matrix.yaml") from exc
+        raise FetchError(f"the index answered {exc.code} for {page}", hint="retry, or set settings.index_url") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise FetchError(
+            f"cannot reach the index at {page}: {getattr(exc, 'reason', exc)}",
+            hint="check the network or point settings.index_url / BUILDER_INDEX_URL at a mirror",
+        ) from exc
+    if "json" in content_type:
+        data = json.loads(body)
+        return [
+            IndexFile(f["filename"], urllib.parse.urljoin(page, f["url"]), f.get("hashes", {}).get("sha256"))
+            for f in data.get("files", [])
+        ]
+    parser = _Links()
+    parser.feed(body.decode("utf-8", "replace"))
+    files = []
+    for href, text in parser.links:
+        url, _, fragment = href.partition("#")
+        algo, _, value = fragment.partition("=")
+        name = text or urllib.parse.unquote(url.rsplit("/", 1)[-1])
+        files.append(IndexFile(name, urllib.parse.urljoin(page, url), value if algo == "sha256" else None))
+    return files
+
+
+def _download(url: str, dest: Path) -> None:
+    try:
+        with _open(url) as response, open(dest, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except (urllib.error.URLError, OSError) as exc:
+        raise FetchError(f"cannot download {url}: {getattr(exc, 'reason', exc)}", hint="retry, or check the URL") from exc
+
+
+class Fetcher:
+    """A content-addressed cache: cache/sources/<sha256>/<filename>, filled only with verified files."""
+
+    def __init__(self, cache: Path, index_url: str | None = None) -> None:
+        self.root = cache / "sources"
+        self._index_url = index_url
+
+    @property
+    def index_url(self) -> str:
+        if self._index_url is None:
+            self._index_url = default_index_url()
+        return self._index_url
+
+    def cached(self, pin: Pin) -> Path | None:
+        folder = self.root / pin.sha256
+        for candidate in folder.glob("*") if folder.is_dir() else ():
+            if not candidate.name.startswith(".") and candidate.is_file():
+                return candidate
+        return None
+
+    def fetch(self, pin: Pin) -> Path:
+        found = self.cached(pin)
+        if found is not None:
+            return found
+        url, filename = self._locate(pin)
+        folder = self.root / pin.sha256
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".part-", dir=folder)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            if pin.path:
+                shutil.copyfile(pin.path, tmp)
+            else:
+                _download(url, tmp)
+            got = sha256_file(tmp)
+            if got != pin.sha256:
+                raise FetchError(
+                    f"sha256 mismatch for {pin.name} {pin.version} ({filename}): matrix.yaml pins "
+                    f"{pin.sha256}, the file has {got}",
+                    hint="the file is not the one pinned: nothing was built from it. If the new file is "
+                    "trusted, update the sha256 in matrix.yaml",
+                )
+            final = folder / filename
+            os.replace(tmp, final)
+            return final
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def fetch_all(self, pins: Iterable[Pin], jobs: int = 4) -> dict[str, Path]:
+        """Fetch every distinct pin (by sha256), a few at a time; the first failure is raised."""
+        unique = {p.sha256: p for p in pins}
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            paths = dict(zip(unique, pool.map(self.fetch, unique.values())))
+        return paths
+
+    def _locate(self, pin: Pin) -> tuple[str, str]:
+        if pin.path:
+            if not Path(pin.path).is_file():
+                raise FetchError(f"{pin.name} {pin.version}: no file at {pin.path}", hint="fix path: in matrix.yaml")
+            return pin.path, Path(pin.path).name
+        if pin.url:
+            name = urllib.parse.unquote(urllib.parse.urlsplit(pin.url).path.rsplit("/", 1)[-1])
+            return pin.url, name or f"{pin.name}-{pin.version}"
+        files = index_files(self.index_url, pin.name)
+        for f in files:
+            if f.sha256 == pin.sha256:
+                if not _names_version(f.filename, pin.version):
+                    raise FetchError(
+                        f"{pin.name}: the file with sha256 {pin.sha256} is {f.filename}, not version {pin.version}",
+                        hint="make version and sha256 in matrix.yaml name the same file",
+                    )
+                return f.url, f.filename
+        same_version = [f for f in files if _names_version(f.filename, pin.version)]
+        if not same_version:
+            raise FetchError(
+                f"{pin.name} {pin.version} is not on the index {self.index_url}",
+                hint="check the version in matrix.yaml",
+            )
+        if all(f.sha256 is None for f in same_version):
+            raise FetchError(
+                f"the index gives no sha256 for {pin.name} {pin.version}, so the pinned file cannot be chosen",
+                hint="give the file's url: in matrix.yaml (it is still verified against the sha256)",
+            )
+        listing = "; ".join(f"{f.filename} ({f.sha256})" for f in same_version[:8])
+        raise FetchError(
+            f"no file of {pin.name} {pin.version} on the index has sha256 {pin.sha256}",
+            hint=f"files of that version: {listing}",
+        )
+
+
+def _names_version(filename: str, version: str) -> bool:
+    # Sdists are NAME-VERSION.tar.gz, wheels and eggs NAME-VERSION-TAGS.ext; names may hold dashes.
+    stem = filename
+    for ext in (".tar.gz", ".tar.bz2", ".tgz", ".zip", ".whl", ".egg"):
+        if stem.endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    parts = stem.split("-")
+    return version in parts[1:]

@@ -1,0 +1,575 @@
+# Install one artifact the way production will and prove it works, inside a runtime guest (the
+# production image: no compiler, no network).
+#
+#   PYTHON check.py SPEC.json
+#
+# Each step records what it found in OUT/check-result.json and the run goes on as far as it
+# sensibly can, so one run reports every problem. Exits 0 only if all is well.
+# Runs unchanged on Python 2.6, 2.7 and 3.6+ (see _common.py for what that rules out).
+from __future__ import absolute_import, print_function
+
+import csv
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import zipfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (GuestError, capture, describe_exit, environ, fresh_dir, load_spec,  # noqa: E402
+                     make_virtualenv, one_line, python_version, say, tail, unpack, which, write_json)
+
+PY2 = sys.version_info[0] == 2
+COMPILER_NAMES = ("gcc", "cc", "g++", "c++", "clang", "clang++", "tcc")
+COMPILER = re.compile(r"^([A-Za-z0-9_.]+-)*(cc|gcc|c\+\+|g\+\+|clang|clang\+\+|tcc)(-[0-9.]+)?$")
+COMPILER_DIRS = ("/usr/bin", "/usr/local/bin")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IMPORT_TIMEOUT = 300  # seconds for one importing child; a hung import is reported, not waited on
+TEST_TIMEOUT = 1800
+
+# The importing child, given as -c code so that nothing of ours is on its sys.path: the cwd is
+# an empty folder, so every module comes from the installed artifact or the standard library.
+# It appends one JSON line when it starts a module and one when it is done, flushed, so if the
+# interpreter dies (a segfault in an extension) the parent knows which import killed it.
+CHILD = r"""
+import json, os, sys
+listing = json.load(open(sys.argv[1]))
+compiled = listing['compiled']
+results = open(sys.argv[2], 'a')
+
+def text(value):
+    try:
+        value = str(value)
+    except Exception:
+        value = repr(value)
+    if not isinstance(value, type(u'')):
+        value = value.decode('utf-8', 'replace')
+    return value
+
+def emit(record):
+    results.write(json.dumps(record) + '\n')
+    results.flush()
+
+def how_loaded(name, module):
+    # Python 3: the loader says it; __file__ cannot (an egg stub .py can sit beside the .so).
+    # Python 2: ask imp which file the name resolves to on the package path, and of what type.
+    if sys.version_info[0] >= 3:
+        import importlib.machinery
+        return isinstance(getattr(module, '__loader__', None), importlib.machinery.ExtensionFileLoader)
+    import imp
+    parent, _, last = name.rpartition('.')
+    path = None
+    if parent:
+        path = getattr(sys.modules[parent], '__path__', None)
+    handle, found, description = imp.find_module(last, path)
+    if handle:
+        handle.close()
+    loaded = getattr(module, '__file__', None) or ''
+    return description[2] == imp.C_EXTENSION and os.path.realpath(found) == os.path.realpath(loaded)
+
+for name in listing['modules']:
+    emit({'start': name})
+    record = {'name': name}
+    try:
+        __import__(name)
+        module = sys.modules[name]
+        record['ok'] = True
+    except BaseException:
+        error = sys.exc_info()[1]
+        record['ok'] = False
+        record['error'] = '%s: %s' % (type(error).__name__, text(error))
+    if record['ok']:
+        record['file'] = text(getattr(module, '__file__', None))
+        if name in compiled:
+            try:
+                record['extension'] = how_loaded(name, module)
+            except Exception:
+                record['extension'] = False
+                record['file'] += ' (%s)' % text(sys.exc_info()[1])
+    emit(record)
+"""
+
+
+# --- pure helpers (unit-tested on the host) ---------------------------------------------------
+
+def is_compiler(name):
+    return bool(COMPILER.match(name))
+
+
+def find_compilers(path_env, extra_dirs=COMPILER_DIRS):
+    """Compiler drivers on PATH or in the usual folders, one path per real file: with merged
+    /usr, /bin/gcc, /usr/bin/cc and /usr/bin/x86_64-linux-gnu-gcc-12 are all one compiler."""
+    found = []
+    seen = set()
+    for folder in path_env.split(os.pathsep) + list(extra_dirs):
+        try:
+            names = [n for n in os.listdir(folder) if is_compiler(n)]
+        except OSError:
+            continue
+        # The plain names first, so the report says /usr/bin/gcc rather than an alias of it.
+        names.sort(key=lambda n: (n not in COMPILER_NAMES, COMPILER_NAMES.index(n) if n in COMPILER_NAMES else 0, n))
+        for name in names:
+            path = os.path.join(folder, name)
+            real = os.path.realpath(path)
+            if real not in seen and os.path.isfile(path) and os.access(path, os.X_OK):
+                seen.add(real)
+                found.append(path)
+    return found
+
+
+def module_for(path):
+    """(dotted name, kind) for a file of an installed distribution, or None if it is no module.
+    kind: 'source', 'bytecode' or 'compiled'. ABI tags are dropped: yaml/_yaml.cpython-311-
+    x86_64-linux-gnu.so and Python 2's yaml/_yaml.so are both yaml._yaml."""
+    parts = path.replace("\\", "/").strip("/").split("/")
+    top = parts[0]
+    if top == "EGG-INFO" or top.endswith((".dist-info", ".egg-info", ".data")) or "__pycache__" in parts:
+        return None
+    base = parts[-1]
+    if base.endswith(".py"):
+        stem, kind = base[:-3], "source"
+    elif base.endswith((".pyc", ".pyo")):
+        stem, kind = base[:-4], "bytecode"
+    elif base.endswith((".so", ".pyd")):
+        stem, kind = base.split(".")[0], "compiled"
+    else:
+        return None
+    names = parts[:-1] + ([] if stem == "__init__" else [stem])
+    if not names or not all(IDENTIFIER.match(n) for n in names):
+        return None
+    return ".".join(names), kind
+
+
+def skipped(name, skips):
+    for skip in skips:
+        if name == skip or name.startswith(skip + "."):
+            return True
+    return False
+
+
+def enumerate_modules(paths, skips=(), keep=()):
+    """(modules to import, {compiled module: [its files]}). A module inside a folder counts only
+    if every folder above it is a package (has an __init__), so data folders holding .py files
+    are left alone; `__main__` modules are left out because importing one runs the program.
+    Names in `keep` (the required extensions) are imported even under a skipped package."""
+    found = {}
+    packages = set()
+    for path in paths:
+        hit = module_for(path)
+        if hit is None:
+            continue
+        found.setdefault(hit[0], []).append((path, hit[1]))
+        if os.path.basename(path).split(".")[0] == "__init__":
+            packages.add(hit[0])
+    modules = []
+    compiled = {}
+    for name in sorted(found):
+        parents = name.split(".")[:-1]
+        if any(".".join(parents[:i + 1]) not in packages for i in range(len(parents))):
+            continue
+        if name.split(".")[-1] == "__main__" or (skipped(name, skips) and name not in keep):
+            continue
+        modules.append(name)
+        so_files = [p for p, kind in found[name] if kind == "compiled"]
+        if so_files:
+            compiled[name] = sorted(so_files)
+    return modules, compiled
+
+
+def is_shared_object(path):
+    base = os.path.basename(path)
+    return base.endswith(".so") or ".so." in base
+
+
+LDD_MISSING = re.compile(r"^\s*(\S+)\s*=>\s*not found")
+LDD_VERSION = re.compile(r"^(.*?): (\S+): version [`'](\S+?)' not found")
+
+
+def parse_ldd(output):
+    """(missing sonames, missing symbol versions) from ldd's output. A symbol version line names
+    a library that does resolve (libc.so.6 is there, its GLIBC_2.33 is not), so looking only for
+    `=> not found` misses it."""
+    libs = []
+    versions = []
+    for line in output.splitlines():
+        match = LDD_MISSING.match(line)
+        if match and match.group(1) not in libs:
+            libs.append(match.group(1))
+            continue
+        match = LDD_VERSION.match(line.strip())
+        if match:
+            label = "%s (%s)" % (match.group(3), os.path.basename(match.group(2)))
+            if label not in versions:
+                versions.append(label)
+    return libs, versions
+
+
+def record_paths(text):
+    """Installed files from a wheel's RECORD, relative to the site folder; entries outside it
+    (scripts in ../../../bin) are not the distribution's modules."""
+    paths = []
+    for row in csv.reader(text.splitlines()):
+        if not row or not row[0]:
+            continue
+        path = row[0]
+        if path.startswith("/") or path.split("/")[0] == "..":
+            continue
+        paths.append(path)
+    return paths
+
+
+def python_tag_mismatch(artifact, version_info):
+    """An egg says its Python in its name (-py2.7-); installing it elsewhere cannot work."""
+    match = re.search(r"-py(\d+)\.(\d+)", os.path.basename(artifact))
+    if match and (int(match.group(1)), int(match.group(2))) != tuple(version_info[:2]):
+        return "%s is for Python %s.%s, but the runtime Python is %d.%d" % (
+            os.path.basename(artifact), match.group(1), match.group(2), version_info[0], version_info[1])
+    return None
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+class Env(object):
+    """The fresh environment the artifact is installed into."""
+
+    def __init__(self, root, how):
+        self.root = root
+        self.how = how
+        self.python = os.path.join(root, "bin", "python")
+        self.site = None
+
+    def variables(self, work):
+        return environ({
+            "PATH": os.path.join(self.root, "bin") + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
+            "VIRTUAL_ENV": self.root,
+            "HOME": os.path.join(work, "home"),
+            "PYTHON_EGG_CACHE": os.path.join(work, "egg-cache"),
+            "PYTHONNOUSERSITE": "1",
+            "PIP_NO_INDEX": "1",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        }, drop=("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+                 "PIP_FIND_LINKS"))
+
+
+def make_env(spec, work):
+    dest = os.path.join(work, "env")
+    if os.path.isdir(dest):
+        shutil.rmtree(dest)
+    if not PY2:
+        code, output = capture([sys.executable, "-m", "venv", "--without-pip", dest], echo=True)
+        if code == 0:
+            return Env(dest, "venv --without-pip")
+        if not spec.get("virtualenv"):
+            raise GuestError("python -m venv failed (%s): %s" % (describe_exit(code), one_line(tail(output, 2))))
+    if not spec.get("virtualenv"):
+        raise GuestError("Python %s has no venv and the platform has no virtualenv tool: add virtualenv "
+                         "to the platform's tools" % python_version())
+    make_virtualenv(spec["virtualenv"], dest, work)
+    return Env(dest, "virtualenv")
+
+
+def site_dirs(env, work):
+    """The env's site folders, asked of its python: sys.path entries under its prefix. (Old
+    virtualenvs' site.py has no getsitepackages, and Debian patches sysconfig's schemes.)"""
+    code, output = capture([env.python, "-c", "import sys, json; print(json.dumps([sys.prefix] + sys.path))"],
+                           env=env.variables(work))
+    if code != 0:
+        raise GuestError("the test environment's python does not start (%s): %s"
+                         % (describe_exit(code), one_line(tail(output, 2))))
+    paths = json.loads(output.strip().splitlines()[-1])
+    prefix = os.path.realpath(paths[0])
+    found = []
+    for path in paths[1:]:
+        real = os.path.realpath(path)
+        if real.startswith(prefix + os.sep) and os.path.basename(real) in ("site-packages", "dist-packages") \
+                and os.path.isdir(real) and real not in found:
+            found.append(real)
+    if not found:
+        raise GuestError("the test environment has no site-packages folder on its sys.path")
+    return found
+
+
+def install_egg(egg, env, work, reasons):
+    """Prefer easy_install (what production runs where it exists), unzipped and offline; else,
+    or if it fails, unzip into site-packages and add a .pth line. Either way the egg ends up a
+    folder: zipped eggs extract extensions into a cache under HOME on Python 2 and never load
+    Cython modules as extensions on Python 3 (setuptools#2071)."""
+    name = os.path.basename(egg)
+    target = os.path.join(env.site, name)
+    easy = os.path.join(env.root, "bin", "easy_install")
+    if os.path.isfile(easy):
+        # --no-deps and a local file: nothing to look up; the index URL leads nowhere in case.
+        code, output = capture([env.python, easy, "--always-unzip", "--no-deps",
+                                "--index-url", "file:///nonexistent", "--allow-hosts", "localhost", egg],
+                               env=env.variables(work), cwd=os.path.join(work, "empty"), echo=True)
+        if code == 0 and os.path.isdir(target):
+            return target, "easy_install --always-unzip"
+        reasons.append("easy_install could not install %s offline (%s): %s"
+                       % (name, describe_exit(code), one_line(tail(output, 2))))
+    if os.path.exists(target):
+        fresh_dir(target)
+    unpack(egg, target)
+    pth = open(os.path.join(env.site, "builder-eggs.pth"), "a")
+    try:
+        pth.write("./%s\n" % name)
+    finally:
+        pth.close()
+    say("unzipped %s into %s" % (name, env.site))
+    return target, "unzip + .pth"
+
+
+def install_wheel(wheel, env, spec, work):
+    if os.path.isfile(os.path.join(env.root, "bin", "pip")):
+        pip, how = [env.python, "-m", "pip"], "pip (in the env)"
+    elif spec.get("pip"):
+        # pip runs from its own wheel, so the runtime image needs no pip of its own.
+        pip, how = [env.python, os.path.join(spec["pip"], "pip")], "pip (from %s)" % os.path.basename(spec["pip"])
+    else:
+        raise GuestError("no pip to install %s with: add pip to the platform's tools" % os.path.basename(wheel))
+    code, output = capture(pip + ["install", "--no-index", "--no-deps", "--no-cache-dir",
+                                  "--disable-pip-version-check", wheel],
+                           env=env.variables(work), cwd=os.path.join(work, "empty"), echo=True)
+    if code != 0:
+        raise GuestError("pip could not install %s offline (%s): %s"
+                         % (os.path.basename(wheel), describe_exit(code), one_line(tail(output, 2))))
+    return how
+
+
+def wheel_files(wheel, sites):
+    """(site folder, installed files) from the RECORD of the wheel's .dist-info."""
+    zf = zipfile.ZipFile(wheel)
+    try:
+        tops = sorted(set([n.split("/")[0] for n in zf.namelist() if n.split("/")[0].endswith(".dist-info")]))
+    finally:
+        zf.close()
+    if len(tops) != 1:
+        raise GuestError("%s has %d .dist-info folders, expected one" % (os.path.basename(wheel), len(tops)))
+    for site in sites:
+        record = os.path.join(site, tops[0], "RECORD")
+        if os.path.isfile(record):
+            handle = open(record, "rb")
+            try:
+                return site, record_paths(handle.read().decode("utf-8"))
+            finally:
+                handle.close()
+    raise GuestError("after installing %s, %s/RECORD is in no site folder" % (os.path.basename(wheel), tops[0]))
+
+
+def tree_files(root):
+    paths = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            paths.append(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"))
+    return paths
+
+
+def import_all(env, modules, compiled, work):
+    """Import every module in one child; if the child dies or hangs, the module it was importing
+    is charged with it and a new child goes on with the rest."""
+    results = {}
+    remaining = list(modules)
+    listing = os.path.join(work, "imports.json")
+    progress = os.path.join(work, "imports.out")
+    while remaining:
+        handle = open(listing, "w")
+        try:
+            handle.write(json.dumps({"modules": remaining, "compiled": sorted(compiled)}))
+        finally:
+            handle.close()
+        open(progress, "w").close()
+        code, output = capture([env.python, "-c", CHILD, listing, progress], cwd=os.path.join(work, "empty"),
+                               env=env.variables(work), timeout=IMPORT_TIMEOUT)
+        if output.strip():
+            say(output.rstrip())
+        started = None
+        for line in open(progress).read().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if "start" in record:
+                started = record["start"]
+            else:
+                results[record["name"]] = record
+                started = None
+        left = [m for m in remaining if m not in results]
+        if left:
+            culprit = started or left[0]
+            if code is None:
+                why = "its import did not finish within %d s" % IMPORT_TIMEOUT
+            else:
+                why = "the interpreter died while importing it (%s)" % describe_exit(code)
+            results[culprit] = {"name": culprit, "ok": False, "error": why}
+            say("import %s: %s; going on with the rest in a new interpreter" % (culprit, why))
+        remaining = [m for m in remaining if m not in results]
+    return results
+
+
+def run_ldd(root, so_files):
+    ldd = which("ldd") or which("ldd", "/usr/bin:/bin")
+    libs = {}
+    versions = {}
+    if not so_files:
+        return None, libs, versions
+    if not ldd:
+        return ("no ldd in the runtime image, so the shared libraries of %s could not be checked: "
+                "install the package that provides ldd" % ", ".join(so_files)), libs, versions
+    for rel in so_files:
+        code, output = capture([ldd, os.path.join(root, rel)], env=environ({"LC_ALL": "C"}))
+        say("ldd %s:\n%s" % (rel, output.rstrip()))
+        missing, old = parse_ldd(output)
+        if missing:
+            libs[rel] = missing
+        if old:
+            versions[rel] = old
+    return None, libs, versions
+
+
+def run_test(command, env, work):
+    say("$ sh -c %r" % command)
+    code, output = capture(["sh", "-c", command], cwd=os.path.join(work, "empty"), env=env.variables(work),
+                           timeout=TEST_TIMEOUT)
+    if output.strip():
+        say(output.rstrip())
+    return {"ran": True, "returncode": code, "output_tail": tail(output, 30)}
+
+
+def check(spec, result):
+    reasons = result["reasons"]
+    artifact = spec["artifact"]
+    fmt = spec["format"]
+    name = os.path.basename(artifact)
+    work = spec["work"]
+    for sub in ("", "home", "egg-cache"):
+        if not os.path.isdir(os.path.join(work, sub)):
+            os.makedirs(os.path.join(work, sub))
+    fresh_dir(os.path.join(work, "empty"))
+
+    say("step 1: no compiler in the runtime image")
+    result["compilers"] = find_compilers(os.environ.get("PATH", ""))
+    if result["compilers"]:
+        reasons.append("runtime image has a compiler: %s (the runtime target must not install one)"
+                       % ", ".join(result["compilers"]))
+
+    say("step 2: a fresh environment")
+    started = time.time()
+    env = make_env(spec, work)
+    env.site = site_dirs(env, work)[0]
+    say("%s in %.1f s; site folder %s" % (env.how, time.time() - started, env.site))
+
+    say("step 3: install %s offline" % name)
+    if fmt == "egg":
+        mismatch = python_tag_mismatch(artifact, sys.version_info)
+        if mismatch:
+            reasons.append(mismatch)
+        for dep in spec.get("deps") or []:
+            install_egg(dep, env, work, reasons)
+        root, how = install_egg(artifact, env, work, reasons)
+        files = tree_files(root)
+        result["installed"] = [root]
+    elif fmt == "wheel":
+        for dep in spec.get("deps") or []:
+            install_wheel(dep, env, spec, work)
+        how = install_wheel(artifact, env, spec, work)
+        root, files = wheel_files(artifact, site_dirs(env, work))
+        result["installed"] = [os.path.join(root, f) for f in files]
+    else:
+        raise GuestError("unknown format %r (expected egg or wheel)" % fmt)
+    result["installer"] = how
+
+    say("step 4: the modules of %s" % name)
+    wanted = spec.get("extensions")
+    modules, compiled = enumerate_modules(files, spec.get("skip_imports") or [], wanted or [])
+    result["modules"] = modules
+    say("%d modules, compiled: %s" % (len(modules), ", ".join(sorted(compiled)) or "none"))
+
+    say("step 5: import each module in %s" % env.python)
+    imports = import_all(env, modules, compiled, work)
+    for mod in modules:
+        record = imports.get(mod, {})
+        if not record.get("ok"):
+            result["import_failures"][mod] = record.get("error", "not imported")
+            reasons.append("import %s failed: %s" % (mod, one_line(record.get("error", "not imported"), 240)))
+
+    say("step 6: compiled modules load as extensions")
+    status = result["extensions"]
+    for mod in sorted(compiled):
+        record = imports.get(mod, {})
+        if not record.get("ok"):
+            status[mod] = "import-failed"
+        elif record.get("extension"):
+            status[mod] = "extension"
+        else:
+            status[mod] = "not-extension"
+            reasons.append("%s has a compiled module but did not load it as an extension (it loaded %s): "
+                           "install eggs unzipped" % (mod, record.get("file")))
+    if wanted is None:
+        if not compiled:
+            reasons.append("no compiled module in %s: it was built without its C extensions (a pure-Python "
+                           "fallback); give the package its build requirements, or `extensions: []` if it is "
+                           "pure Python" % name)
+    else:
+        for mod in wanted:
+            if mod not in compiled:
+                status[mod] = "not-extension"
+                reasons.append("%s was not built as an extension (the package fell back to pure Python: check "
+                               "its build-time requirements)" % mod)
+
+    say("step 7: shared libraries")
+    so_files = [f for f in files if is_shared_object(f)]
+    problem, libs, versions = run_ldd(root, so_files)
+    if problem:
+        reasons.append(problem)
+    result["missing_libraries"] = libs
+    result["missing_versions"] = versions
+    for so in sorted(libs):
+        for lib in libs[so]:
+            reasons.append("%s needs %s, which the runtime image does not have: add the package that provides "
+                           "it to the package's system.<family>.runtime list" % (so, lib))
+    for so in sorted(versions):
+        reasons.append("%s needs %s, newer than the runtime image provides: build on an image no newer "
+                       "than production" % (so, ", ".join(versions[so])))
+
+    if spec.get("test"):
+        say("step 8: the package's test")
+        result["test"] = run_test(spec["test"], env, work)
+        if result["test"]["returncode"] != 0:
+            code = result["test"]["returncode"]
+            reasons.append("test command %s: %s" % (
+                "timed out after %d s" % TEST_TIMEOUT if code is None else "failed (%s)" % describe_exit(code),
+                one_line(tail(result["test"]["output_tail"], 3), 240)))
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.stderr.write("usage: check.py SPEC.json\n")
+        return 2
+    spec = load_spec(argv[1])
+    out = spec["out"]
+    if not os.path.isdir(out):
+        os.makedirs(out)
+    result = {"ok": False, "python": python_version(), "compilers": [], "installed": [], "modules": [],
+              "import_failures": {}, "extensions": {}, "missing_libraries": {}, "missing_versions": {},
+              "test": {"ran": False, "returncode": None, "output_tail": ""}, "reasons": []}
+    started = time.time()
+    try:
+        check(spec, result)
+    except GuestError as exc:
+        result["reasons"].append(str(exc))
+    except Exception as exc:  # a bug here must still leave a result the host can read
+        import traceback
+        traceback.print_exc()
+        result["reasons"].append("check.py crashed: %s: %s" % (type(exc).__name__, one_line(str(exc))))
+    result["ok"] = not result["reasons"]
+    write_json(os.path.join(out, "check-result.json"), result)
+    say("check %s after %.1f s" % ("ok" if result["ok"] else "FAILED", time.time() - started))
+    for reason in result["reasons"]:
+        say("  - " + reason)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,82 @@
+"""Host-side image inputs: debootstrap bases and the digest that decides when to rebuild."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import runner
+from .errors import CommandError, ImageError
+from .model import Matrix, Platform
+from .plan import build_packages, runtime_packages
+
+BASE_REPOSITORY = "builder/base"
+
+
+def base_tag(suite: str) -> str:
+    return f"{BASE_REPOSITORY}:{suite}"
+
+
+def debootstrap_tarball(suite: str, mirror: str | None, work: Path) -> Path:
+    """A minbase root filesystem of a Debian suite as a tar file, ready for `docker import`.
+
+    Without a mirror setting debootstrap uses its own default, so no mirror is named here.
+    """
+    if shutil.which("debootstrap") is None:
+        raise ImageError(
+            f"debootstrap is needed to make the {suite} base image and is not installed",
+            hint="apt-get install debootstrap (the README's set-up command does it)",
+        )
+    if os.geteuid() != 0:
+        raise ImageError(f"making the {suite} base image with debootstrap needs root", hint="run as root once")
+    work.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f"rootfs-{suite}-", dir=work))
+    tarball = work / f"{suite}.tar"
+    try:
+        argv = ["debootstrap", "--variant=minbase", suite, str(root)]
+        if mirror:
+            argv.append(mirror)
+        try:
+            runner.run(argv, timeout=1800)
+        except CommandError as exc:
+            raise ImageError(
+                f"debootstrap {suite} failed (exit {exc.returncode})",
+                hint="check that the Debian mirror is reachable, or set settings.debian_mirror "
+                f"/ BUILDER_DEBIAN_MIRROR\n{exc.output[-2000:]}",
+            ) from exc
+        runner.run(["tar", "-C", str(root), "-cf", str(tarball), "."])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return tarball
+
+
+def context_digest(matrix: Matrix, platform: Platform, base_id: str) -> str:
+    """Everything an image build reads: the context folder, the base and the package lists."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in platform.image_dir.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(platform.image_dir)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    for part in (base_id, " ".join(runtime_packages(matrix, platform)), " ".join(build_packages(matrix, platform))):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def build_args(matrix: Matrix, platform: Platform, base_ref: str) -> dict[str, str]:
+    return {
+        "BASE": base_ref,
+        "RUNTIME_PACKAGES": " ".join(runtime_packages(matrix, platform)),
+        "BUILD_PACKAGES": " ".join(build_packages(matrix, platform)),
+    }
+
+
+def dockerfile(platform: Platform) -> Path:
+    path = platform.image_dir / "Dockerfile"
+    if not path.is_file():
+        raise ImageError(
+            f"platform {platform.name} has no Dockerfile at {path}",
+            hint=f"create it with two targets, `runtime` and `build` (copy images/debian12/Dockerfile as a start), "
+            f"or set image: in matrix.yaml ({platform.location})",
+        )
+    return path

@@ -1,0 +1,127 @@
+"""The validated matrix: frozen dataclasses. Nothing past builder.config sees a raw dict."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Format = Literal["egg", "wheel"]
+FORMATS: tuple[Format, ...] = ("egg", "wheel")
+Family = Literal["debian", "redhat", "freebsd"]
+FAMILIES: tuple[Family, ...] = ("debian", "redhat", "freebsd")
+BackendName = Literal["docker", "vagrant"]
+BACKENDS: tuple[BackendName, ...] = ("docker", "vagrant")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A file pinned by sha256: an sdist, a build tool (Cython) or a platform tool (virtualenv).
+
+    By default it comes from the package index (the file of project `name` whose sha256 is the
+    pin); `url` or `path` (absolute once loaded) name it directly instead.
+    """
+
+    name: str
+    version: str
+    sha256: str
+    url: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class SystemPackages:
+    """OS packages of one platform family: needed to build, and needed on the servers."""
+
+    build: tuple[str, ...] = ()
+    runtime: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """What may differ per platform for one package (`overrides:` in matrix.yaml)."""
+
+    source: Pin
+    build_requires: tuple[Pin, ...] = ()
+    setup_args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    # None: at least one extension module must load as an extension; () : a pure package.
+    extensions: tuple[str, ...] | None = None
+    skip_imports: tuple[str, ...] = ()
+    test: str | None = None
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    formats: tuple[Format, ...]
+    spec: BuildSpec
+    overrides: Mapping[str, BuildSpec] = field(default_factory=dict)  # platform name -> merged spec
+    system: Mapping[Family, SystemPackages] = field(default_factory=dict)
+    depends: tuple[str, ...] = ()  # other packages of the matrix needed at run time
+    platforms: tuple[str, ...] | None = None  # None: every platform
+    location: str = ""  # "matrix.yaml:12", for messages
+
+    def spec_for(self, platform: str) -> BuildSpec:
+        return self.overrides.get(platform, self.spec)
+
+    def system_for(self, family: Family) -> SystemPackages:
+        return self.system.get(family, SystemPackages())
+
+
+@dataclass(frozen=True)
+class Base:
+    """Where a platform's images start: a Debian suite made locally, or a registry image."""
+
+    kind: Literal["debootstrap", "image"]
+    value: str  # "bullseye" or "centos:6"
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: str = "2g"
+    pids: int = 1024
+    timeout: int = 1800  # seconds, per stage of a cell
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str
+    backend: BackendName
+    family: Family
+    python: str  # the interpreter inside the guest, e.g. /usr/bin/python2.7
+    base: Base | None  # docker platforms; None for vagrant
+    image_dir: Path  # images/<name>/ (docker): holds the Dockerfile and its context
+    tools: tuple[Pin, ...] = ()  # e.g. virtualenv for Python 2.7 guests, pip for wheel tests
+    enabled: bool = True
+    limits: Limits = Limits()
+    machines: tuple[str, str] | None = None  # vagrant: (build machine, runtime machine)
+    location: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    index_url: str | None = None  # None: pip's configured index, else pip's default
+    debian_mirror: str | None = None  # None: debootstrap's own default
+    registry_mirror: str | None = None  # prefix for registry bases, e.g. "mirror.example:5000/"
+    output: Path = Path("eggs")
+    cache: Path = Path(".builder/cache")
+    work: Path = Path(".builder/work")
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: Path
+    settings: Settings
+    platforms: tuple[Platform, ...]
+    packages: tuple[Package, ...]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def platform(self, name: str) -> Platform:
+        return next(p for p in self.platforms if p.name == name)
+
+    def package(self, name: str) -> Package:
+        return next(p for p in self.packages if p.name == name)

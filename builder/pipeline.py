@@ -1,0 +1,219 @@
+"""`all` as a pipeline of plain stage functions: fetch → images → build → test → publish.
+
+Each stage takes the Run and records a StageResult per cell; a failed cell is left out of later
+stages, never stopping the others (unless --fail-fast).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__, backends, cells, plan, state
+from .backends import Images
+from .errors import BuilderError, FetchError, ImageError
+from .fetch import Fetcher
+from .model import Matrix, Pin
+from .plan import Cell
+from .state import StageResult
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class Run:
+    matrix: Matrix
+    cells: list[Cell]
+    jobs: int = 1
+    fail_fast: bool = False
+    echo: Echo = print
+    verbose: bool = False
+    images: dict[str, Images] = field(default_factory=dict)
+    sources: dict[str, Path] = field(default_factory=dict)
+    results: dict[str, dict[str, StageResult]] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def record(self, cell: Cell, result: StageResult) -> None:
+        self.results.setdefault(cell.id, {})[result.stage] = result
+        state.save(self.matrix, cell, result)
+        line = f"[{cell.id}] {result.stage}: {result.status}"
+        if result.duration:
+            line += f" ({result.duration:.1f} s)"
+        if not result.ok and result.reason:
+            line += f" — {result.reason}"
+        self.echo(line)
+
+    def failed(self, cell: Cell) -> bool:
+        return any(not r.ok for r in self.results.get(cell.id, {}).values())
+
+    def stopping(self) -> bool:
+        return self.fail_fast and any(self.failed(c) for c in self.cells)
+
+    def live(self) -> list[Cell]:
+        return [c for c in self.cells if not self.failed(c)]
+
+    def last(self, cell: Cell) -> StageResult | None:
+        stages = self.results.get(cell.id, {})
+        return list(stages.values())[-1] if stages else None
+
+
+def pins_of(cell: Cell) -> list[Pin]:
+    spec = cell.spec
+    return [spec.source, *spec.build_requires, *cell.platform.tools]
+
+
+def fetch(run: Run) -> None:
+    fetcher = Fetcher(run.matrix.settings.cache, run.matrix.settings.index_url)
+    errors: dict[str, FetchError] = {}
+
+    def one(pin: Pin) -> None:
+        try:
+            run.sources[pin.sha256] = fetcher.fetch(pin)
+        except FetchError as exc:
+            errors[pin.sha256] = exc
+
+    unique = {p.sha256: p for c in run.live() for p in pins_of(c)}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(one, unique.values()))
+    for cell in run.live():
+        bad = [errors[p.sha256] for p in pins_of(cell) if p.sha256 in errors]
+        if bad:
+            run.record(cell, StageResult(cell.id, "fetch", "failed", reason=_one_line(bad[0])))
+
+
+def images(run: Run) -> None:
+    for platform in dict.fromkeys(c.platform for c in run.live()):
+        if run.stopping():
+            return
+        started = time.monotonic()
+        try:
+            backend = backends.get(platform.backend)
+            run.images[platform.name] = backend.prepare(run.matrix, platform, run.echo)
+        except ImageError as exc:
+            for cell in run.live():
+                if cell.platform == platform:
+                    run.record(cell, StageResult(cell.id, "images", "failed", reason=_one_line(exc)))
+            continue
+        run.echo(f"[{platform.name}] images ready ({time.monotonic() - started:.1f} s)")
+    _compute_keys(run)
+
+
+def _compute_keys(run: Run) -> None:
+    digest = cells.guest_digest()
+    for cell in plan.dependency_order(run.cells):
+        found = run.images.get(cell.platform.name)
+        if found is None:
+            continue
+        own = plan.input_key(
+            cell, build_image=found.build, runtime_image=found.runtime, guest_digest=digest, builder_version=__version__
+        )
+        dep_keys = sorted(run.keys.get(d.id, "") for d in plan.dependencies(cell, run.cells))
+        run.keys[cell.id] = own if not dep_keys else hashlib.sha256((own + "".join(dep_keys)).encode()).hexdigest()
+
+
+def _parallel(run: Run, stage: state.Stage, todo: Sequence[Cell], work: Callable[[Cell], StageResult]) -> None:
+    def one(cell: Cell) -> None:
+        if run.stopping():
+            run.record(cell, StageResult(cell.id, stage, "skipped", reason="skipped after a failure (--fail-fast)"))
+            return
+        result = work(cell)
+        result.input_key = run.keys.get(cell.id, "")
+        run.record(cell, result)
+
+    with ThreadPoolExecutor(max_workers=max(1, run.jobs)) as pool:
+        list(pool.map(one, todo))
+
+
+def build(run: Run) -> None:
+    echo = run.echo if run.verbose else None
+    _parallel(run, "build", run.live(), lambda c: cells.build(run.matrix, c, run.images[c.platform.name], run.sources, echo))
+
+
+def test(run: Run) -> None:
+    echo = run.echo if run.verbose else None
+    todo = run.live()
+    for cell in todo:  # `builder test` alone: take the builds a previous run left
+        if "build" not in run.results.get(cell.id, {}):
+            saved = state.load(run.matrix, cell, "build")
+            if saved is None or saved.input_key != run.keys.get(cell.id):
+                reason = "no build of this cell with the current inputs: run `python -m builder build` first"
+                run.record(cell, StageResult(cell.id, "test", "failed", reason=reason))
+            else:
+                run.results.setdefault(cell.id, {})["build"] = saved
+
+    def work(cell: Cell) -> StageResult:
+        deps = {d.id: _build_of(run, d) for d in plan.dependencies(cell, run.cells)}
+        built = run.results[cell.id]["build"]
+        return cells.test(run.matrix, cell, run.images[cell.platform.name], built, deps, run.sources, echo)
+
+    _parallel(run, "test", run.live(), work)
+
+
+def _build_of(run: Run, cell: Cell) -> StageResult:
+    found = run.results.get(cell.id, {}).get("build") or state.load(run.matrix, cell, "build")
+    return found or StageResult(cell.id, "build", "failed", reason="not built")
+
+
+def publish(run: Run) -> None:
+    from . import publish as publisher
+
+    passing: dict[str, list[publisher.PublishRecord]] = {}
+    for cell in run.cells:
+        tested = run.results.get(cell.id, {}).get("test") or state.load(run.matrix, cell, "test")
+        if tested is None or not tested.ok or run.failed(cell):
+            continue
+        if run.keys and tested.input_key != run.keys.get(cell.id):
+            continue  # tested with other inputs than the matrix now says: never publish that
+        passing.setdefault(cell.platform.name, []).append(
+            publisher.PublishRecord(
+                cell_id=cell.id,
+                package=cell.package.name,
+                version=cell.spec.source.version,
+                platform=cell.platform.name,
+                artifacts=tuple(Path(a) for a in tested.artifacts),
+                source_sha256=cell.spec.source.sha256,
+                input_key=tested.input_key,
+                build_image=tested.images.get("build", ""),
+                runtime_image=tested.images.get("runtime", ""),
+                builder_version=__version__,
+                finished_at=tested.finished_at,
+            )
+        )
+    output = run.matrix.settings.output
+    output.mkdir(parents=True, exist_ok=True)
+    with publisher.output_lock(output):
+        for platform, records in passing.items():
+            started = time.monotonic()
+            publisher.publish(output, platform, records)
+            for record in records:
+                cell = next(c for c in run.cells if c.id == record.cell_id)
+                result = StageResult(
+                    cell.id, "publish", "passed", artifacts=[str(output / platform / a.name) for a in record.artifacts],
+                    input_key=record.input_key, duration=time.monotonic() - started,
+                )
+                run.record(cell, result)
+
+
+def _one_line(exc: BuilderError) -> str:
+    return exc.message.splitlines()[0] + (f" ({exc.hint.splitlines()[0]})" if exc.hint else "")
+
+
+STAGES: dict[str, tuple[Callable[[Run], None], ...]] = {
+    "fetch": (fetch,),
+    "images": (images,),
+    "build": (fetch, images, build),
+    "test": (fetch, images, test),
+    "publish": (images, publish),
+    "all": (fetch, images, build, test, publish),
+}
+
+
+def execute(run: Run, stages: Sequence[Callable[[Run], None]]) -> Run:
+    for stage in stages:
+        if not run.live() or run.stopping():
+            break
+        stage(run)
+    return run

@@ -1,0 +1,292 @@
+"""Publish passing artifacts into output/<platform>/ for offline installs, and check them later.
+
+output/<platform>/ holds the artifacts (flat), index.html (links with sha256 for pip
+--find-links and easy_install -f), simple/ (a PEP 503 index of the wheels) and manifest.json.
+Writes are crash-safe (see _journal) and serialized by output_lock(); output/README.md and any
+other file of the users' is never touched.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from . import _journal
+from ._index import (
+    ArtifactEntry,
+    CellEntry,
+    Manifest,
+    artifact_format,
+    dump_manifest,
+    is_plain_name,
+    load_manifest,
+    render_pages,
+)
+from .errors import BuilderError, LockError
+from .fetch import sha256_file
+
+__all__ = [
+    "ArtifactEntry", "CellEntry", "Manifest", "Problem", "PublishRecord",
+    "output_lock", "publish", "read_manifest", "recover", "verify",
+]
+
+LOCK = ".lock"
+_ARTIFACT_SUFFIXES = (".egg", ".whl", ".tar.gz")
+
+ProblemKind = Literal["tampered", "missing", "unlisted", "bad-manifest"]
+
+
+@dataclass(frozen=True)
+class PublishRecord:
+    """One passing cell and what it produced."""
+
+    cell_id: str
+    package: str
+    version: str
+    platform: str
+    artifacts: tuple[Path, ...]
+    source_sha256: str
+    input_key: str
+    build_image: str
+    runtime_image: str
+    builder_version: str
+    finished_at: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    kind: ProblemKind
+    detail: str
+
+
+def read_manifest(output: Path, platform: str) -> Manifest | None:
+    """The platform's manifest, None if it has none yet; BuilderError if it cannot be read."""
+    path = output / platform / "manifest.json"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BuilderError(f"cannot read {path}: {exc.strerror}") from exc
+    return load_manifest(raw, str(path))
+
+
+def _merge(old: Manifest | None, platform: str, records: Sequence[PublishRecord],
+           hashes: dict[str, tuple[str, int]]) -> Manifest:
+    artifacts = dict(old.artifacts) if old else {}
+    cells = dict(old.cells) if old else {}
+    for record in records:
+        names = tuple(sorted(path.name for path in record.artifacts))
+        for name in names:
+            sha256, size = hashes[name]
+            artifacts[name] = ArtifactEntry(
+                sha256, size, artifact_format(name), record.package, record.version, record.cell_id,
+                record.source_sha256, record.input_key, record.build_image, record.runtime_image,
+                record.builder_version, record.finished_at,
+            )
+        cells[record.cell_id] = CellEntry(record.package, record.version, record.input_key, names, record.finished_at)
+    # A file now made by another cell is no longer the old cell's: its entry must not claim it.
+    for cell_id, entry in cells.items():
+        owned = tuple(name for name in entry.artifacts if artifacts[name].cell == cell_id)
+        if owned != entry.artifacts:
+            cells[cell_id] = CellEntry(entry.package, entry.version, entry.input_key, owned, entry.finished_at)
+    return Manifest(platform, dict(sorted(artifacts.items())), dict(sorted(cells.items())))
+
+
+def _check(platform: str, records: Sequence[PublishRecord]) -> None:
+    if not is_plain_name(platform):
+        raise BuilderError(f"platform name {platform!r} cannot be a folder of the output")
+    seen: dict[str, str] = {}
+    cells: set[str] = set()
+    for record in records:
+        if record.platform != platform:
+            raise BuilderError(f"{record.cell_id} is for platform {record.platform}, not {platform}")
+        if record.cell_id in cells:
+            raise BuilderError(f"{record.cell_id} is given twice to publish")
+        cells.add(record.cell_id)
+        for path in record.artifacts:
+            artifact_format(path.name)
+            if not is_plain_name(path.name):
+                raise BuilderError(f"{path.name!r} cannot be published: the name must not start with a dot")
+            if not path.is_file():
+                raise BuilderError(f"{record.cell_id}: artifact {path} is missing", hint="build and test the cell again")
+            if path.name in seen:
+                raise BuilderError(f"{path.name} is produced by both {seen[path.name]} and {record.cell_id}")
+            seen[path.name] = record.cell_id
+
+
+def publish(output: Path, platform: str, records: Sequence[PublishRecord]) -> list[Path]:
+    """Add the records' artifacts to output/<platform>/ and rewrite its manifest and indexes.
+
+    Previously published artifacts stay (the folder keeps history) unless a new one has the same
+    file name. Returns the published artifacts' paths in the output folder.
+    """
+    _check(platform, records)
+    with output_lock(output):
+        recover(output)
+        _journal.crash_point("start")
+        if not records:
+            return []
+        folder = output / platform
+        folder.mkdir(parents=True, exist_ok=True)
+        old = read_manifest(output, platform)
+        renames: list[_journal.Rename] = []
+        hashes: dict[str, tuple[str, int]] = {}
+        for record in records:
+            for path in record.artifacts:
+                rename, size = _journal.stage_copy(folder, path.name, path)
+                hashes[path.name] = (rename.sha256, size)
+                renames.append(rename)
+        _journal.crash_point("copied")
+        manifest = _merge(old, platform, records, hashes)
+        staged = {**render_pages(manifest), "manifest.json": dump_manifest(manifest)}
+        # Artifacts, then pages, then manifest.json last: it is what verify and users trust.
+        for final in sorted(staged, key=lambda name: (name == "manifest.json", "/" not in name, name)):
+            renames.append(_journal.stage_bytes(folder, final, staged[final]))
+        _journal.commit(folder, renames)
+        _journal.crash_point("done")
+        return sorted(folder / name for name in hashes)
+
+
+def _platform_folders(output: Path) -> list[Path]:
+    if not output.is_dir():
+        return []
+    return sorted(p for p in output.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def recover(output: Path) -> list[str]:
+    """Finish an interrupted publish (journal complete) or undo it (no journal). Says what it did."""
+    with output_lock(output):
+        return [line for folder in _platform_folders(output) for line in _journal.recover_folder(folder)]
+
+
+def verify(output: Path) -> list[Problem]:
+    """Re-hash every listed artifact of every platform; an empty list means all is well."""
+    with _shared_lock(output):
+        problems = [problem for folder in _platform_folders(output) for problem in _verify_folder(folder)]
+        for path in sorted(output.iterdir()) if output.is_dir() else []:
+            if path.is_file() and path.name.endswith(_ARTIFACT_SUFFIXES):
+                problems.append(Problem(path, "unlisted", "not in any platform's manifest.json"))
+    return problems
+
+
+def _verify_folder(folder: Path) -> list[Problem]:
+    problems: list[Problem] = []
+    listed: set[Path] = set()
+    if (folder / _journal.JOURNAL).exists():
+        detail = "a publish was interrupted: publish again to finish it"
+        problems.append(Problem(folder / _journal.JOURNAL, "bad-manifest", detail))
+    try:
+        manifest = read_manifest(folder.parent, folder.name)
+    except BuilderError as exc:
+        return [*problems, Problem(folder / "manifest.json", "bad-manifest", exc.message)]
+    if manifest is not None and manifest.platform != folder.name:
+        problems.append(Problem(folder / "manifest.json", "bad-manifest", f"says platform {manifest.platform}"))
+    for name, entry in (manifest.artifacts if manifest else {}).items():
+        path = folder / name
+        listed.add(path)
+        if not path.is_file():
+            problems.append(Problem(path, "missing", f"listed with sha256 {entry.sha256}"))
+            continue
+        actual = sha256_file(path)
+        if actual != entry.sha256 or path.stat().st_size != entry.size:
+            problems.append(Problem(path, "tampered", f"sha256 {actual}, manifest says {entry.sha256}"))
+    if manifest is not None:
+        for page, data in render_pages(manifest).items():
+            path = folder / page
+            if not path.is_file() or path.read_bytes() != data:
+                problems.append(Problem(path, "tampered", "does not match manifest.json"))
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.name.endswith(_ARTIFACT_SUFFIXES) and path not in listed:
+            problems.append(Problem(path, "unlisted", "not in manifest.json"))
+    return problems
+
+
+# Locks this process holds, by (output folder, thread): publish() inside output_lock() must not
+# wait for itself, while another thread still waits as another process would.
+_held: dict[tuple[Path, int], int] = {}
+
+
+@contextmanager
+def output_lock(output: Path, wait: bool = True, timeout: float | None = None) -> Iterator[None]:
+    """Hold output/.lock (flock) for one writer; the file says who holds it while it is held."""
+    key = (output.resolve(), threading.get_ident())
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    fd = os.open(output / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _acquire(fd, output, wait, timeout)
+        holder = {
+            "pid": os.getpid(), "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": sys.argv,
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
+            # Left empty, not deleted: a waiter may already have it open, and a committed output
+            # folder then sees no change in it from run to run.
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _acquire(fd: int, output: Path, wait: bool, timeout: float | None) -> None:
+    if wait and timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + (timeout or 0.0)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if not wait or time.monotonic() >= deadline:
+                raise LockError(f"{output}/ is being published by {_holder(fd)}: wait for it, or stop it") from None
+            time.sleep(0.05)
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 65536, 0))
+        return f"pid {info['pid']} on {info['host']} (started {info['started']}: {' '.join(info['command'])})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"  # it has the lock but has not written who it is yet
+
+
+@contextmanager
+def _shared_lock(output: Path) -> Iterator[None]:
+    """Wait out a running publish, read-only: verify must work on a read-only copy too."""
+    if (output.resolve(), threading.get_ident()) in _held:
+        yield
+        return
+    try:
+        fd = os.open(output / LOCK, os.O_RDONLY)
+    except OSError:
+        yield  # never published here, or not ours to lock
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,75 @@
+"""The summary a run ends with: a packages × platforms table, then one line per failure."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from .cells import reproduce
+from .pipeline import Run
+from .plan import Cell
+
+MARKS = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "skipped": "[yellow]skipped[/]"}
+
+
+def outcome(run: Run, cell: Cell) -> tuple[str, str, str, str]:
+    """(status, stage, reason, log) of a cell: the first stage that did not pass, else the last."""
+    stages = run.results.get(cell.id, {})
+    for name, result in stages.items():
+        if not result.ok:
+            return result.status, name, result.reason, result.log
+    if not stages:
+        return "pending", "", "", ""
+    last = list(stages.values())[-1]
+    return "passed", last.stage, "", last.log
+
+
+def passed(run: Run, cell: Cell, final_stage: str) -> bool:
+    stages = run.results.get(cell.id, {})
+    return final_stage in stages and all(r.ok for r in stages.values())
+
+
+def summary(run: Run, console: Console, final_stage: str) -> None:
+    platforms = list(dict.fromkeys(c.platform.name for c in run.cells))
+    packages = list(dict.fromkeys(c.package.name for c in run.cells))
+    grid = Table(title=f"builder {final_stage}: packages × platforms")
+    grid.add_column("package")
+    for name in platforms:
+        grid.add_column(name)
+    by_pair = {(c.package.name, c.platform.name): c for c in run.cells}
+    for package in packages:
+        row = [package]
+        for platform in platforms:
+            cell = by_pair.get((package, platform))
+            if cell is None:
+                row.append("—")
+                continue
+            status, stage, _, _ = outcome(run, cell)
+            mark = MARKS.get(status, status)
+            row.append(mark if status == "passed" else f"{mark} ({stage})")
+        grid.add_row(*row)
+    console.print(grid)
+    failures = [c for c in run.cells if outcome(run, c)[0] != "passed"]
+    if failures:
+        table = Table(title="failures", show_lines=True)
+        for column in ("cell", "reason", "log", "reproduce"):
+            table.add_column(column, overflow="fold")
+        for cell in failures:
+            status, stage, reason, log = outcome(run, cell)
+            table.add_row(cell.id, f"{stage}: {reason}", log or "—", reproduce(cell))
+        console.print(table)
+
+
+def cell_list(cells: Sequence[Cell], run: Run, console: Console) -> None:
+    table = Table(title="cells")
+    for column in ("id", "package", "version", "platform", "enabled", "last result"):
+        table.add_column(column)
+    for cell in cells:
+        status, stage, reason, _ = outcome(run, cell)
+        last = "—" if status == "pending" else (f"{status} ({stage})" + (f": {reason}" if reason else ""))
+        table.add_row(
+            cell.id, cell.package.name, cell.spec.source.version, cell.platform.name,
+            "yes" if cell.platform.enabled else "no", last,
+        )
+    console.print(table)
