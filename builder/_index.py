@@ -155,10 +155,11 @@ def render_pages(manifest: Manifest) -> dict[str, bytes]:
     projects: dict[str, list[str]] = {}
     for name, entry in sorted(manifest.artifacts.items()):
         if entry.format == "wheel":
-            project = canonicalize_name(parse_wheel_filename(name)[0])
-            projects.setdefault(project, []).append(_link("../../", name, entry.sha256))
+            projects.setdefault(canonicalize_name(parse_wheel_filename(name)[0]), []).append(
+                _link("../../", name, entry.sha256)
+            )
     for project, links in sorted(projects.items()):
         pages[f"simple/{project}/index.html"] = _page(f"Links for {project}", links, pep503=True)
-    root = [f'<a href="{html.escape(project)}/">{html.escape(project)}</a><br>' for project in sorted(projects)]
+    root = [f'<a href="{html.escape(name)}/">{html.escape(name)}</a><br>' for name in sorted(projects)]
     pages["simple/index.html"] = _page(f"Simple index for {manifest.platform}", root, pep503=True)
     return pages

@@ -129,9 +129,11 @@ def recover_folder(folder: Path) -> list[str]:
     if (folder / JOURNAL).exists():
         renames = _read_journal(folder)
         for tmp, final, sha256 in renames:
-            ready = (folder / tmp).is_file() and sha256_file(folder / tmp) == sha256
-            renamed = not (folder / tmp).exists() and (folder / final).is_file() and sha256_file(folder / final) == sha256
-            if not (ready or renamed):
+            if (folder / tmp).exists():
+                ok = (folder / tmp).is_file() and sha256_file(folder / tmp) == sha256
+            else:  # renamed before the crash
+                ok = (folder / final).is_file() and sha256_file(folder / final) == sha256
+            if not ok:
                 raise BuilderError(
                     f"an interrupted publish in {folder} cannot be finished: {final} is missing or changed",
                     hint=_BROKEN_HINT,

@@ -185,6 +185,9 @@ def publish(run: Run) -> None:
     output = run.matrix.settings.output
     output.mkdir(parents=True, exist_ok=True)
     with publisher.output_lock(output):
+        # Finish (or undo) a publish a killed run left, even when this run has nothing new.
+        for line in publisher.recover(output):
+            run.echo(line)
         for platform, records in passing.items():
             started = time.monotonic()
             publisher.publish(output, platform, records)

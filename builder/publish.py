@@ -119,7 +119,8 @@ def _check(platform: str, records: Sequence[PublishRecord]) -> None:
             if not is_plain_name(path.name):
                 raise BuilderError(f"{path.name!r} cannot be published: the name must not start with a dot")
             if not path.is_file():
-                raise BuilderError(f"{record.cell_id}: artifact {path} is missing", hint="build and test the cell again")
+                hint = "build and test the cell again"
+                raise BuilderError(f"{record.cell_id}: artifact {path} is missing", hint=hint)
             if path.name in seen:
                 raise BuilderError(f"{path.name} is produced by both {seen[path.name]} and {record.cell_id}")
             seen[path.name] = record.cell_id
@@ -283,7 +284,9 @@ def _shared_lock(output: Path) -> Iterator[None]:
     try:
         fd = os.open(output / LOCK, os.O_RDONLY)
     except OSError:
-        yield  # never published here, or not ours to lock
+        fd = -1  # never published here, or not ours to lock
+    if fd < 0:
+        yield
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)

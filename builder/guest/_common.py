@@ -237,6 +237,8 @@ def unpack(archive, dest, limit=MAX_UNPACKED):
             raise GuestError("unknown archive type (expected .tar.gz, .tgz, .tar.bz2 or .zip)")
     except GuestError as exc:
         raise GuestError("refusing %s: %s" % (name, exc))
+    except getattr(tarfile, "FilterError", GuestError) as exc:  # Python 3.12+'s own checks
+        raise GuestError("refusing %s: %s" % (name, one_line(str(exc))))
     except Exception as exc:  # corrupt, truncated, CRC mismatch, unreadable: all one story
         raise GuestError("%s is corrupt or truncated: %s: %s" % (name, type(exc).__name__, one_line(str(exc))))
     # Whatever the checks above missed (links chained through links), nothing may resolve

@@ -74,7 +74,8 @@ def build_env(spec, work, tools):
     }
     if tools:
         extra["PYTHONPATH"] = tools
-    extra.update(spec.get("env") or {})
+    for name, value in (spec.get("env") or {}).items():
+        extra[name] = str(value)
     # The host sets PYTHONDONTWRITEBYTECODE for its own reasons; eggs carry .pyc as they always
     # have, so the build must byte-compile. Index settings must not leak into an offline build.
     return environ(extra, drop=("PYTHONDONTWRITEBYTECODE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",

@@ -40,13 +40,15 @@ compiled = listing['compiled']
 results = open(sys.argv[2], 'a')
 
 def text(value):
+    # unicode() first on Python 2, where str() of an exception with non-ASCII text raises.
     try:
-        value = str(value)
+        return type(u'')(value)
     except Exception:
-        value = repr(value)
-    if not isinstance(value, type(u'')):
-        value = value.decode('utf-8', 'replace')
-    return value
+        pass
+    try:
+        return str(value).decode('utf-8', 'replace')
+    except Exception:
+        return repr(value)
 
 def emit(record):
     results.write(json.dumps(record) + '\n')
@@ -89,6 +91,13 @@ for name in listing['modules']:
                 record['extension'] = False
                 record['file'] += ' (%s)' % text(sys.exc_info()[1])
     emit(record)
+
+# Leave without running atexit handlers or waiting for threads some import started: what
+# matters is recorded, and a hang or crash at shutdown is no import failure.
+results.close()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
 """
 
 
@@ -351,9 +360,11 @@ def wheel_files(wheel, sites):
         if os.path.isfile(record):
             handle = open(record, "rb")
             try:
-                return site, record_paths(handle.read().decode("utf-8"))
+                data = handle.read()
             finally:
                 handle.close()
+            # Python 2's csv reads bytes only; Python 3's reads text only.
+            return site, record_paths(data if PY2 else data.decode("utf-8"))
     raise GuestError("after installing %s, %s/RECORD is in no site folder" % (os.path.basename(wheel), tops[0]))
 
 
@@ -385,7 +396,12 @@ def import_all(env, modules, compiled, work):
         if output.strip():
             say(output.rstrip())
         started = None
-        for line in open(progress).read().splitlines():
+        handle = open(progress)
+        try:
+            lines = handle.read().splitlines()
+        finally:
+            handle.close()
+        for line in lines:
             try:
                 record = json.loads(line)
             except ValueError:
@@ -400,8 +416,10 @@ def import_all(env, modules, compiled, work):
             culprit = started or left[0]
             if code is None:
                 why = "its import did not finish within %d s" % IMPORT_TIMEOUT
-            else:
+            elif code < 0:
                 why = "the interpreter died while importing it (%s)" % describe_exit(code)
+            else:
+                why = "the interpreter exited while importing it (%s)" % describe_exit(code)
             results[culprit] = {"name": culprit, "ok": False, "error": why}
             say("import %s: %s; going on with the rest in a new interpreter" % (culprit, why))
         remaining = [m for m in remaining if m not in results]
@@ -540,7 +558,7 @@ def check(spec, result):
             code = result["test"]["returncode"]
             reasons.append("test command %s: %s" % (
                 "timed out after %d s" % TEST_TIMEOUT if code is None else "failed (%s)" % describe_exit(code),
-                one_line(tail(result["test"]["output_tail"], 3), 240)))
+                one_line(tail(result["test"]["output_tail"], 3), 240) or "no output"))
 
 
 def main(argv):

@@ -1,0 +1,57 @@
+"""The real tier: a real Docker engine, real images, real sdists and real Python 2.7 and 3.11.
+
+Base images are made once per machine (debootstrap + docker import) and platform images once
+per set of inputs; downloads are cached in the repository's .builder/cache, so reruns are quick.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine() -> None:
+    import docker
+
+    try:
+        docker.from_env().ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
+        pytest.fail(f"the end-to-end tier needs a running Docker engine ({exc}); ./bootstrap.sh starts one")
+
+
+def builder(matrix: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 3000) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, from the matrix's folder."""
+    full_env = {**os.environ, "BUILDER_CACHE": str(REPO / ".builder" / "cache"), "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "builder", *args, "--matrix", str(matrix)],
+        cwd=matrix.parent, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def project(tmp: Path, matrix_text: str, images: Path = REPO / "images") -> Path:
+    """A user's project folder: matrix.yaml and an images/ folder."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "images").symlink_to(images, target_is_directory=True)
+    path = tmp / "matrix.yaml"
+    path.write_text(matrix_text)
+    return path
+
+
+def docker_run(image: str, script: str, *volumes: str) -> subprocess.CompletedProcess[str]:
+    argv = ["docker", "run", "--rm", "--network", "none"]
+    for volume in volumes:
+        argv += ["-v", volume]
+    return subprocess.run([*argv, image, "sh", "-c", script], capture_output=True, text=True, timeout=600, check=False)

@@ -1,0 +1,88 @@
+"""`python -m builder all` on the shipped matrix, then offline installs from what it published."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, builder, docker_run, project
+
+PLATFORMS = ("debian11-py27", "debian12")
+PACKAGES = ("simplejson", "PyYAML", "MarkupSafe", "six", "python_dateutil", "psycopg2")
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    matrix = project(tmp_path_factory.mktemp("shipped"), (REPO / "matrix.yaml").read_text())
+    done = builder(matrix, "all")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return matrix.parent, done.stdout
+
+
+def test_every_cell_passes_and_the_summary_says_so(shipped: tuple[Path, str]) -> None:
+    _, out = shipped
+    assert "packages × platforms" in out
+    assert "FAILED" not in out
+    for platform in PLATFORMS:
+        assert f"[{platform}/pyyaml] publish: passed" in out
+
+
+def test_eggs_and_wheels_are_published_with_a_truthful_manifest(shipped: tuple[Path, str]) -> None:
+    root, _ = shipped
+    for platform in PLATFORMS:
+        folder = root / "eggs" / platform
+        names = sorted(p.name for p in folder.iterdir() if p.suffix in (".egg", ".whl"))
+        for package in PACKAGES:
+            assert any(n.startswith(package + "-") and n.endswith(".egg") for n in names), (package, names)
+            assert any(n.lower().startswith(package.lower() + "-") and n.endswith(".whl") for n in names), (package, names)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert sorted(manifest["artifacts"]) == names
+        for name, entry in manifest["artifacts"].items():
+            assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == entry["sha256"]
+            assert entry["input_key"] and entry["build_image"].startswith("sha256:")
+        index = (folder / "index.html").read_text()
+        assert all(name in index for name in names)
+    assert builder(root / "matrix.yaml", "verify").returncode == 0
+
+
+def _runtime(root: Path, platform: str) -> str:
+    manifest = json.loads((root / "eggs" / platform / "manifest.json").read_text())
+    return next(iter(manifest["artifacts"].values()))["runtime_image"]
+
+
+def _tool(name: str) -> Path:
+    return next((REPO / ".builder" / "cache" / "sources").glob(f"*/{name}"))
+
+
+def test_pip_installs_offline_from_the_published_index_on_python3(shipped: tuple[Path, str]) -> None:
+    root, _ = shipped
+    pip = _tool("pip-24.2-py3-none-any.whl")
+    script = (
+        "python3 -m venv --without-pip /tmp/v && "
+        "/tmp/v/bin/python /pip.whl/pip install -q --no-index --find-links /eggs/index.html "
+        "PyYAML simplejson MarkupSafe python-dateutil psycopg2 && "
+        "/tmp/v/bin/python -c 'import yaml, simplejson._speedups, markupsafe._speedups, dateutil.parser, psycopg2; "
+        "assert yaml.__with_libyaml__; print(\"ok\")'"
+    )
+    done = docker_run(_runtime(root, "debian12"), script, f"{root / 'eggs' / 'debian12'}:/eggs:ro", f"{pip}:/pip.whl:ro")
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+
+
+def test_easy_install_and_pip_work_offline_on_python27(shipped: tuple[Path, str]) -> None:
+    root, _ = shipped
+    venv = _tool("virtualenv-16.7.12-py2.py3-none-any.whl")
+    check = "import yaml, simplejson, markupsafe, dateutil.parser, psycopg2; assert yaml.__with_libyaml__; print('ok')"
+    script = (
+        "export HOME=/tmp; python2.7 -c \"import zipfile; zipfile.ZipFile('/venv.whl').extractall('/tmp/vt')\" && "
+        "python2.7 /tmp/vt/virtualenv.py -q --no-download /tmp/e && "
+        "/tmp/e/bin/easy_install -q --always-unzip --index-url file:///nonexistent -f /eggs/ "
+        "PyYAML simplejson MarkupSafe six python-dateutil psycopg2 && "
+        f"/tmp/e/bin/python -c \"{check}\" && "
+        "python2.7 /tmp/vt/virtualenv.py -q --no-download /tmp/w && "
+        "/tmp/w/bin/pip install -q --no-index --find-links /eggs/index.html PyYAML simplejson MarkupSafe python-dateutil psycopg2 && "
+        f"/tmp/w/bin/python -c \"{check}\""
+    )
+    done = docker_run(_runtime(root, "debian11-py27"), script, f"{root / 'eggs' / 'debian11-py27'}:/eggs:ro", f"{venv}:/venv.whl:ro")
+    assert done.returncode == 0 and done.stdout.split() == ["ok", "ok"], done.stdout + done.stderr
