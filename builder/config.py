@@ -48,7 +48,7 @@ _CONSTRUCTOR = yaml.constructor.SafeConstructor()  # YAML's own reading of boole
 
 _TOP_KEYS = ("settings", "platforms", "packages")
 _SETTINGS_KEYS = ("index_url", "debian_mirror", "registry_mirror", "output", "cache", "work")
-_PLATFORM_KEYS = ("name", "backend", "family", "python", "base", "image", "machines", "enabled", "tools", "limits")
+_PLATFORM_KEYS = ("name", "backend", "family", "python", "base", "image", "machines", "enabled", "tools", "context", "limits")
 _PIN_KEYS = ("name", "version", "sha256", "url", "path")
 _OVERRIDE_KEYS = (
     "version", "sha256", "url", "path", "build_requires", "setup_args", "env", "extensions", "skip_imports", "test",
@@ -334,6 +334,7 @@ def _platform(at: _At) -> Platform:
         base=_base(at, fields, backend),
         image_dir=_path(fields["image"]) if "image" in fields else at.doc.root / "images" / name,
         tools=_pins(fields["tools"]) if "tools" in fields else (),
+        context=_pins(fields["context"]) if "context" in fields else (),
         enabled=_bool(fields["enabled"]) if "enabled" in fields else True,
         limits=_limits(fields["limits"]) if "limits" in fields else Limits(),
         machines=_machines(at, fields, backend),

@@ -5,6 +5,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import runner
@@ -52,9 +53,26 @@ def debootstrap_tarball(suite: str, mirror: str | None, work: Path) -> Path:
     return tarball
 
 
+def build_context(matrix: Matrix, platform: Platform, files: Mapping[str, Path]) -> Path:
+    """images/<platform>/ plus the platform's verified context files, laid out for `docker build`.
+
+    The Dockerfile COPYs a context file by its name (e.g. Python-2.7.18.tgz).
+    """
+    dockerfile(platform)
+    target = matrix.settings.work / "contexts" / platform.name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(platform.image_dir, target, symlinks=False)
+    for pin in platform.context:
+        source = files[pin.sha256]
+        shutil.copyfile(source, target / source.name)
+    return target
+
+
 def context_digest(matrix: Matrix, platform: Platform, base_id: str) -> str:
     """Everything an image build reads: the context folder, the base and the package lists."""
     digest = hashlib.sha256()
+    for pin in platform.context:
+        digest.update(pin.sha256.encode() + b"\0")
     for path in sorted(p for p in platform.image_dir.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(platform.image_dir)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")

@@ -93,6 +93,9 @@ class Platform:
     base: Base | None  # docker platforms; None for vagrant
     image_dir: Path  # images/<name>/ (docker): holds the Dockerfile and its context
     tools: tuple[Pin, ...] = ()  # e.g. virtualenv for Python 2.7 guests, pip for wheel tests
+    # Files fetched and verified on the host, then put in the image build context (a Python
+    # source tarball for CentOS): image builds download nothing unverified.
+    context: tuple[Pin, ...] = ()
     enabled: bool = True
     limits: Limits = Limits()
     machines: tuple[str, str] | None = None  # vagrant: (build machine, runtime machine)

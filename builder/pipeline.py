@@ -62,7 +62,7 @@ class Run:
 
 def pins_of(cell: Cell) -> list[Pin]:
     spec = cell.spec
-    return [spec.source, *spec.build_requires, *cell.platform.tools]
+    return [spec.source, *spec.build_requires, *cell.platform.tools, *cell.platform.context]
 
 
 def fetch(run: Run) -> None:
@@ -91,7 +91,7 @@ def images(run: Run) -> None:
         started = time.monotonic()
         try:
             backend = backends.get(platform.backend)
-            run.images[platform.name] = backend.prepare(run.matrix, platform, run.echo)
+            run.images[platform.name] = backend.prepare(run.matrix, platform, run.sources, run.echo)
         except ImageError as exc:
             for cell in run.live():
                 if cell.platform == platform:
@@ -206,10 +206,10 @@ def _one_line(exc: BuilderError) -> str:
 
 STAGES: dict[str, tuple[Callable[[Run], None], ...]] = {
     "fetch": (fetch,),
-    "images": (images,),
+    "images": (fetch, images),
     "build": (fetch, images, build),
     "test": (fetch, images, test),
-    "publish": (images, publish),
+    "publish": (fetch, images, publish),
     "all": (fetch, images, build, test, publish),
 }
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from ..errors import ImageError
 from ..model import Limits, Matrix, Platform
 
 Role = Literal["build", "runtime"]
@@ -48,8 +49,13 @@ class Machine(Protocol):
 
 
 class Backend(Protocol):
-    def prepare(self, matrix: Matrix, platform: Platform, log: Callable[[str], None]) -> Images:
-        """Make (or reuse) the platform's build and runtime machines' images."""
+    def prepare(
+        self, matrix: Matrix, platform: Platform, files: Mapping[str, Path], log: Callable[[str], None]
+    ) -> Images:
+        """Make (or reuse) the platform's build and runtime machines' images.
+
+        files: the verified host files by sha256 (the platform's `context:` pins among them).
+        """
 
     def machine(
         self, platform: Platform, images: Images, role: Role, limits: Limits, label: str
@@ -66,7 +72,10 @@ def get(name: str) -> Backend:
         from . import docker
 
         return docker.DockerBackend()
-    raise KeyError(name)
+    raise ImageError(
+        f"the {name} backend is declared in matrix.yaml but not available in this version of builder",
+        hint=f"leave {name} platforms disabled, or build them with the docker backend",
+    )
 
 
 def iter_names() -> Iterator[str]:

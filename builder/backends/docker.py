@@ -98,22 +98,27 @@ class DockerBackend:
             ) from exc
         return ref, str(image.id)
 
-    def prepare(self, matrix: Matrix, platform: Platform, log: Callable[[str], None]) -> Images:
+    def prepare(
+        self, matrix: Matrix, platform: Platform, files: Mapping[str, Path], log: Callable[[str], None]
+    ) -> Images:
         host_images.dockerfile(platform)
         base_ref, base_id = self.base(matrix, platform, log)
         digest = host_images.context_digest(matrix, platform, base_id)[:16]
         tags = {role: f"builder/{platform.name}:{role}-{digest}" for role in ("runtime", "build")}
         ids = {role: _image_id(self.engine, tag) for role, tag in tags.items()}
+        context: Path | None = None
         for role in ("runtime", "build"):  # runtime first: build is FROM runtime and reuses its layers
             if ids[role] is None:
                 log(f"building image {tags[role]}")
-                ids[role] = self._build(platform, role, tags[role], host_images.build_args(matrix, platform, base_ref))
+                context = context or host_images.build_context(matrix, platform, files)
+                args = host_images.build_args(matrix, platform, base_ref)
+                ids[role] = self._build(platform, context, role, tags[role], args)
         return Images(build=str(ids["build"]), runtime=str(ids["runtime"]))
 
-    def _build(self, platform: Platform, target: str, tag: str, args: dict[str, str]) -> str:
+    def _build(self, platform: Platform, context: Path, target: str, tag: str, args: dict[str, str]) -> str:
         try:
             image, _ = self.engine.images.build(
-                path=str(platform.image_dir),
+                path=str(context),
                 target=target,
                 tag=tag,
                 buildargs=args,

@@ -455,11 +455,72 @@ def run_test(command, env, work):
     return {"ran": True, "returncode": code, "output_tail": tail(output, 30)}
 
 
+def install(spec, env, work, reasons):
+    """Step 3: deps first, then the artifact. (folder the files are relative to, its files,
+    what `installed` reports, how it was installed)."""
+    artifact = spec["artifact"]
+    if spec["format"] == "egg":
+        mismatch = python_tag_mismatch(artifact, sys.version_info)
+        if mismatch:
+            reasons.append(mismatch)
+        for dep in spec.get("deps") or []:
+            install_egg(dep, env, work, reasons)
+        root, how = install_egg(artifact, env, work, reasons)
+        return root, tree_files(root), [root], how
+    if spec["format"] == "wheel":
+        for dep in spec.get("deps") or []:
+            install_wheel(dep, env, spec, work)
+        how = install_wheel(artifact, env, spec, work)
+        root, files = wheel_files(artifact, site_dirs(env, work))
+        return root, files, [os.path.join(root, f) for f in files], how
+    raise GuestError("unknown format %r (expected egg or wheel)" % spec["format"])
+
+
+def judge_extensions(wanted, compiled, imports, artifact_name, status, reasons):
+    """Step 6: every compiled module must have loaded as an extension; a named one must exist
+    (else the build fell back to pure Python); with none named, at least one must exist."""
+    for mod in sorted(compiled):
+        record = imports.get(mod, {})
+        if not record.get("ok"):
+            status[mod] = "import-failed"  # the import failure is already a reason
+        elif record.get("extension"):
+            status[mod] = "extension"
+        else:
+            status[mod] = "not-extension"
+            reasons.append("%s has a compiled module but did not load it as an extension (it loaded %s): "
+                           "install eggs unzipped" % (mod, record.get("file")))
+    if wanted is None:
+        if not compiled:
+            reasons.append("no compiled module in %s: it was built without its C extensions (a pure-Python "
+                           "fallback); give the package its build requirements, or `extensions: []` if it is "
+                           "pure Python" % artifact_name)
+        return
+    for mod in wanted:
+        if mod not in compiled:
+            status[mod] = "not-extension"
+            reasons.append("%s was not built as an extension (the package fell back to pure Python: check "
+                           "its build-time requirements)" % mod)
+
+
+def judge_libraries(root, files, result, reasons):
+    """Step 7: ldd on every shared object; each missing soname or symbol version is a reason."""
+    problem, libs, versions = run_ldd(root, [f for f in files if is_shared_object(f)])
+    if problem:
+        reasons.append(problem)
+    result["missing_libraries"] = libs
+    result["missing_versions"] = versions
+    for so in sorted(libs):
+        for lib in libs[so]:
+            reasons.append("%s needs %s, which the runtime image does not have: add the package that provides "
+                           "it to the package's system.<family>.runtime list" % (so, lib))
+    for so in sorted(versions):
+        reasons.append("%s needs %s, newer than the runtime image provides: build on an image no newer "
+                       "than production" % (so, ", ".join(versions[so])))
+
+
 def check(spec, result):
     reasons = result["reasons"]
-    artifact = spec["artifact"]
-    fmt = spec["format"]
-    name = os.path.basename(artifact)
+    name = os.path.basename(spec["artifact"])
     work = spec["work"]
     for sub in ("", "home", "egg-cache"):
         if not os.path.isdir(os.path.join(work, sub)):
@@ -479,24 +540,7 @@ def check(spec, result):
     say("%s in %.1f s; site folder %s" % (env.how, time.time() - started, env.site))
 
     say("step 3: install %s offline" % name)
-    if fmt == "egg":
-        mismatch = python_tag_mismatch(artifact, sys.version_info)
-        if mismatch:
-            reasons.append(mismatch)
-        for dep in spec.get("deps") or []:
-            install_egg(dep, env, work, reasons)
-        root, how = install_egg(artifact, env, work, reasons)
-        files = tree_files(root)
-        result["installed"] = [root]
-    elif fmt == "wheel":
-        for dep in spec.get("deps") or []:
-            install_wheel(dep, env, spec, work)
-        how = install_wheel(artifact, env, spec, work)
-        root, files = wheel_files(artifact, site_dirs(env, work))
-        result["installed"] = [os.path.join(root, f) for f in files]
-    else:
-        raise GuestError("unknown format %r (expected egg or wheel)" % fmt)
-    result["installer"] = how
+    root, files, result["installed"], result["installer"] = install(spec, env, work, reasons)
 
     say("step 4: the modules of %s" % name)
     wanted = spec.get("extensions")
@@ -507,58 +551,25 @@ def check(spec, result):
     say("step 5: import each module in %s" % env.python)
     imports = import_all(env, modules, compiled, work)
     for mod in modules:
-        record = imports.get(mod, {})
-        if not record.get("ok"):
-            result["import_failures"][mod] = record.get("error", "not imported")
-            reasons.append("import %s failed: %s" % (mod, one_line(record.get("error", "not imported"), 240)))
+        error = imports.get(mod, {}).get("error", "not imported")
+        if not imports.get(mod, {}).get("ok"):
+            result["import_failures"][mod] = error
+            reasons.append("import %s failed: %s" % (mod, one_line(error, 240)))
 
     say("step 6: compiled modules load as extensions")
-    status = result["extensions"]
-    for mod in sorted(compiled):
-        record = imports.get(mod, {})
-        if not record.get("ok"):
-            status[mod] = "import-failed"
-        elif record.get("extension"):
-            status[mod] = "extension"
-        else:
-            status[mod] = "not-extension"
-            reasons.append("%s has a compiled module but did not load it as an extension (it loaded %s): "
-                           "install eggs unzipped" % (mod, record.get("file")))
-    if wanted is None:
-        if not compiled:
-            reasons.append("no compiled module in %s: it was built without its C extensions (a pure-Python "
-                           "fallback); give the package its build requirements, or `extensions: []` if it is "
-                           "pure Python" % name)
-    else:
-        for mod in wanted:
-            if mod not in compiled:
-                status[mod] = "not-extension"
-                reasons.append("%s was not built as an extension (the package fell back to pure Python: check "
-                               "its build-time requirements)" % mod)
+    judge_extensions(wanted, compiled, imports, name, result["extensions"], reasons)
 
     say("step 7: shared libraries")
-    so_files = [f for f in files if is_shared_object(f)]
-    problem, libs, versions = run_ldd(root, so_files)
-    if problem:
-        reasons.append(problem)
-    result["missing_libraries"] = libs
-    result["missing_versions"] = versions
-    for so in sorted(libs):
-        for lib in libs[so]:
-            reasons.append("%s needs %s, which the runtime image does not have: add the package that provides "
-                           "it to the package's system.<family>.runtime list" % (so, lib))
-    for so in sorted(versions):
-        reasons.append("%s needs %s, newer than the runtime image provides: build on an image no newer "
-                       "than production" % (so, ", ".join(versions[so])))
+    judge_libraries(root, files, result, reasons)
 
     if spec.get("test"):
         say("step 8: the package's test")
-        result["test"] = run_test(spec["test"], env, work)
-        if result["test"]["returncode"] != 0:
-            code = result["test"]["returncode"]
+        result["test"] = test = run_test(spec["test"], env, work)
+        if test["returncode"] != 0:
             reasons.append("test command %s: %s" % (
-                "timed out after %d s" % TEST_TIMEOUT if code is None else "failed (%s)" % describe_exit(code),
-                one_line(tail(result["test"]["output_tail"], 3), 240) or "no output"))
+                "timed out after %d s" % TEST_TIMEOUT if test["returncode"] is None
+                else "failed (%s)" % describe_exit(test["returncode"]),
+                one_line(tail(test["output_tail"], 3), 240) or "no output"))
 
 
 def main(argv):

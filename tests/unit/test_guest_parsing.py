@@ -160,6 +160,37 @@ def test_python_tag_mismatch() -> None:
     assert check.python_tag_mismatch("/x/six-1.16.0-py2.py3-none-any.whl", (3, 11, 2)) is None
 
 
+def judged(wanted, compiled, imports):
+    status: dict[str, str] = {}
+    reasons: list[str] = []
+    check.judge_extensions(wanted, compiled, imports, "PyYAML-5.4.1-py2.7-linux-x86_64.egg", status, reasons)
+    return status, reasons
+
+
+def test_named_extension_missing_means_a_pure_python_fallback() -> None:
+    status, reasons = judged(["yaml._yaml"], {}, {})
+    assert status == {"yaml._yaml": "not-extension"}
+    assert reasons == ["yaml._yaml was not built as an extension (the package fell back to pure Python: "
+                       "check its build-time requirements)"]
+
+
+def test_no_extensions_named_needs_at_least_one() -> None:
+    status, reasons = judged(None, {}, {})
+    assert reasons[0].startswith("no compiled module in PyYAML-5.4.1-py2.7-linux-x86_64.egg:")
+    assert judged([], {}, {}) == ({}, [])
+
+
+def test_compiled_module_loaded_some_other_way_or_not_at_all() -> None:
+    compiled = {"yaml._yaml": ["yaml/_yaml.so"]}
+    loaded = {"yaml._yaml": {"ok": True, "extension": False, "file": "/egg/yaml/_yaml.py"}}
+    status, reasons = judged(None, compiled, loaded)
+    assert status == {"yaml._yaml": "not-extension"} and "did not load it as an extension" in reasons[0]
+    status, reasons = judged(["yaml._yaml"], compiled, {"yaml._yaml": {"ok": False, "error": "ImportError: x"}})
+    assert status == {"yaml._yaml": "import-failed"} and reasons == []
+    assert judged(["yaml._yaml"], compiled, {"yaml._yaml": {"ok": True, "extension": True}}) == (
+        {"yaml._yaml": "extension"}, [])
+
+
 # --- compilers ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["cc", "gcc", "gcc-12", "x86_64-linux-gnu-gcc-12", "c++", "g++", "clang",
