@@ -42,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, parents=[common, select], help=text, description=text)
         command.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="cells at once (default: cores)")
         command.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
+        command.add_argument("--force", action="store_true", help="rebuild cells even when already published")
     sub.add_parser("list", parents=[common, select], help="list the cells, their ids and last results")
     verify = sub.add_parser("verify", parents=[common], help="re-hash the output folder against its manifests")
     verify.set_defaults(select=False)
@@ -93,7 +94,7 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         report.cell_list(cells, run, console)
         return 0
     run = pipeline.Run(
-        matrix, cells, jobs=args.jobs, fail_fast=args.fail_fast, verbose=args.verbose,
+        matrix, cells, jobs=args.jobs, fail_fast=args.fail_fast, verbose=args.verbose, force=args.force,
         echo=lambda line: console.print(line, markup=False, highlight=False),
     )
     try:

@@ -35,6 +35,8 @@ class Run:
     sources: dict[str, Path] = field(default_factory=dict)
     results: dict[str, dict[str, StageResult]] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
+    force: bool = False
+    done: set[str] = field(default_factory=set)  # cells already complete (published, unchanged)
 
     def record(self, cell: Cell, result: StageResult) -> None:
         self.results.setdefault(cell.id, {})[result.stage] = result
@@ -53,7 +55,7 @@ class Run:
         return self.fail_fast and any(self.failed(c) for c in self.cells)
 
     def live(self) -> list[Cell]:
-        return [c for c in self.cells if not self.failed(c)]
+        return [c for c in self.cells if not self.failed(c) and c.id not in self.done]
 
     def last(self, cell: Cell) -> StageResult | None:
         stages = self.results.get(cell.id, {})
@@ -114,6 +116,41 @@ def _compute_keys(run: Run) -> None:
         run.keys[cell.id] = own if not dep_keys else hashlib.sha256((own + "".join(dep_keys)).encode()).hexdigest()
 
 
+def up_to_date(run: Run) -> None:
+    """Skip cells whose inputs match what is published: no container starts for them.
+
+    The input key covers the source, tools, options, images and in-guest scripts, so equal keys
+    mean the published artifacts are what a rebuild would test and publish. --force rebuilds.
+    """
+    from . import publish as publisher
+    from .fetch import sha256_file
+
+    if run.force:
+        return
+    output = run.matrix.settings.output
+    manifests = {}
+    for cell in run.live():
+        name = cell.platform.name
+        if name not in manifests:
+            try:
+                manifests[name] = publisher.read_manifest(output, name)
+            except BuilderError:
+                manifests[name] = None  # unreadable: rebuild, and publish will say why
+        manifest = manifests[name]
+        entry = manifest.cells.get(cell.id) if manifest else None
+        if manifest is None or entry is None or entry.input_key != run.keys.get(cell.id):
+            continue
+        files = [output / name / a for a in entry.artifacts]
+        if all(f.is_file() and f.stat().st_size == manifest.artifacts[f.name].size for f in files) and all(
+            sha256_file(f) == manifest.artifacts[f.name].sha256 for f in files
+        ):
+            run.done.add(cell.id)
+            result = StageResult(cell.id, "publish", "passed", artifacts=[str(f) for f in files],
+                                 input_key=entry.input_key, details={"up_to_date": True})
+            run.results.setdefault(cell.id, {})["publish"] = result
+            run.echo(f"[{cell.id}] up to date: published with the same inputs")
+
+
 def _parallel(run: Run, stage: state.Stage, todo: Sequence[Cell], work: Callable[[Cell], StageResult]) -> None:
     def one(cell: Cell) -> None:
         if run.stopping():
@@ -162,6 +199,8 @@ def publish(run: Run) -> None:
 
     passing: dict[str, list[publisher.PublishRecord]] = {}
     for cell in run.cells:
+        if cell.id in run.done:
+            continue
         tested = run.results.get(cell.id, {}).get("test") or state.load(run.matrix, cell, "test")
         if tested is None or not tested.ok or run.failed(cell):
             continue
@@ -210,13 +249,13 @@ STAGES: dict[str, tuple[Callable[[Run], None], ...]] = {
     "build": (fetch, images, build),
     "test": (fetch, images, test),
     "publish": (fetch, images, publish),
-    "all": (fetch, images, build, test, publish),
+    "all": (fetch, images, up_to_date, build, test, publish),
 }
 
 
 def execute(run: Run, stages: Sequence[Callable[[Run], None]]) -> Run:
     for stage in stages:
-        if not run.live() or run.stopping():
+        if (not run.live() and stage is not publish) or run.stopping():
             break
         stage(run)
     return run

@@ -47,6 +47,18 @@ def test_eggs_and_wheels_are_published_with_a_truthful_manifest(shipped: tuple[P
     assert builder(root / "matrix.yaml", "verify").returncode == 0
 
 
+def test_a_warm_run_rebuilds_nothing_and_force_rebuilds(shipped: tuple[Path, str]) -> None:
+    root, _ = shipped
+    manifest = (root / "eggs" / "debian12" / "manifest.json").read_bytes()
+    warm = builder(root / "matrix.yaml", "all")
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    assert warm.stdout.count("up to date: published with the same inputs") == 12
+    assert "build: passed" not in warm.stdout
+    assert (root / "eggs" / "debian12" / "manifest.json").read_bytes() == manifest
+    forced = builder(root / "matrix.yaml", "all", "--force", "--cell", "debian12/six")
+    assert forced.returncode == 0 and "[debian12/six] build: passed" in forced.stdout, forced.stdout
+
+
 def _runtime(root: Path, platform: str) -> str:
     manifest = json.loads((root / "eggs" / platform / "manifest.json").read_text())
     return next(iter(manifest["artifacts"].values()))["runtime_image"]
