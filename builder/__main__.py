@@ -44,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
         command.add_argument("--force", action="store_true", help="rebuild cells even when already published")
     sub.add_parser("list", parents=[common, select], help="list the cells, their ids and last results")
+    matrix = sub.add_parser("matrix", parents=[common, select], help="print the selected cells for CI matrix jobs")
+    matrix.add_argument("--format", choices=("github", "gitlab", "json"), default="json")
     verify = sub.add_parser("verify", parents=[common], help="re-hash the output folder against its manifests")
     verify.set_defaults(select=False)
     return top
@@ -84,6 +86,14 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         console.print(f"{matrix.settings.output}: every artifact matches its manifest")
         return 0
     cells = plan.select(matrix, _split(args.platform), _split(args.package), _split(args.cell))
+    if args.command == "matrix":
+        from .ci import matrix_document
+
+        # Plain stdout: the document is data for a CI system, never console markup.
+        sys.stdout.write(matrix_document(cells, args.format))
+        if args.format == "github":
+            sys.stdout.write("\n")
+        return 0
     if args.command == "list":
         run = pipeline.Run(matrix, cells)
         for cell in cells:
@@ -100,6 +110,10 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
     try:
         pipeline.execute(run, pipeline.STAGES[args.command])
     finally:
+        from . import reports
+
+        written = reports.write_reports(matrix.settings.work / "report", f"builder {args.command}", reports.from_run(run))
+        console.print(f"reports: {written['html']} (also {written['junit'].name}, {written['json'].name})", markup=False)
         report.summary(run, console, args.command)
     final = {"all": "publish"}.get(args.command, args.command)
     if args.command in ("fetch", "images"):

@@ -267,11 +267,7 @@ def _unzip(archive, dest, limit):
                 if not os.path.isdir(target):
                     os.makedirs(target)
                 continue
-            parent = os.path.dirname(target)
-            if not os.path.isdir(parent):
-                os.makedirs(parent)
-            if not _inside(dest, parent):
-                raise GuestError("member %r would land outside the folder" % info.filename)
+            _make_parent(dest, target, info.filename)
             source = zf.open(info)
             try:
                 sink = open(target, "wb")
@@ -287,6 +283,15 @@ def _unzip(archive, dest, limit):
                 os.chmod(target, 0x1ED)  # 0755
     finally:
         zf.close()
+
+
+def _make_parent(dest, target, name):
+    """Create the folder a member lands in, refusing one that resolves outside dest (a link)."""
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        os.makedirs(parent)
+    if not _inside(dest, parent):
+        raise GuestError("member %r would land outside the folder" % name)
 
 
 def _untar(archive, dest, limit):
@@ -315,11 +320,7 @@ def _untar(archive, dest, limit):
                 if not os.path.isdir(target):
                     os.makedirs(target)
                 continue
-            parent = os.path.dirname(target)
-            if not os.path.isdir(parent):
-                os.makedirs(parent)
-            if not _inside(dest, parent):
-                raise GuestError("member %r would land outside the folder" % member.name)
+            _make_parent(dest, target, member.name)
             tf.extract(member, dest, **extra)
     finally:
         tf.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from xml.etree import ElementTree
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,9 @@ def test_every_cell_passes_and_the_summary_says_so(shipped: tuple[Path, str]) ->
     assert "FAILED" not in out
     for platform in PLATFORMS:
         assert f"[{platform}/pyyaml] publish: passed" in out
+    root, _ = shipped
+    suite = ElementTree.parse(root / ".builder" / "work" / "report" / "junit.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("tests") == "12" and suite.get("failures") == "0"
 
 
 def test_eggs_and_wheels_are_published_with_a_truthful_manifest(shipped: tuple[Path, str]) -> None:
