@@ -46,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("list", parents=[common, select], help="list the cells, their ids and last results")
     matrix = sub.add_parser("matrix", parents=[common, select], help="print the selected cells for CI matrix jobs")
     matrix.add_argument("--format", choices=("github", "gitlab", "json"), default="json")
+    merge = sub.add_parser("merge", parents=[common], help="publish the outputs of separate CI jobs into one index")
+    merge.add_argument("parts", nargs="+", type=Path, metavar="DIR", help="folders the cell jobs uploaded")
     verify = sub.add_parser("verify", parents=[common], help="re-hash the output folder against its manifests")
     verify.set_defaults(select=False)
     return top
@@ -84,6 +86,12 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         if problems:
             raise BuilderError(f"{len(problems)} problem(s) in {matrix.settings.output}", hint="rebuild and republish them")
         console.print(f"{matrix.settings.output}: every artifact matches its manifest")
+        return 0
+    if args.command == "merge":
+        from .merge import merge
+
+        count = merge(matrix, args.parts, lambda line: console.print(line, markup=False))
+        console.print(f"merged {count} cell(s) into {matrix.settings.output}", markup=False)
         return 0
     cells = plan.select(matrix, _split(args.platform), _split(args.package), _split(args.cell))
     if args.command == "matrix":

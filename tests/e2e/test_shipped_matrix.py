@@ -102,3 +102,29 @@ def test_easy_install_and_pip_work_offline_on_python27(shipped: tuple[Path, str]
     )
     done = docker_run(_runtime(root, "debian11-py27"), script, f"{root / 'eggs' / 'debian11-py27'}:/eggs:ro", f"{venv}:/venv.whl:ro")
     assert done.returncode == 0 and done.stdout.split() == ["ok", "ok"], done.stdout + done.stderr
+
+
+def test_cells_run_as_separate_jobs_merge_into_the_same_index(shipped: tuple[Path, str], tmp_path: Path) -> None:
+    root, _ = shipped
+    text = (REPO / "matrix.yaml").read_text()
+    parts = []
+    for cell in ("debian12/markupsafe", "debian12/python-dateutil"):  # dateutil's job builds six too
+        part = project(tmp_path / cell.replace("/", "-"), text)
+        done = builder(part, "all", "--cell", cell)
+        assert done.returncode == 0, done.stdout + done.stderr
+        parts.append(str(part.parent))
+    merged = project(tmp_path / "merged", text)
+    done = builder(merged, "merge", *parts)
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifest = json.loads((merged.parent / "eggs" / "debian12" / "manifest.json").read_text())
+    assert sorted(manifest["cells"]) == ["debian12/markupsafe", "debian12/python-dateutil", "debian12/six"]
+    one_run = json.loads((root / "eggs" / "debian12" / "manifest.json").read_text())
+    for cell_id, entry in manifest["cells"].items():
+        assert entry["artifacts"] == one_run["cells"][cell_id]["artifacts"]
+        assert entry["input_key"] == one_run["cells"][cell_id]["input_key"]
+    assert builder(merged, "verify").returncode == 0
+    # A part built from other inputs than the matrix says is refused, and nothing is written.
+    other = project(tmp_path / "other", text.replace("version: 1.1.1", "version: 1.1.0"))
+    done = builder(other, "merge", *parts)
+    assert done.returncode != 0 and "but the matrix pins 1.1.0" in done.stderr, done.stderr
+    assert not (other.parent / "eggs").exists()

@@ -1,0 +1,75 @@
+"""`merge`: publish what separate CI jobs published, as one local `all` would have.
+
+Each part is a job's folder holding its output (`eggs/<platform>/…` with its manifest). Every
+artifact is re-hashed against the part's manifest, and each cell must be one the matrix
+declares with the same version and source sha256: a part built from other inputs is refused.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import publish as publisher
+from .errors import BuilderError
+from .fetch import sha256_file
+from .model import Matrix
+from .plan import Cell, all_cells
+
+
+def _manifests(part: Path) -> list[Path]:
+    if not part.is_dir():
+        raise BuilderError(f"{part} is not a folder", hint="pass the folders the CI jobs uploaded")
+    return sorted(p for p in part.rglob("manifest.json") if ".builder" not in p.parts and (p.parent / "index.html").exists())
+
+
+def records(matrix: Matrix, parts: Sequence[Path]) -> dict[str, list[publisher.PublishRecord]]:
+    cells: dict[str, Cell] = {c.id: c for c in all_cells(matrix)}
+    chosen: dict[str, publisher.PublishRecord] = {}
+    for part in sorted(parts):
+        for path in _manifests(part):
+            folder = path.parent
+            manifest = publisher.read_manifest(folder.parent, folder.name)
+            if manifest is None:
+                continue
+            for cell_id, entry in sorted(manifest.cells.items()):
+                cell = cells.get(cell_id)
+                if cell is None:
+                    raise BuilderError(f"{path}: cell {cell_id} is not in {matrix.path.name}", hint="merge only parts built from this matrix")
+                files = [folder / name for name in entry.artifacts]
+                first = manifest.artifacts[entry.artifacts[0]] if entry.artifacts else None
+                if first is None or entry.version != cell.spec.source.version or first.source_sha256 != cell.spec.source.sha256:
+                    raise BuilderError(
+                        f"{path}: {cell_id} was built from {entry.version} ({first.source_sha256 if first else '?'}), "
+                        f"but the matrix pins {cell.spec.source.version} ({cell.spec.source.sha256})",
+                        hint="rebuild that cell from this matrix",
+                    )
+                for file in files:
+                    if not file.is_file() or sha256_file(file) != manifest.artifacts[file.name].sha256:
+                        raise BuilderError(f"{file} is missing or does not match its manifest", hint="re-run that cell's job")
+                if cell_id in chosen:
+                    continue  # a dependency built again in another job: the first part wins
+                chosen[cell_id] = publisher.PublishRecord(
+                    cell_id=cell_id, package=cell.package.name, version=entry.version, platform=folder.name,
+                    artifacts=tuple(files), source_sha256=first.source_sha256, input_key=entry.input_key,
+                    build_image=first.build_image, runtime_image=first.runtime_image,
+                    builder_version=first.builder_version, finished_at=entry.finished_at,
+                )
+    by_platform: dict[str, list[publisher.PublishRecord]] = {}
+    for record in chosen.values():
+        by_platform.setdefault(record.platform, []).append(record)
+    return by_platform
+
+
+def merge(matrix: Matrix, parts: Sequence[Path], echo: Callable[[str], None]) -> int:
+    """Publish every cell found in the parts; returns how many were published."""
+    found = records(matrix, parts)  # everything is checked before anything is written
+    output = matrix.settings.output
+    output.mkdir(parents=True, exist_ok=True)
+    with publisher.output_lock(output):
+        for line in publisher.recover(output):
+            echo(line)
+        for platform, items in sorted(found.items()):
+            publisher.publish(output, platform, items)
+            for record in items:
+                echo(f"[{record.cell_id}] merged: {', '.join(a.name for a in record.artifacts)}")
+    return sum(len(items) for items in found.values())
