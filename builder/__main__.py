@@ -1,9 +1,12 @@
-"""The command line. The only module that prints to the user and exits."""
+"""builder: build C-extension eggs and wheels per platform, test them where no compiler is,
+publish them for offline installs. (This module is the only one that prints and exits.)"""
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +31,11 @@ def _split(values: Sequence[str] | None) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m builder", description=__doc__)
+    top = argparse.ArgumentParser(
+        prog="python -m builder",
+        description="Build C-extension eggs and wheels per platform, test them where no compiler is, "
+        "and publish them for offline installs.",
+    )
     top.add_argument("--version", action="version", version=f"builder {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
@@ -48,13 +55,34 @@ def parser() -> argparse.ArgumentParser:
     matrix.add_argument("--format", choices=("github", "gitlab", "json"), default="json")
     merge = sub.add_parser("merge", parents=[common], help="publish the outputs of separate CI jobs into one index")
     merge.add_argument("parts", nargs="+", type=Path, metavar="DIR", help="folders the cell jobs uploaded")
+    sub.add_parser("clean", parents=[common], help="remove containers and temporary files that killed runs left")
     verify = sub.add_parser("verify", parents=[common], help="re-hash the output folder against its manifests")
     verify.set_defaults(select=False)
     return top
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C leaves at once
+    if "builder.backends.docker" in sys.modules:
+        from . import backends
+
+        try:
+            backends.clean(os.getpid())
+        except BuilderError:
+            pass
+    raise KeyboardInterrupt
+
+
+def _tick(live: object, run: pipeline.Run, stop: threading.Event) -> None:
+    while not stop.wait(0.25):
+        live.update(report.progress(run))  # type: ignore[attr-defined]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Ctrl-C or a TERM: stop our containers first, so no guest outlives the run.
+    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGTERM, _interrupted)
     # Not a terminal (CI logs, pipes): wide enough that cell ids and reasons are never cut.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
@@ -87,6 +115,16 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
             raise BuilderError(f"{len(problems)} problem(s) in {matrix.settings.output}", hint="rebuild and republish them")
         console.print(f"{matrix.settings.output}: every artifact matches its manifest")
         return 0
+    if args.command == "clean":
+        from . import backends, publish
+
+        for name in backends.clean():
+            console.print(f"removed container {name}", markup=False)
+        if matrix.settings.output.is_dir():
+            for line in publish.recover(matrix.settings.output):
+                console.print(line, markup=False)
+        console.print("clean: nothing of a killed run is left", markup=False)
+        return 0
     if args.command == "merge":
         from .merge import merge
 
@@ -116,7 +154,21 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         echo=lambda line: console.print(line, markup=False, highlight=False),
     )
     try:
-        pipeline.execute(run, pipeline.STAGES[args.command])
+        if console.is_terminal and not args.verbose:
+            # A live view of the running cells; CI logs (no terminal) and -v get plain lines.
+            from rich.live import Live
+
+            with Live(report.progress(run), console=console, refresh_per_second=4, transient=True) as live:
+                run.echo = lambda line: live.console.print(line, markup=False, highlight=False)
+                stop = threading.Event()
+                ticker = threading.Thread(target=_tick, args=(live, run, stop), daemon=True)
+                ticker.start()
+                try:
+                    pipeline.execute(run, pipeline.STAGES[args.command])
+                finally:
+                    stop.set()
+        else:
+            pipeline.execute(run, pipeline.STAGES[args.command])
     finally:
         from . import reports
 

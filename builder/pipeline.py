@@ -37,6 +37,7 @@ class Run:
     keys: dict[str, str] = field(default_factory=dict)
     force: bool = False
     done: set[str] = field(default_factory=set)  # cells already complete (published, unchanged)
+    running: dict[str, tuple[str, float]] = field(default_factory=dict)  # cell id -> (stage, start)
 
     def record(self, cell: Cell, result: StageResult) -> None:
         self.results.setdefault(cell.id, {})[result.stage] = result
@@ -87,6 +88,9 @@ def fetch(run: Run) -> None:
 
 
 def images(run: Run) -> None:
+    if any(c.platform.backend == "docker" for c in run.live()):
+        for name in backends.clean():  # what a killed run left behind
+            run.echo(f"removed leftover container {name}")
     for platform in dict.fromkeys(c.platform for c in run.live()):
         if run.stopping():
             return
@@ -156,7 +160,11 @@ def _parallel(run: Run, stage: state.Stage, todo: Sequence[Cell], work: Callable
         if run.stopping():
             run.record(cell, StageResult(cell.id, stage, "skipped", reason="skipped after a failure (--fail-fast)"))
             return
-        result = work(cell)
+        run.running[cell.id] = (stage, time.monotonic())
+        try:
+            result = work(cell)
+        finally:
+            run.running.pop(cell.id, None)
         result.input_key = run.keys.get(cell.id, "")
         run.record(cell, result)
 

@@ -78,5 +78,12 @@ def get(name: str) -> Backend:
     )
 
 
+def clean(pid: int | None = None) -> list[str]:
+    """Remove the containers of run `pid`, or of runs that are no longer alive."""
+    from . import docker
+
+    return docker.remove_containers(docker.client(), pid)
+
+
 def iter_names() -> Iterator[str]:
     yield from ("docker",)

@@ -47,6 +47,37 @@ def _image_id(engine: docker.DockerClient, ref: str) -> str | None:
         return None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> list[str]:
+    """Remove builder's containers: those of `pid`, or else those whose builder process is gone.
+
+    Every container we start carries our labels and our pid, so a run killed with -9 leaves
+    nothing that the next run (or `builder clean`) cannot find.
+    """
+    removed = []
+    for container in engine.containers.list(all=True, filters={"label": LABEL}):
+        owner = container.labels.get(f"{LABEL}.pid", "")
+        if pid is not None and owner != str(pid):
+            continue
+        if pid is None and owner.isdigit() and _alive(int(owner)) and int(owner) != os.getpid():
+            continue
+        try:
+            container.remove(force=True)
+            removed.append(container.name)
+        except docker.errors.NotFound:
+            pass
+    return removed
+
+
 class DockerBackend:
     def __init__(self, engine: docker.DockerClient | None = None) -> None:
         self._engine = engine
