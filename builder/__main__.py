@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -55,10 +56,24 @@ def parser() -> argparse.ArgumentParser:
     matrix.add_argument("--format", choices=("github", "gitlab", "json"), default="json")
     merge = sub.add_parser("merge", parents=[common], help="publish the outputs of separate CI jobs into one index")
     merge.add_argument("parts", nargs="+", type=Path, metavar="DIR", help="folders the cell jobs uploaded")
+    shell = sub.add_parser(
+        "shell", parents=[common], help="a shell in a platform's image, or in a cell where it failed",
+        description="PLATFORM: its runtime image (or --build). PLATFORM/PACKAGE: that cell's guest, "
+        "with its source, tools, spec and scripts under /builder, at the stage that failed.",
+    )
+    shell.add_argument("target", metavar="PLATFORM|CELL")
+    roles = shell.add_mutually_exclusive_group()
+    roles.add_argument("--build", dest="role", action="store_const", const="build", help="the build image")
+    roles.add_argument("--runtime", dest="role", action="store_const", const="runtime", help="the runtime image")
+    shell.add_argument("--print", action="store_true", help="print the command instead of running it")
     sub.add_parser("clean", parents=[common], help="remove containers and temporary files that killed runs left")
     verify = sub.add_parser("verify", parents=[common], help="re-hash the output folder against its manifests")
     verify.set_defaults(select=False)
     return top
+
+
+def err_print(line: str) -> None:
+    sys.stderr.write(line + "\n")
 
 
 def _interrupted(signum: int, frame: object) -> None:
@@ -115,6 +130,16 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
             raise BuilderError(f"{len(problems)} problem(s) in {matrix.settings.output}", hint="rebuild and republish them")
         console.print(f"{matrix.settings.output}: every artifact matches its manifest")
         return 0
+    if args.command == "shell":
+        from . import shell
+
+        found = shell.prepare(matrix, args.target, args.role, lambda line: err_print(line))
+        if args.print:
+            sys.stdout.write(shlex.join(found.argv) + "\n")
+            return 0
+        err_print(f"{args.target}: {found.role} guest, no network; try: {found.hint}")
+        shell.enter(found)
+        return 0  # pragma: no cover - enter() replaces this process
     if args.command == "clean":
         from . import backends, publish
 

@@ -33,7 +33,7 @@ def guest_digest() -> str:
 
 
 def reproduce(cell: Cell) -> str:
-    return f"python -m builder all --cell {cell.id}"
+    return f"python -m builder all --cell {cell.id}; inside: python -m builder shell {cell.id}"
 
 
 def _tool(pins: Sequence[Pin], sources: Mapping[str, Path], name: str) -> Path | None:
@@ -43,7 +43,7 @@ def _tool(pins: Sequence[Pin], sources: Mapping[str, Path], name: str) -> Path |
     return None
 
 
-def _stage_inputs(stage_dir: Path, spec: dict[str, object], files: Mapping[str, Path]) -> Path:
+def stage_inputs(stage_dir: Path, spec: dict[str, object], files: Mapping[str, Path]) -> Path:
     """Lay out what the guest gets under /builder in one folder, so it is copied in one go."""
     root = fresh_dir(stage_dir)
     shutil.copytree(GUEST_DIR, root / "guest", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -106,16 +106,9 @@ def _mkdir(machine: Machine, path: str) -> None:
     make(path)
 
 
-def build(
-    matrix: Matrix, cell: Cell, images: Images, sources: Mapping[str, Path], echo: Callable[[str], None] | None = None
-) -> StageResult:
-    started = time.monotonic()
+def build_inputs(cell: Cell, sources: Mapping[str, Path]) -> tuple[dict[str, object], dict[str, Path]]:
+    """The build guest's spec and files (paths under /builder), as a cell and a shell get them."""
     spec = cell.spec
-    base = cell_dir(matrix, cell)
-    out = fresh_dir(base / "build")
-    log_path = base / "build.log"
-    log_path.unlink(missing_ok=True)
-    log = _Log(log_path, echo)
     sdist = sources[spec.source.sha256]
     files: dict[str, Path] = {f"in/{sdist.name}": sdist}
     tools = []
@@ -137,9 +130,23 @@ def build(
         "work": GUEST_WORK,
         "out": f"{GUEST_ROOT}/out",
     }
+    return guest_spec, files
+
+
+def build(
+    matrix: Matrix, cell: Cell, images: Images, sources: Mapping[str, Path], echo: Callable[[str], None] | None = None
+) -> StageResult:
+    started = time.monotonic()
+    spec = cell.spec
+    base = cell_dir(matrix, cell)
+    out = fresh_dir(base / "build")
+    log_path = base / "build.log"
+    log_path.unlink(missing_ok=True)
+    log = _Log(log_path, echo)
+    guest_spec, files = build_inputs(cell, sources)
     result = StageResult(cell.id, "build", "failed", log=str(log_path), images={"build": images.build})
     try:
-        inputs = _stage_inputs(base / "stage-build", guest_spec, files)
+        inputs = stage_inputs(base / "stage-build", guest_spec, files)
         code, timed_out = _run_guest(cell, images, "build", inputs, "build.py", out, log)
         report = _read_json(out / "build-result.json")
         if timed_out:
@@ -220,18 +227,10 @@ def test(
     return result
 
 
-def _check_one(
-    matrix: Matrix,
-    cell: Cell,
-    images: Images,
-    artifact: Path,
-    fmt: str,
-    dep_files: Sequence[Path],
-    sources: Mapping[str, Path],
-    log: _Log,
-) -> dict:
-    base = cell_dir(matrix, cell)
-    out = fresh_dir(base / f"test-{fmt}")
+def check_inputs(
+    cell: Cell, artifact: Path, fmt: str, dep_files: Sequence[Path], sources: Mapping[str, Path]
+) -> tuple[dict[str, object], dict[str, Path]]:
+    """The test guest's spec and files for one artifact and the artifacts it needs."""
     files: dict[str, Path] = {f"in/{artifact.name}": artifact}
     files.update({f"deps/{d.name}": d for d in dep_files})
     tools = {}
@@ -253,9 +252,25 @@ def _check_one(
         "work": GUEST_WORK,
         "out": f"{GUEST_ROOT}/out",
     }
+    return guest_spec, files
+
+
+def _check_one(
+    matrix: Matrix,
+    cell: Cell,
+    images: Images,
+    artifact: Path,
+    fmt: str,
+    dep_files: Sequence[Path],
+    sources: Mapping[str, Path],
+    log: _Log,
+) -> dict:
+    base = cell_dir(matrix, cell)
+    out = fresh_dir(base / f"test-{fmt}")
+    guest_spec, files = check_inputs(cell, artifact, fmt, dep_files, sources)
     log(f"== checking {artifact.name} in the runtime image")
     try:
-        inputs = _stage_inputs(base / "stage-test", guest_spec, files)
+        inputs = stage_inputs(base / "stage-test", guest_spec, files)
         code, timed_out = _run_guest(cell, images, "runtime", inputs, "check.py", out, log)
     finally:
         shutil.rmtree(base / "stage-test", ignore_errors=True)

@@ -165,6 +165,7 @@ class Fetcher:
                     "trusted, update the sha256 in matrix.yaml",
                 )
             final = folder / filename
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; cached sources are not secrets
             os.replace(tmp, final)
             return final
         finally:

@@ -62,8 +62,10 @@ class Backend(Protocol):
     ) -> AbstractContextManager[Machine]:
         """A fresh guest with no network; gone when the context ends."""
 
-    def interactive(self, platform: Platform, images: Images, role: Role) -> list[str]:
-        """The command that opens a shell in a fresh guest of that role."""
+    def interactive(
+        self, platform: Platform, images: Images, role: Role, mounts: Mapping[str, str], env: Mapping[str, str]
+    ) -> list[str]:
+        """The command that opens a shell in a fresh guest of that role, as a cell's guest is."""
 
 
 def get(name: str) -> Backend:

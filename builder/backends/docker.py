@@ -197,9 +197,18 @@ class DockerBackend:
             except docker.errors.APIError:
                 pass
 
-    def interactive(self, platform: Platform, images: Images, role: Role) -> list[str]:
+    def interactive(
+        self, platform: Platform, images: Images, role: Role, mounts: Mapping[str, str], env: Mapping[str, str]
+    ) -> list[str]:
+        """docker run for a person: the cell's user, mounts and environment, and no network."""
         image = images.build if role == "build" else images.runtime
-        return ["docker", "run", "--rm", "-it", "--network", "none", "--label", f"{LABEL}=shell", image, "bash"]
+        argv = ["docker", "run", "--rm", "-i", "--network", "none", "--user", GUEST_USER, "-w", "/builder"]
+        argv += ["--label", f"{LABEL}=shell", "--label", f"{LABEL}.pid={os.getpid()}"]
+        for host, guest in mounts.items():
+            argv += ["-v", f"{host}:{guest}"]
+        for key, value in env.items():
+            argv += ["-e", f"{key}={value}"]
+        return [*argv, image, "bash"]
 
 
 class DockerMachine:

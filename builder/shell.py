@@ -1,0 +1,80 @@
+"""`shell`: a person inside a platform's image, or inside a cell where it failed.
+
+The guest is made as a cell's is: no network, the same user, the same /builder layout with the
+cell's source, tools, spec and scripts, so the failing command can be run again by hand.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import backends, cells, pipeline, plan, state
+from .backends import Role
+from .errors import BuilderError
+from .model import Matrix
+
+GUEST_ENV = {"HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+@dataclass(frozen=True)
+class Shell:
+    argv: list[str]
+    role: Role
+    hint: str  # what to type inside
+
+
+def prepare(matrix: Matrix, target: str, role: Role | None, echo: pipeline.Echo) -> Shell:
+    cell_id = target if "/" in target else None
+    selected = plan.select(matrix, cells=[cell_id]) if cell_id else plan.select(matrix, platforms=[target])
+    run = pipeline.Run(matrix, selected, echo=echo)
+    pipeline.fetch(run)
+    pipeline.images(run)
+    platform = selected[-1].platform
+    images = run.images.get(platform.name)
+    if images is None:
+        failed = next(iter(run.results.values()))
+        reason = next(iter(failed.values())).reason
+        raise BuilderError(f"no images for {platform.name}: {reason}")
+    backend = backends.get(platform.backend)
+    if cell_id is None:
+        chosen: Role = role or "runtime"
+        mounts = {str(cells.GUEST_DIR): "/builder/guest:ro"}
+        return Shell(backend.interactive(platform, images, chosen, mounts, GUEST_ENV), chosen, f"{platform.name} {chosen} image")
+    cell = next(c for c in selected if c.id == cell_id)
+    built = state.load(matrix, cell, "build")
+    tested = state.load(matrix, cell, "test")
+    chosen = role or ("runtime" if built and built.ok and tested and not tested.ok else "build")
+    folder = state.cell_dir(matrix, cell) / f"shell-{chosen}"
+    if chosen == "build":
+        spec, files = cells.build_inputs(cell, run.sources)
+        script = "build.py"
+    else:
+        if not (built and built.ok and built.artifacts):
+            raise BuilderError(f"{cell.id} has no build to test", hint=f"run: python -m builder build --cell {cell.id}")
+        artifact = Path(built.artifacts[0])
+        fmt = cells.artifact_format(str(artifact))
+        deps = [Path(a) for d in plan.dependencies(cell, selected) for a in (state.load(matrix, d, "build") or built).artifacts
+                if cells.artifact_format(a) == fmt and d.id != cell.id]
+        spec, files = cells.check_inputs(cell, artifact, fmt, deps, run.sources)
+        script = "check.py"
+    stage = cells.stage_inputs(folder, spec, files)
+    out = stage / "out"
+    out.mkdir()
+    os.chmod(out, 0o777)  # the guest user writes here, as in a cell
+    for path in [stage, *stage.rglob("*")]:  # readable by the guest user, as a cell's copy is
+        os.chmod(path, os.stat(path).st_mode | (0o755 if path.is_dir() else 0o444))
+    hint = f"{platform.python} /builder/guest/{script} /builder/spec.json   # what the {chosen} stage ran"
+    argv = backend.interactive(platform, images, chosen, {str(stage): "/builder"}, GUEST_ENV)
+    return Shell(argv, chosen, hint)
+
+
+def enter(shell: Shell) -> None:
+    """Replace this process with the shell, so the terminal is the guest's."""
+    if shutil.which(shell.argv[0]) is None:
+        raise BuilderError(f"{shell.argv[0]} is not on PATH", hint="install the docker client")
+    argv = list(shell.argv)
+    if os.isatty(0):
+        argv.insert(argv.index("-i") + 1, "-t")
+    os.execvp(argv[0], argv)
