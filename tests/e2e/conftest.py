@@ -55,3 +55,31 @@ def docker_run(image: str, script: str, *volumes: str) -> subprocess.CompletedPr
     for volume in volumes:
         argv += ["-v", volume]
     return subprocess.run([*argv, image, "sh", "-c", script], capture_output=True, text=True, timeout=600, check=False)
+
+
+def in_terminal(argv: list[str], cwd: Path, answer: tuple[bytes, bytes] | None = None, timeout: float = 600) -> tuple[int, str]:
+    """Run argv on a pseudo-terminal, as a person at a terminal would; when `answer` is given,
+    type its second part once the screen shows its first. Returns (exit code, screen)."""
+    import pty
+    import time
+
+    env = {**os.environ, "BUILDER_CACHE": str(REPO / ".builder" / "cache"), "COLUMNS": "120", "TERM": "xterm"}
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(cwd)
+        os.execvpe(argv[0], argv, env)
+    screen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+        if answer and answer[0] in screen:
+            os.write(fd, answer[1])
+            answer = None
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), screen.decode("utf-8", "replace")

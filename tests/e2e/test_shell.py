@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
 import shlex
 import sys
-import time
 from pathlib import Path
 
-from .conftest import REPO, builder, project
+from .conftest import REPO, builder, in_terminal, project
 
 
 def test_a_cell_shell_gets_the_cells_guest_and_inputs(tmp_path: Path) -> None:
@@ -40,27 +37,8 @@ def test_a_cell_shell_gets_the_cells_guest_and_inputs(tmp_path: Path) -> None:
 
 def test_an_interactive_shell_in_the_runtime_image_has_no_compiler(tmp_path: Path) -> None:
     matrix = project(tmp_path / "p", (REPO / "matrix.yaml").read_text())
-    env = {**os.environ, "BUILDER_CACHE": str(REPO / ".builder" / "cache"), "TERM": "xterm"}
     argv = [sys.executable, "-m", "builder", "shell", "debian12", "--matrix", str(matrix)]
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(matrix.parent)
-        os.execvpe(argv[0], argv, env)
-    screen = b""
-    typed = False
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        screen += chunk
-        if not typed and b"$ " in screen:  # the guest's prompt: type as a person would
-            os.write(fd, b"command -v cc gcc || echo NO-COMPILER-$((6*7)); id -un; exit\n")
-            typed = True
-    _, status = os.waitpid(pid, 0)
-    text = screen.decode("utf-8", "replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    # At the guest's prompt, type as a person would.
+    code, text = in_terminal(argv, matrix.parent, (b"$ ", b"command -v cc gcc || echo NO-COMPILER-$((6*7)); id -un; exit\n"))
+    assert code == 0, text
     assert "NO-COMPILER-42" in text and "nobody" in text, text

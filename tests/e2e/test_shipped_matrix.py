@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import pty
 import sys
 from xml.etree import ElementTree
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, builder, docker_run, project
+from .conftest import REPO, builder, docker_run, in_terminal, project
 
 PLATFORMS = ("debian11-py27", "debian12")
 PACKAGES = ("simplejson", "PyYAML", "MarkupSafe", "six", "python_dateutil", "psycopg2")
@@ -135,22 +133,6 @@ def test_cells_run_as_separate_jobs_merge_into_the_same_index(shipped: tuple[Pat
 
 def test_a_terminal_gets_a_live_view_of_running_cells(shipped: tuple[Path, str]) -> None:
     root, _ = shipped
-    env = {**os.environ, "BUILDER_CACHE": str(REPO / ".builder" / "cache"), "COLUMNS": "120", "TERM": "xterm"}
-    argv = [sys.executable, "-m", "builder", "all", "--force", "--cell", "debian12/six"]
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: builder on a pseudo-terminal, as a developer runs it
-        os.chdir(root)
-        os.execvpe(argv[0], argv, env)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        screen += chunk
-    _, status = os.waitpid(pid, 0)
-    text = screen.decode("utf-8", "replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    code, text = in_terminal([sys.executable, "-m", "builder", "all", "--force", "--cell", "debian12/six"], root)
+    assert code == 0, text
     assert "debian12/six" in text and "cells finished" in text, text
