@@ -14,8 +14,6 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -170,13 +168,6 @@ class Fetcher:
             return final
         finally:
             tmp.unlink(missing_ok=True)
-
-    def fetch_all(self, pins: Iterable[Pin], jobs: int = 4) -> dict[str, Path]:
-        """Fetch every distinct pin (by sha256), a few at a time; the first failure is raised."""
-        unique = {p.sha256: p for p in pins}
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            paths = dict(zip(unique, pool.map(self.fetch, unique.values())))
-        return paths
 
     def _locate(self, pin: Pin) -> tuple[str, str]:
         if pin.path:
