@@ -7,7 +7,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from .conftest import FIXTURES, builder, project
+from .conftest import FIXTURES, REPO, builder, project
 
 SIX = "1e61c37477a1626458e36f7b1d82aa5c9b094fa4802892072e49de9c60c4c926"
 PYYAML = "607774cbba28732bfa802b54baa7484215f530991055bb562efbed5b2f20a45e"
@@ -106,6 +106,10 @@ packages:
     formats: [egg]
     extensions: [newglibc]
 """
+    # Its build stage starts FROM the bookworm base: make sure this machine has it.
+    shipped = project(tmp_path / "shipped", (REPO / "matrix.yaml").read_text())
+    made = builder(shipped, "images", "--platform", "debian12")
+    assert made.returncode == 0, made.stdout + made.stderr
     matrix = project(tmp_path / "p", text, images=FIXTURES / "images")
     done = builder(matrix, "all")
     assert done.returncode == 1, done.stdout + done.stderr
