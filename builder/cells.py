@@ -137,7 +137,6 @@ def build(
     matrix: Matrix, cell: Cell, images: Images, sources: Mapping[str, Path], echo: Callable[[str], None] | None = None
 ) -> StageResult:
     started = time.monotonic()
-    spec = cell.spec
     base = cell_dir(matrix, cell)
     out = fresh_dir(base / "build")
     log_path = base / "build.log"

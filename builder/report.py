@@ -81,7 +81,7 @@ def progress(run: Run) -> Table:
 
     table = Table(box=None, show_header=False, pad_edge=False)
     now = time.monotonic()
-    finished = sum(1 for c in run.cells if c.id in run.done or outcome(run, c)[1] in ("publish",) or run.failed(c))
+    finished = sum(1 for c in run.cells if "publish" in run.results.get(c.id, {}) or run.failed(c))
     for cell_id, (stage, started) in sorted(run.running.items()):
         table.add_row(f"[cyan]{stage}[/]", cell_id, f"{now - started:5.1f} s")
     table.add_row("", f"[dim]{finished} of {len(run.cells)} cells finished[/]", "")

@@ -55,8 +55,12 @@ def prepare(matrix: Matrix, target: str, role: Role | None, echo: pipeline.Echo)
             raise BuilderError(f"{cell.id} has no build to test", hint=f"run: python -m builder build --cell {cell.id}")
         artifact = Path(built.artifacts[0])
         fmt = cells.artifact_format(str(artifact))
-        deps = [Path(a) for d in plan.dependencies(cell, selected) for a in (state.load(matrix, d, "build") or built).artifacts
-                if cells.artifact_format(a) == fmt and d.id != cell.id]
+        deps: list[Path] = []
+        for dep in plan.dependencies(cell, selected):  # installed first, as in the cell's test
+            dep_build = state.load(matrix, dep, "build")
+            if not (dep_build and dep_build.ok):
+                raise BuilderError(f"{cell.id} needs {dep.id}, which has no build", hint=f"run: python -m builder build --cell {dep.id}")
+            deps += [Path(a) for a in dep_build.artifacts if cells.artifact_format(a) == fmt]
         spec, files = cells.check_inputs(cell, artifact, fmt, deps, run.sources)
         script = "check.py"
     stage = cells.stage_inputs(folder, spec, files)
