@@ -72,6 +72,12 @@ class CommandError(BuilderError):
         )
 
 
+class TransportError(BuilderError):
+    """An ssh connection to a machine or server could not be made, or was lost."""
+
+    exit_code = 8
+
+
 class CellsFailed(BuilderError):
     """Some selected cells did not pass; the summary table says which and why."""
 

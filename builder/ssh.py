@@ -1,0 +1,390 @@
+"""One OpenSSH connection per remote machine, reused by every command and copy.
+
+The vagrant backend and deploy both talk to machines this way. Each `Connection` starts one
+master (`ControlMaster`) on a private socket; commands and tar streams go through it, so a
+command costs a channel on an open connection rather than a new TCP handshake and login
+(`vagrant ssh` costs about 2 s a command). The remote side needs only `sh` and `tar`, which
+CentOS 5, FreeBSD and every Linux have.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .backends import Exec
+from .errors import TransportError
+
+# A master that outlives builder (kill -9) goes away by itself after this many idle seconds.
+PERSIST_SECONDS = 120
+# ssh's own failures (cannot connect, the master is gone) exit with 255.
+SSH_FAILED = 255
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where to connect and as whom: what an ssh destination string or `vagrant ssh-config` says."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+    identity: Path | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        """`host`, `user@host`, `user@host:2222`, `ssh://user@host:2222`, `[::1]:2222`."""
+        rest = text.strip()
+        if rest.startswith("ssh://"):
+            rest = rest[len("ssh://"):].rstrip("/")
+        user = None
+        if "@" in rest:
+            user, rest = rest.rsplit("@", 1)
+        port: int | None = None
+        if rest.startswith("["):
+            host, _, tail = rest[1:].partition("]")
+            if tail.startswith(":"):
+                port = _port(tail[1:], text)
+        elif rest.count(":") == 1:
+            host, _, number = rest.partition(":")
+            port = _port(number, text)
+        else:
+            host = rest
+        if not host or (user is not None and not user) or any(c.isspace() for c in host):
+            raise ValueError(f"not an ssh destination: {text!r} (expected host, user@host or user@host:port)")
+        return cls(host=host, user=user, port=port)
+
+    @classmethod
+    def from_ssh_config(cls, text: str) -> dict[str, Destination]:
+        """Parse `vagrant ssh-config` (or any ssh_config of Host blocks) into destinations by Host."""
+        blocks: dict[str, dict[str, str]] = {}
+        current: dict[str, str] | None = None
+        order: list[tuple[str, list[tuple[str, str]]]] = []
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, _, value = line.partition(" ")
+            value = value.strip().strip('"')
+            if key.lower() == "host":
+                current = blocks.setdefault(value, {})
+                order.append((value, []))
+                continue
+            if current is None:
+                continue
+            current[key.lower()] = value
+            order[-1][1].append((key, value))
+        result = {}
+        known = {"hostname", "user", "port", "identityfile"}
+        for name, pairs in order:
+            fields = blocks[name]
+            options = tuple((key, value) for key, value in pairs if key.lower() not in known)
+            result[name] = cls(
+                host=fields.get("hostname", name),
+                user=fields.get("user"),
+                port=int(fields["port"]) if fields.get("port", "").isdigit() else None,
+                identity=Path(fields["identityfile"]) if "identityfile" in fields else None,
+                options=options,
+            )
+        return result
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        where = f"{self.user}@{host}" if self.user else host
+        return f"{where}:{self.port}" if self.port else where
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"not an ssh destination: {whole!r} (the port must be a number from 1 to 65535)")
+    return int(text)
+
+
+def remote_command(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
+    """The string the remote `sh -c` runs: every word quoted, so nothing is split or expanded."""
+    words = [shlex.quote(a) for a in argv]
+    if env:
+        words = ["env", *(shlex.quote(f"{k}={v}") for k, v in env.items()), *words]
+    command = " ".join(words)
+    return f"cd {shlex.quote(cwd)} && {command}" if cwd else command
+
+
+class Connection:
+    """A context manager: one ssh master to `dest`; run/put/get go through it."""
+
+    def __init__(self, dest: Destination, *, connect_timeout: float = 15.0) -> None:
+        self.dest = dest
+        self.connect_timeout = connect_timeout
+        self._dir: str | None = None
+
+    # -- the connection ------------------------------------------------------------------
+
+    def _options(self) -> list[str]:
+        args = [
+            "-o", "BatchMode=yes",
+            "-o", f"ConnectTimeout={max(1, round(self.connect_timeout))}",
+            "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=4",
+            "-o", "LogLevel=ERROR",
+        ]
+        if self.dest.user:
+            args += ["-l", self.dest.user]
+        if self.dest.port:
+            args += ["-p", str(self.dest.port)]
+        if self.dest.identity:
+            args += ["-i", str(self.dest.identity), "-o", "IdentitiesOnly=yes"]
+        for key, value in self.dest.options:
+            args += ["-o", f"{key}={value}"]
+        if self._dir:
+            args += ["-o", f"ControlPath={self._socket}", "-o", "ControlMaster=no"]
+        return args
+
+    @property
+    def _socket(self) -> str:
+        assert self._dir is not None
+        return os.path.join(self._dir, "master")
+
+    def argv(self, remote: Sequence[str] = (), *, tty: bool = False) -> list[str]:
+        """The ssh command line for `remote` (an interactive login shell when empty)."""
+        args = ["ssh", *self._options(), "-t" if tty else "-T", self.dest.host]
+        if remote:
+            args += ["--", remote_command(remote)]
+        return args
+
+    def __enter__(self) -> Connection:
+        # A short private folder: the socket path must fit in sun_path (about 104 bytes).
+        self._dir = tempfile.mkdtemp(prefix="builder-ssh-")
+        errors = os.path.join(self._dir, "errors")
+        master = [
+            "ssh", *self._options_without_master(), "-o", f"ControlPath={self._socket}",
+            "-o", "ControlMaster=yes", "-o", f"ControlPersist={PERSIST_SECONDS}", "-N", "-f", self.dest.host,
+        ]
+        # -f backgrounds the master once logged in; its stderr goes to a file, not a pipe we
+        # would wait on forever.
+        with open(errors, "wb") as err:
+            try:
+                done = subprocess.run(
+                    master, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                    timeout=self.connect_timeout + 30, check=False,
+                )
+            except subprocess.TimeoutExpired:
+                self._cleanup()
+                raise TransportError(
+                    f"ssh to {self.dest} did not log in within {self.connect_timeout + 30:.0f} s",
+                    hint="check that the machine is up and its sshd answers on that port",
+                ) from None
+        if done.returncode != 0:
+            message = Path(errors).read_text(errors="replace").strip() or f"ssh exited with {done.returncode}"
+            self._cleanup()
+            raise TransportError(f"cannot connect to {self.dest}: {message}", hint=_hint(message))
+        return self
+
+    def _options_without_master(self) -> list[str]:
+        saved, self._dir = self._dir, None
+        try:
+            return self._options()
+        finally:
+            self._dir = saved
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._dir is None:
+            return
+        subprocess.run(
+            ["ssh", *self._options(), "-O", "exit", self.dest.host],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False,
+        )
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir = None
+
+    def alive(self) -> bool:
+        if self._dir is None:
+            return False
+        check = subprocess.run(
+            ["ssh", *self._options(), "-O", "check", self.dest.host],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False,
+        )
+        return check.returncode == 0
+
+    # -- commands ------------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        input: bytes | None = None,
+        timeout: float | None = None,
+        log: Callable[[str], None] | None = None,
+        cwd: str | None = None,
+    ) -> Exec:
+        """Run argv remotely; stdout and stderr together. A lost connection is a TransportError.
+
+        On timeout the local end is killed and the channel closes; a remote command that ignores
+        its closed output may run on, so callers that need a hard limit on the remote side
+        bound it there too.
+        """
+        self._require_open()
+        proc = subprocess.Popen(
+            ["ssh", *self._options(), "-T", self.dest.host, "--", remote_command(argv, env, cwd)],
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        output, timed_out = _collect(proc, input, timeout, log)
+        if proc.returncode == SSH_FAILED and not self.alive():
+            raise TransportError(
+                f"the connection to {self.dest} was lost while running: {' '.join(argv)}",
+                hint="check that the machine is still up; rerun when it is",
+            )
+        return Exec(proc.returncode, output, timed_out)
+
+    def put(self, src: Path, dest: str) -> None:
+        """Copy a host file to the remote path dest, or a host folder's contents into dest."""
+        self._require_open()
+        target = PurePosixPath(dest)
+        folder, name = (target, ".") if src.is_dir() else (target.parent, target.name)
+        script = f"mkdir -p {shlex.quote(str(folder))} && tar -xf - -C {shlex.quote(str(folder))}"
+        proc = subprocess.Popen(
+            ["ssh", *self._options(), "-T", self.dest.host, "--", script],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        reader = _Reader(proc)
+        assert proc.stdin is not None
+        try:
+            # ustar/GNU rather than pax: the tar of CentOS 5 and of busybox read them.
+            with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+                tar.add(str(src), arcname=name, filter=_plain)
+        except BrokenPipeError:
+            pass
+        finally:
+            proc.stdin.close()
+        proc.wait()
+        output = reader.text()
+        if proc.returncode != 0:
+            raise TransportError(f"copying {src} to {self.dest}:{dest} failed: {output.strip()}")
+
+    def get(self, src: str, dest: Path) -> None:
+        """Copy a remote folder's contents into dest, or a remote file to the path dest."""
+        self._require_open()
+        source = PurePosixPath(src)
+        script = (
+            f"cd {shlex.quote(str(source))} 2>/dev/null && exec tar -cf - . || "
+            f"exec tar -cf - -C {shlex.quote(str(source.parent))} {shlex.quote(source.name)}"
+        )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".get-") as spool:
+            with tempfile.TemporaryFile() as errors:
+                proc = subprocess.Popen(
+                    ["ssh", *self._options(), "-T", self.dest.host, "--", script],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+                )
+                assert proc.stdout is not None
+                try:
+                    with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                        # The "data" filter refuses absolute names, links out of the folder and
+                        # devices: the remote side cannot write outside dest.
+                        tar.extractall(spool, filter="data")
+                except tarfile.ReadError as exc:
+                    proc.wait()
+                    errors.seek(0)
+                    raise TransportError(
+                        f"copying {self.dest}:{src} failed: {errors.read().decode(errors='replace').strip() or exc}"
+                    ) from None
+                proc.wait()
+            if proc.returncode != 0:
+                raise TransportError(f"copying {self.dest}:{src} failed (ssh exit code {proc.returncode})")
+            single = Path(spool) / source.name
+            entries = os.listdir(spool)
+            if entries == [source.name] and single.is_file():
+                os.replace(single, dest)
+                return
+            dest.mkdir(exist_ok=True)
+            for entry in entries:
+                os.replace(Path(spool) / entry, dest / entry)
+
+    def _require_open(self) -> None:
+        if self._dir is None:
+            raise RuntimeError("use the Connection as a context manager before running commands")
+
+
+def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Files arrive owned by whoever unpacks them, not by our uid."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _hint(message: str) -> str:
+    lowered = message.lower()
+    if "host key verification failed" in lowered or "no matching host key" in lowered:
+        return "add the host's key to known_hosts (ssh-keyscan -p PORT HOST), or set StrictHostKeyChecking=accept-new in its ssh options"
+    if "permission denied" in lowered:
+        return "check the user and the key (ssh -i KEY USER@HOST true must work without a password)"
+    if "connection refused" in lowered or "timed out" in lowered or "no route" in lowered:
+        return "check that the machine is up and its sshd listens on that port"
+    return "run the same ssh command by hand with -v to see why"
+
+
+class _Reader:
+    """Drains a process's output in a thread so that a full pipe never blocks it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: Callable[[str], None] | None = None) -> None:
+        self._chunks: list[str] = []
+        self._log = log
+        self._thread = threading.Thread(target=self._drain, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace")
+            self._chunks.append(line)
+            if self._log:
+                self._log(line.rstrip("\n"))
+
+    def text(self, timeout: float | None = None) -> str:
+        self._thread.join(timeout)
+        return "".join(self._chunks)
+
+
+def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+        proc.stdin.close()
+    except (BrokenPipeError, ValueError, OSError):
+        pass
+
+
+def _collect(
+    proc: subprocess.Popen[bytes], data: bytes | None, timeout: float | None, log: Callable[[str], None] | None
+) -> tuple[str, bool]:
+    reader = _Reader(proc, log)
+    if data is not None:
+        # Fed from a thread: a remote command that reads slowly (or never) must not stop the
+        # timeout below from being enforced.
+        threading.Thread(target=_feed, args=(proc, data), daemon=True).start()
+    timed_out = False
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()
+        proc.wait()
+    # The reader ends when the pipe closes; after a kill, give it a moment, not forever.
+    deadline = time.monotonic() + 5
+    return reader.text(max(0.0, deadline - time.monotonic())), timed_out

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from builder.ssh import Connection, Destination, remote_command
+
+VAGRANT_SSH_CONFIG = """\
+Host debian12-vm-build
+  HostName 127.0.0.1
+  User vagrant
+  Port 2200
+  UserKnownHostsFile /dev/null
+  StrictHostKeyChecking no
+  PasswordAuthentication no
+  IdentityFile "/home/u/my project/.builder/vagrant/key"
+  IdentitiesOnly yes
+  LogLevel FATAL
+
+Host debian12-vm-runtime
+  HostName 172.17.0.3
+  User vagrant
+  Port 22
+  IdentityFile /k
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("web1", Destination("web1")),
+        ("deploy@web1", Destination("web1", user="deploy")),
+        ("deploy@10.0.0.5:2222", Destination("10.0.0.5", user="deploy", port=2222)),
+        ("ssh://deploy@web1.example:2201/", Destination("web1.example", user="deploy", port=2201)),
+        ("[::1]:2222", Destination("::1", port=2222)),
+        ("root@::1", Destination("::1", user="root")),
+    ],
+)
+def test_destination_strings(text: str, expected: Destination) -> None:
+    assert Destination.parse(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "@web1", "web1:0", "web1:http", "deploy@", "we b1"])
+def test_bad_destinations_say_what_is_expected(text: str) -> None:
+    with pytest.raises(ValueError, match="ssh destination"):
+        Destination.parse(text)
+
+
+def test_str_round_trips() -> None:
+    for text in ["web1", "deploy@web1", "deploy@10.0.0.5:2222", "[::1]:2222"]:
+        assert str(Destination.parse(text)) == text
+        assert Destination.parse(str(Destination.parse(text))) == Destination.parse(text)
+
+
+def test_vagrant_ssh_config_gives_one_destination_per_machine() -> None:
+    machines = Destination.from_ssh_config(VAGRANT_SSH_CONFIG)
+    assert sorted(machines) == ["debian12-vm-build", "debian12-vm-runtime"]
+    build = machines["debian12-vm-build"]
+    assert (build.host, build.user, build.port) == ("127.0.0.1", "vagrant", 2200)
+    assert build.identity == Path("/home/u/my project/.builder/vagrant/key")
+    assert ("StrictHostKeyChecking", "no") in build.options
+    assert all(key.lower() not in {"hostname", "user", "port", "identityfile"} for key, _ in build.options)
+    assert machines["debian12-vm-runtime"].host == "172.17.0.3"
+
+
+def test_remote_command_quotes_every_word() -> None:
+    hostile = ["echo", "$(touch /tmp/x)", "a b", "it's", ";rm -rf /"]
+    command = remote_command(hostile, env={"A": "1 2"}, cwd="/srv/my app")
+    assert command.startswith("cd '/srv/my app' && env 'A=1 2' echo ")
+    # What the remote sh sees after its own word splitting is exactly our argv.
+    assert shlex.split(command.split(" && ", 1)[1])[2:] == hostile
+
+
+def test_the_command_line_carries_the_destination_and_no_master_before_connecting() -> None:
+    dest = Destination("web1", user="deploy", port=2222, identity=Path("/k"), options=(("StrictHostKeyChecking", "accept-new"),))
+    argv = Connection(dest).argv(["uname", "-a"])
+    assert argv[0] == "ssh" and argv[-3:] == ["web1", "--", "uname -a"]
+    joined = " ".join(argv)
+    for part in ("-l deploy", "-p 2222", "-i /k", "IdentitiesOnly=yes", "BatchMode=yes", "StrictHostKeyChecking=accept-new"):
+        assert part in joined
+    assert "ControlPath" not in joined
+    assert "-t" in Connection(dest).argv(tty=True)
+
+
+def test_commands_need_an_open_connection() -> None:
+    with pytest.raises(RuntimeError, match="context manager"):
+        Connection(Destination("web1")).run(["true"])
