@@ -229,3 +229,19 @@ def test_check_command_tries_what_the_tree_does_not_provide(tmp_path: Path) -> N
 def test_usage_errors_exit_2(args: tuple[str, ...], message: str) -> None:
     done = run(*args)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_scripts_beside_the_cell_scripts_leave_cells_up_to_date(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from builder import cells
+
+    copy = tmp_path / "guest"
+    shutil.copytree(cells.GUEST_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cells, "GUEST_DIR", copy)
+    before = cells.guest_digest()
+    (copy / "imports.py").write_text("# changed\n")
+    (copy / "deploy_host.py").write_text("")
+    assert cells.guest_digest() == before
+    (copy / "check.py").write_text((copy / "check.py").read_text() + "\n")
+    assert cells.guest_digest() != before
