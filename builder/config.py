@@ -46,7 +46,8 @@ _MAX_INT = 2**31 - 1
 _URL_SCHEMES = ("http", "https", "file")
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()  # YAML's own reading of booleans and integers
 
-_TOP_KEYS = ("settings", "platforms", "packages")
+# deploy: targets are read by builder.deploy.targets, with the helpers below.
+_TOP_KEYS = ("settings", "platforms", "packages", "deploy")
 _SETTINGS_KEYS = ("index_url", "debian_mirror", "registry_mirror", "output", "cache", "work")
 _PLATFORM_KEYS = ("name", "backend", "family", "python", "base", "image", "machines", "enabled", "tools", "context", "limits")
 _PIN_KEYS = ("name", "version", "sha256", "url", "path")

@@ -82,3 +82,9 @@ class CellsFailed(BuilderError):
     """Some selected cells did not pass; the summary table says which and why."""
 
     exit_code = 1
+
+
+class DeployError(BuilderError):
+    """A deploy, rollback or release listing could not be done; the message names the host and step."""
+
+    exit_code = 9

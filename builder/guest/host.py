@@ -1,0 +1,679 @@
+# The per-host steps of a deploy: builder copies this one file to each server and runs it over
+# ssh; configuration management (see examples/ansible/) runs the same file the same way.
+#
+#   PYTHON host.py status   ROOT              releases, current, previous, cached files
+#   PYTHON host.py receive  ROOT              verify files in ROOT/cache/.incoming by sha256
+#   PYTHON host.py prepare  ROOT PLAN.json    make ROOT/releases/R: virtualenv, offline install,
+#                                             import check, release.json (last: the release is
+#                                             complete only once it exists)
+#   PYTHON host.py switch   ROOT RELEASE      point ROOT/current at a complete release, atomically
+#   PYTHON host.py done     ROOT RELEASE      record that the deploy of RELEASE finished here
+#   PYTHON host.py prune    ROOT KEEP         remove releases beyond KEEP, never current/previous
+#
+# Layout under ROOT: releases/R/ (a virtualenv; app/ holds the application, release.json says
+# what is installed), current -> releases/R, cache/<sha256>/<file> (verified artifacts),
+# .history (one JSON line per switch), .deployed, .lock.
+#
+# Each command ends by printing one line: RESULT_MARK followed by a JSON object; it exits 0 on
+# success, 1 on a failure the JSON's "error" explains, 2 on bad usage. Standard library only,
+# and unchanged on Python 2.6, 2.7 and 3.x (no f-strings, no `with` on zip files, no
+# subprocess.check_output, no set literals).
+from __future__ import absolute_import, print_function
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+
+RESULT_MARK = "@@builder-host-result@@ "
+RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+PY2 = sys.version_info[0] == 2
+STEP_TIMEOUT = 900  # seconds for one install or import command
+
+
+class HostError(Exception):
+    """A failure with a one-line reason the operator can act on."""
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+def log(text):
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    handle = open(path, "rb")
+    try:
+        while True:
+            block = handle.read(1 << 20)
+            if not block:
+                break
+            digest.update(block)
+    finally:
+        handle.close()
+    return digest.hexdigest()
+
+
+def read_json(path):
+    handle = open(path, "rb")
+    try:
+        return json.loads(handle.read().decode("utf-8"))
+    finally:
+        handle.close()
+
+
+def write_atomic(path, data):
+    """Write via a temporary name, fsync, rename: readers see the old file or the new one."""
+    if not isinstance(data, bytes):
+        data = data.encode("utf-8")
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    handle = open(tmp, "wb")
+    try:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    finally:
+        handle.close()
+    os.rename(tmp, path)
+    sync_dir(os.path.dirname(path))
+
+
+def sync_dir(path):
+    """Make a rename in `path` durable; some systems cannot open a folder, which is fine."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def run(argv, env=None, cwd=None):
+    """(returncode, output) of argv, stdout and stderr together; the output is logged too."""
+    log("$ " + " ".join(argv))
+    sink = tempfile.TemporaryFile()
+    try:
+        try:
+            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=open(os.devnull, "rb"),
+                                    stdout=sink, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            return 127, "cannot run %s: %s" % (argv[0], exc)
+        deadline = time.time() + STEP_TIMEOUT
+        while proc.poll() is None:
+            if time.time() > deadline:
+                proc.kill()
+                proc.wait()
+                return 124, "timed out after %d s: %s" % (STEP_TIMEOUT, " ".join(argv))
+            time.sleep(0.05)
+        sink.seek(0)
+        output = sink.read().decode("utf-8", "replace")
+    finally:
+        sink.close()
+    if output.strip():
+        log(output.rstrip())
+    return proc.returncode, output
+
+
+def last_lines(text, count=3):
+    return " | ".join(text.strip().splitlines()[-count:])
+
+
+def clean_env(extra=None):
+    """The environment for the release's own commands: nothing from the login leaks in, and no
+    package index is ever consulted."""
+    env = dict(os.environ)
+    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+                 "PIP_FIND_LINKS", "VIRTUAL_ENV"):
+        env.pop(name, None)
+    env.update({"PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONNOUSERSITE": "1"})
+    env.update(extra or {})
+    return env
+
+
+def safe_name(name, what):
+    if not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
+        raise HostError("%s %r is not a plain file name" % (what, name))
+    return name
+
+
+def remove_tree(path):
+    """Rename out of the way, then delete: a kill midway leaves a hidden leftover, never a
+    half-deleted folder under its real name."""
+    if not os.path.lexists(path):
+        return
+    trash = os.path.join(os.path.dirname(path), ".trash-%s-%d" % (os.path.basename(path), os.getpid()))
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def unzip(archive, dest):
+    """Unpack a zip (egg, wheel) into dest, refusing members that would land outside it."""
+    zf = zipfile.ZipFile(archive)
+    try:
+        for info in zf.infolist():
+            name = info.filename
+            parts = name.replace("\\", "/").split("/")
+            if name.startswith("/") or ".." in parts or (len(name) > 1 and name[1] == ":"):
+                raise HostError("refusing %s: member %r would land outside the folder"
+                                % (os.path.basename(archive), name))
+            target = os.path.join(dest, *[p for p in parts if p])
+            if name.endswith("/"):
+                if not os.path.isdir(target):
+                    os.makedirs(target)
+                continue
+            if not os.path.isdir(os.path.dirname(target)):
+                os.makedirs(os.path.dirname(target))
+            source = zf.open(info)
+            try:
+                sink = open(target, "wb")
+                try:
+                    shutil.copyfileobj(source, sink)
+                finally:
+                    sink.close()
+            finally:
+                source.close()
+            if (info.external_attr >> 16) & 0x49:
+                os.chmod(target, 0x1ED)  # 0755: keep scripts executable
+    finally:
+        zf.close()
+
+
+def untar(archive, dest):
+    """Unpack the application's tar.gz into dest: regular files and folders only, inside it."""
+    tf = tarfile.open(archive, "r:*")
+    try:
+        members = tf.getmembers()
+        for member in members:
+            parts = member.name.split("/")
+            if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
+                raise HostError("refusing %s: member %r is outside the tree or not a plain file"
+                                % (os.path.basename(archive), member.name))
+        for member in members:
+            tf.extract(member, dest)
+    finally:
+        tf.close()
+
+
+# --- the root ---------------------------------------------------------------------------------
+
+class Root(object):
+    def __init__(self, path):
+        if not os.path.isabs(path):
+            raise HostError("the deploy root must be an absolute path, got %r" % path)
+        self.path = path.rstrip("/") or "/"
+        self.releases = os.path.join(self.path, "releases")
+        self.cache = os.path.join(self.path, "cache")
+        self.incoming = os.path.join(self.cache, ".incoming")
+        self.current = os.path.join(self.path, "current")
+        self.history = os.path.join(self.path, ".history")
+        self.deployed_file = os.path.join(self.path, ".deployed")
+        self._lock = None
+
+    def make(self):
+        for folder in (self.path, self.releases, self.cache, self.incoming):
+            if not os.path.isdir(folder):
+                os.makedirs(folder)
+
+    def lock(self):
+        """One host.py at a time changes a root (a second deploy waits); the kernel drops the
+        lock when the process dies, even by kill -9."""
+        self.make()
+        self._lock = open(os.path.join(self.path, ".lock"), "a")
+        fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX)
+
+    def release_dir(self, name):
+        if not RELEASE_NAME.match(name or ""):
+            raise HostError("%r is not a release name (letters, digits, . _ + -; not starting with . or -)" % name)
+        return os.path.join(self.releases, name)
+
+    def manifest(self, name):
+        """The release's release.json, or None if it is absent or incomplete."""
+        path = os.path.join(self.release_dir(name), "release.json")
+        try:
+            return read_json(path)
+        except (IOError, OSError, ValueError):
+            return None
+
+    def current_name(self):
+        try:
+            target = os.readlink(self.current)
+        except OSError:
+            return None
+        return os.path.basename(target.rstrip("/"))
+
+    def history_entries(self):
+        entries = []
+        try:
+            handle = open(self.history)
+        except IOError:
+            return entries
+        try:
+            for line in handle:
+                try:
+                    entries.append(json.loads(line))
+                except ValueError:
+                    pass  # a line cut short by a kill
+        finally:
+            handle.close()
+        return entries
+
+    def previous_name(self):
+        """What current pointed to before it was switched to what it points to now."""
+        current = self.current_name()
+        for entry in reversed(self.history_entries()):
+            if entry.get("to") == current:
+                return entry.get("from")
+        return None
+
+    def deployed(self):
+        try:
+            return read_json(self.deployed_file).get("release")
+        except (IOError, OSError, ValueError, AttributeError):
+            return None
+
+    def cached(self):
+        """{sha256: file name} of the verified cache."""
+        found = {}
+        if not os.path.isdir(self.cache):
+            return found
+        for sha in os.listdir(self.cache):
+            if not SHA256.match(sha):
+                continue
+            names = os.listdir(os.path.join(self.cache, sha))
+            if len(names) == 1:
+                found[sha] = names[0]
+        return found
+
+    def cache_file(self, entry):
+        """The verified path of a plan's {file, sha256}; the hash is checked again here."""
+        sha = entry["sha256"]
+        name = safe_name(entry["file"], "file")
+        if not SHA256.match(sha):
+            raise HostError("%s: %r is not a sha256" % (name, sha))
+        # By content: the file may have arrived under another name (the same egg for two
+        # targets); its name in the plan decides only how it is unpacked.
+        present = os.listdir(os.path.join(self.cache, sha)) if os.path.isdir(os.path.join(self.cache, sha)) else []
+        path = os.path.join(self.cache, sha, present[0] if len(present) == 1 else name)
+        if not os.path.isfile(path):
+            raise HostError("%s (sha256 %s) is not in %s: copy it there first (builder deploy does)"
+                            % (name, sha[:12], self.cache))
+        actual = sha256_of(path)
+        if actual != sha:
+            remove_tree(os.path.join(self.cache, sha))
+            raise HostError("%s in the cache has sha256 %s, expected %s: removed it; copy it again"
+                            % (name, actual, sha))
+        return path
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+def release_list(root):
+    releases = []
+    if os.path.isdir(root.releases):
+        for name in sorted(os.listdir(root.releases)):
+            if name.startswith(".") or not os.path.isdir(os.path.join(root.releases, name)):
+                continue
+            manifest = root.manifest(name)
+            releases.append({
+                "name": name,
+                "complete": manifest is not None,
+                "created": manifest.get("created") if manifest else None,
+                "fingerprint": manifest.get("fingerprint") if manifest else None,
+            })
+    # Oldest first; an incomplete release sorts by its folder's time.
+    releases.sort(key=lambda r: (r["created"] or time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.path.getmtime(os.path.join(root.releases, r["name"])))), r["name"]))
+    return releases
+
+
+def cmd_status(root):
+    return {
+        "host": socket.gethostname(),
+        "python": "%d.%d.%d" % tuple(sys.version_info[:3]),
+        "current": root.current_name(),
+        "previous": root.previous_name(),
+        "deployed": root.deployed(),
+        "releases": release_list(root),
+        "cached": root.cached(),
+    }
+
+
+def cmd_receive(root):
+    """Move each verified file from cache/.incoming/<sha256>/<name> into cache/<sha256>/."""
+    root.lock()
+    received, refused = [], []
+    for sha in sorted(os.listdir(root.incoming)):
+        folder = os.path.join(root.incoming, sha)
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        if not SHA256.match(sha) or len(names) != 1 or not os.path.isfile(os.path.join(folder, names[0])):
+            refused.append("%s: not <sha256>/<one file>" % sha)
+            remove_tree(folder)
+            continue
+        actual = sha256_of(os.path.join(folder, names[0]))
+        if actual != sha:
+            refused.append("%s: sha256 is %s, expected %s" % (names[0], actual, sha))
+            remove_tree(folder)
+            continue
+        target = os.path.join(root.cache, sha)
+        if os.path.isdir(target):
+            remove_tree(folder)  # already there
+        else:
+            os.rename(folder, target)
+        received.append(names[0])
+    sync_dir(root.cache)
+    if refused:
+        raise HostError("refused on arrival (removed; copy again): " + "; ".join(refused))
+    return {"received": received}
+
+
+def cmd_prepare(root, plan_path):
+    plan = read_json(plan_path)
+    name = plan["release"]
+    rel = root.release_dir(name)
+    root.lock()
+    existing = root.manifest(name)
+    if existing is not None:
+        if existing.get("fingerprint") == plan["fingerprint"]:
+            return {"release": name, "state": "exists"}
+        raise HostError("release %s already exists here with other contents (%s): give the new release "
+                        "another name" % (name, describe_difference(existing, plan)))
+    if os.path.lexists(rel):
+        log("removing %s: an incomplete release a stopped deploy left" % rel)
+        remove_tree(rel)
+    started = time.time()
+    files = dict((e["sha256"], root.cache_file(e)) for e in plan["artifacts"] + [plan["app"]])
+    try:
+        python = make_env(root, plan, rel)
+        site = site_dir(python)
+        installed = install(root, plan, python, site, files)
+        app = install_app(files[plan["app"]["sha256"]], rel, site)
+        imports = import_check(root, plan, python, app)
+    except BaseException:
+        # Nothing half-made keeps the release's name: the next deploy starts it afresh.
+        remove_tree(rel)
+        raise
+    manifest = {
+        "release": name,
+        "fingerprint": plan["fingerprint"],
+        "created": now(),
+        "host": socket.gethostname(),
+        "python": "%d.%d.%d" % tuple(sys.version_info[:3]),
+        "format": plan["format"],
+        "artifacts": plan["artifacts"],
+        "installed": installed,
+        "app": plan["app"],
+        "imports_checked": imports,
+        "builder": plan.get("builder", {}),
+        "seconds": round(time.time() - started, 1),
+    }
+    write_atomic(os.path.join(rel, "release.json"), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return {"release": name, "state": "created", "seconds": manifest["seconds"], "imports": imports}
+
+
+def describe_difference(existing, plan):
+    old = dict((a["file"], a["sha256"]) for a in existing.get("artifacts", []))
+    new = dict((a["file"], a["sha256"]) for a in plan["artifacts"])
+    changed = sorted([f for f in set(old) ^ set(new)] + [f for f in old if f in new and old[f] != new[f]])
+    if existing.get("app", {}).get("sha256") != plan["app"]["sha256"]:
+        changed.insert(0, "the application")
+    return "differs in " + (", ".join(changed) if changed else "its fingerprint")
+
+
+def make_env(root, plan, rel):
+    """A fresh virtualenv with this host's Python: venv on 3.x, the single-file virtualenv
+    16.7.12 (from the plan's tools) on 2.x, where today's virtualenv no longer runs."""
+    env = clean_env()
+    if not PY2:
+        code, output = run([sys.executable, "-m", "venv", "--without-pip", rel], env=env)
+        if code == 0:
+            return os.path.join(rel, "bin", "python")
+        remove_tree(rel)
+        if "virtualenv" not in plan.get("tools", {}):
+            raise HostError("python -m venv failed here (%s) and the plan has no virtualenv tool"
+                            % last_lines(output))
+    tool = plan.get("tools", {}).get("virtualenv")
+    if not tool:
+        raise HostError("Python %d.%d needs the virtualenv tool: add virtualenv 16.7.12 to the platform's tools"
+                        % sys.version_info[:2])
+    unpacked = os.path.join(root.path, ".builder", "virtualenv-" + tool["sha256"][:16])
+    if not os.path.isfile(os.path.join(unpacked, "virtualenv.py")):
+        partial = unpacked + ".tmp-%d" % os.getpid()
+        unzip(root.cache_file(tool), partial)
+        if not os.path.isfile(os.path.join(partial, "virtualenv.py")):
+            remove_tree(partial)
+            raise HostError("%s has no virtualenv.py: use the single-file virtualenv 16.x" % tool["file"])
+        remove_tree(unpacked)
+        os.rename(partial, unpacked)
+    code, output = run([sys.executable, os.path.join(unpacked, "virtualenv.py"), "--no-download", "-q", rel], env=env)
+    if code != 0:
+        raise HostError("virtualenv could not create %s: %s" % (rel, last_lines(output)))
+    return os.path.join(rel, "bin", "python")
+
+
+def site_dir(python):
+    """The env's site-packages, asked of its own python (old virtualenvs have no
+    site.getsitepackages; Debian patches sysconfig)."""
+    code, output = run([python, "-c", "import sys, json; print(json.dumps([sys.prefix] + sys.path))"],
+                       env=clean_env())
+    if code != 0:
+        raise HostError("the release's python does not start: %s" % last_lines(output))
+    paths = json.loads(output.strip().splitlines()[-1])
+    prefix = os.path.realpath(paths[0])
+    for path in paths[1:]:
+        real = os.path.realpath(path)
+        if real.startswith(prefix + os.sep) and os.path.basename(real) in ("site-packages", "dist-packages") \
+                and os.path.isdir(real):
+            return real
+    raise HostError("the release's virtualenv has no site-packages on its sys.path")
+
+
+def install(root, plan, python, site, files):
+    """Install the artifacts in the plan's order (dependencies first), offline: eggs one by
+    one, wheels in one pip call (pip costs a second or two to start)."""
+    installed = []
+    wheels = []
+    for entry in plan["artifacts"]:
+        path = files[entry["sha256"]]
+        if entry["format"] == "egg":
+            installed.append({"file": entry["file"], "how": install_egg(path, python, site)})
+        else:
+            wheels.append(path)
+            installed.append({"file": entry["file"], "how": "pip --no-index"})
+    if wheels:
+        pip = pip_command(root, plan, python, os.path.dirname(python))
+        code, output = run(pip + ["install", "--no-index", "--no-deps", "--no-cache-dir"] + wheels,
+                           env=clean_env(), cwd=site)
+        if code != 0:
+            raise HostError("pip could not install the wheels offline: %s" % last_lines(output))
+    return installed
+
+
+def pip_command(root, plan, python, env_bin):
+    if os.path.isfile(os.path.join(env_bin, "pip")):
+        return [python, "-m", "pip"]
+    tool = plan.get("tools", {}).get("pip")
+    if not tool:
+        raise HostError("no pip in the release to install wheels with: add pip to the platform's tools")
+    # pip runs from its own wheel, as the test stage does: the host needs no pip of its own.
+    return [python, os.path.join(root.cache_file(tool), "pip")]
+
+
+def install_egg(egg, python, site):
+    """As the test stage does: easy_install --always-unzip offline where the env has it, else
+    unzip into site-packages plus a .pth line. Never a zipped egg: on Python 2 its extensions
+    extract into HOME, on Python 3 Cython modules do not load from it (setuptools#2071)."""
+    name = os.path.basename(egg)
+    target = os.path.join(site, name)
+    easy = os.path.join(os.path.dirname(python), "easy_install")
+    if os.path.isfile(easy):
+        code, output = run([python, easy, "--always-unzip", "--no-deps", "--index-url", "file:///nonexistent",
+                            "--allow-hosts", "localhost", egg], env=clean_env(), cwd=site)
+        if code == 0 and os.path.isdir(target):
+            return "easy_install --always-unzip"
+        log("easy_install could not install %s (%s); unzipping it instead" % (name, last_lines(output, 1)))
+    if os.path.lexists(target):
+        remove_tree(target)
+    unzip(egg, target)
+    handle = open(os.path.join(site, "builder-eggs.pth"), "a")
+    try:
+        handle.write("./%s\n" % name)
+    finally:
+        handle.close()
+    return "unzip + .pth"
+
+
+def install_app(archive, rel, site):
+    """The application's tree (or its sdist's single top folder) under rel/app, on sys.path."""
+    dest = os.path.join(rel, "app")
+    unpack_to = dest + ".unpack"
+    os.makedirs(unpack_to)
+    if archive.endswith(".zip"):
+        unzip(archive, unpack_to)
+    else:
+        untar(archive, unpack_to)
+    entries = os.listdir(unpack_to)
+    single = os.path.join(unpack_to, entries[0]) if len(entries) == 1 else None
+    if single and os.path.isdir(single) and not os.path.isfile(os.path.join(single, "__init__.py")):
+        os.rename(single, dest)  # an sdist: its one top folder is the tree
+        os.rmdir(unpack_to)
+    else:
+        os.rename(unpack_to, dest)
+    handle = open(os.path.join(site, "zz-application.pth"), "w")
+    try:
+        handle.write(dest + "\n")
+    finally:
+        handle.close()
+    return dest
+
+
+def import_check(root, plan, python, app):
+    """Every import of the application, tried with the release's own python, by the
+    check-imports script (the one `builder check-imports` runs in the runtime image)."""
+    entry = plan.get("imports")
+    if not entry:
+        return {"checked": False}
+    script = root.cache_file(entry)
+    out = os.path.join(root.path, ".builder", "imports-%d.json" % os.getpid())
+    env = clean_env({"HOME": os.path.join(root.path, ".builder")})
+    code, output = run([python, script, "check", app, "--out", out], env=env, cwd=app)
+    try:
+        result = read_json(out)
+        os.remove(out)
+    except (IOError, OSError, ValueError):
+        raise HostError("the import check could not run (exit %s): %s" % (code, last_lines(output)))
+    failed = result.get("failures") or []
+    if failed:
+        raise HostError("the new release cannot import what the application needs: " + "; ".join(
+            "%s:%s: %s" % (f.get("file"), f.get("line"), f.get("error")) for f in failed))
+    return {"checked": True, "imports": len(result.get("tried") or []),
+            "optional_missing": [e.get("spec") for e in result.get("optional_missing") or []]}
+
+
+def cmd_switch(root, name):
+    """current -> releases/NAME by renaming a new symlink over the old one: rename(2) replaces
+    it in one step on Linux and FreeBSD alike, so a reader (or a kill -9) sees the old release
+    or the new one, never no `current` (unlink-then-symlink leaves a gap; `mv -T` is GNU only)."""
+    root.lock()
+    if root.manifest(name) is None:
+        raise HostError("release %s is not complete here (no releases/%s/release.json): deploy it first"
+                        % (name, name))
+    before = root.current_name()
+    if before == name:
+        return {"from": before, "to": name, "changed": False}
+    tmp = os.path.join(root.path, ".current.tmp-%d" % os.getpid())
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    os.symlink(os.path.join("releases", name), tmp)
+    os.rename(tmp, root.current)
+    sync_dir(root.path)
+    handle = open(root.history, "a")
+    try:
+        handle.write(json.dumps({"time": now(), "from": before, "to": name}) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    finally:
+        handle.close()
+    return {"from": before, "to": name, "changed": True}
+
+
+def cmd_done(root, name):
+    root.lock()
+    if root.current_name() != name:
+        raise HostError("current is %s, not %s" % (root.current_name(), name))
+    write_atomic(root.deployed_file, json.dumps({"release": name, "time": now()}) + "\n")
+    return {"deployed": name}
+
+
+def cmd_prune(root, keep):
+    root.lock()
+    protected = [n for n in (root.current_name(), root.previous_name()) if n]
+    releases = release_list(root)
+    complete = [r["name"] for r in releases if r["complete"]]
+    # The newest `keep` complete releases stay, and always current and previous.
+    kept = set(complete[-keep:] if keep > 0 else []) | set(protected)
+    removed = []
+    for release in releases:
+        if release["name"] not in kept:
+            remove_tree(os.path.join(root.releases, release["name"]))
+            removed.append(release["name"])
+    return {"removed": removed, "kept": sorted(kept)}
+
+
+def main(argv):
+    usage = "usage: host.py status|receive ROOT | prepare ROOT PLAN.json | switch|done ROOT RELEASE | prune ROOT KEEP"
+    if len(argv) < 3:
+        sys.stderr.write(usage + "\n")
+        return 2
+    command, args = argv[1], argv[2:]
+    commands = {
+        "status": (0, lambda r: cmd_status(r)),
+        "releases": (0, lambda r: cmd_status(r)),
+        "receive": (0, lambda r: cmd_receive(r)),
+        "prepare": (1, lambda r, p: cmd_prepare(r, p)),
+        "switch": (1, lambda r, n: cmd_switch(r, n)),
+        "done": (1, lambda r, n: cmd_done(r, n)),
+        "prune": (1, lambda r, k: cmd_prune(r, int(k))),
+    }
+    if command not in commands or len(args) != commands[command][0] + 1:
+        sys.stderr.write(usage + "\n")
+        return 2
+    result = {"ok": True, "command": command}
+    code = 0
+    try:
+        root = Root(args[0])
+        if command != "status" and command != "releases":
+            root.make()
+        result.update(commands[command][1](root, *args[1:]))
+    except HostError as exc:
+        result.update({"ok": False, "error": str(exc)})
+        code = 1
+    except (OSError, IOError, ValueError, KeyError) as exc:
+        result.update({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)})
+        code = 1
+    sys.stdout.write(RESULT_MARK + json.dumps(result, sort_keys=True) + "\n")
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
