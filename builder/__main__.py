@@ -67,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
     roles.add_argument("--runtime", dest="role", action="store_const", const="runtime", help="the runtime image")
     shell.add_argument("--print", action="store_true", help="print the command instead of running it")
     sub.add_parser("clean", parents=[common], help="remove containers and temporary files that killed runs left")
+    from .deploy import cli as deploy_cli  # deploy, rollback, releases
+
+    deploy_cli.add_parsers(sub, common)
     verify = sub.add_parser("verify", parents=[common], help="re-hash the output folder against its manifests")
     verify.set_defaults(select=False)
     return top
@@ -120,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, console: Console) -> int:
     matrix = config.load(Path(args.matrix))
+    if args.command in ("deploy", "rollback", "releases"):
+        from .deploy import cli as deploy_cli
+
+        return deploy_cli.run(matrix, args, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     if args.command == "verify":
         from .publish import verify
 

@@ -1,0 +1,76 @@
+"""`deploy`, `rollback` and `releases` on the command line (wired in by builder.__main__)."""
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import DeployError
+from ..model import Matrix
+from . import bundle as bundles
+from . import roll, targets
+
+COMMANDS = ("deploy", "rollback", "releases")
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    deploy = sub.add_parser(
+        "deploy", parents=[common], help="install a release on a deploy target's hosts and switch to it, in batches",
+        description="Resolve the target's requirements to published artifacts, then host by host (in batches): "
+        "copy what the host lacks, make ROOT/releases/RELEASE offline, check its imports, and switch "
+        "ROOT/current to it between the target's hooks.",
+    )
+    deploy.add_argument("target", metavar="TARGET", help="a name under deploy: in the matrix file")
+    deploy.add_argument("--release", required=True, metavar="NAME", help="the release's name, e.g. v1234")
+    deploy.add_argument("--dry-run", action="store_true", help="print hosts, batches, files and commands; touch nothing")
+    deploy.add_argument("--export", type=Path, metavar="DIR",
+                        help="write host.py, the plan and its files to DIR for configuration management, and stop")
+    rollback = sub.add_parser("rollback", parents=[common], help="switch a target's hosts back to the previous (or a named) release")
+    rollback.add_argument("target", metavar="TARGET")
+    rollback.add_argument("--to", metavar="RELEASE", help="the release to go back to (default: each host's previous)")
+    rollback.add_argument("--dry-run", action="store_true", help="print what would run; touch nothing")
+    releases = sub.add_parser("releases", parents=[common], help="each host's releases and which is current")
+    releases.add_argument("target", metavar="TARGET")
+
+
+def run(matrix: Matrix, args: argparse.Namespace, echo: Callable[[str], None]) -> int:
+    target = targets.find(matrix, args.target)
+    if args.command == "releases":
+        roll.releases(target, echo)
+        return 0
+    if args.command == "rollback":
+        if args.dry_run:
+            roll.dry_run(target, None, args.to or "PREVIOUS", echo)
+            return 0
+        outcomes = roll.roll(target, lambda host: roll.rollback_host(host, args.to), echo)
+        echo(f"rollback of {target.name}: {len(outcomes)} host(s) on {args.to or 'their previous release'}")
+        return 0
+    bundle = bundles.make(matrix, target, args.release)
+    echo(f"{target.name} {args.release}: {len(bundle.artifacts)} artifact(s) of {target.platform}: "
+         + ", ".join(a.file for a in bundle.artifacts))
+    if args.export:
+        export(bundle, args.export)
+        echo(f"wrote {args.export}: host.py, plan.json and files/ (see examples/deploy/ansible/)")
+        return 0
+    if args.dry_run:
+        roll.dry_run(target, bundle, args.release, echo)
+        return 0
+    outcomes = roll.roll(target, lambda host: roll.deploy_host(host, bundle), echo)
+    changed = [o for o in outcomes if o.state == "deployed"]
+    echo(f"deploy of {target.name} {args.release}: done on {len(outcomes)} host(s), "
+         f"{len(changed)} switched, {len(outcomes) - len(changed)} already current")
+    return 0
+
+
+def export(bundle: bundles.Bundle, folder: Path) -> None:
+    """host.py, plan.json and files/<sha256>/<name>: everything a playbook copies to a host."""
+    if folder.exists() and any(folder.iterdir()):
+        raise DeployError(f"{folder} is not empty", hint="export into a new folder")
+    files = folder / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bundles.HOST_SCRIPT, folder / "host.py")
+    (folder / "plan.json").write_bytes(bundle.plan_bytes())
+    for sha, path in bundle.files.items():
+        (files / sha).mkdir()
+        shutil.copyfile(path, files / sha / path.name)

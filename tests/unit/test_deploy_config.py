@@ -1,0 +1,137 @@
+"""The deploy: part of matrix.yaml and requirement resolution, without servers."""
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from builder import config
+from builder.deploy import targets
+from builder.deploy.resolve import resolve
+from builder.errors import ConfigError, DeployError
+
+MATRIX = """\
+platforms:
+  - name: debian11-py27
+    family: debian
+    base: {debootstrap: bullseye}
+    python: /usr/bin/python2.7
+packages:
+  - {name: six, version: 1.16.0, sha256: %s}
+  - {name: python-dateutil, version: 2.9.0.post0, sha256: %s, depends: [six]}
+""" % ("a" * 64, "b" * 64)
+
+TARGET = """
+deploy:
+  - name: web
+    platform: debian11-py27
+    hosts: [deploy@10.0.0.1, "deploy@10.0.0.2:2222"]
+    ssh: {identity: keys/id, options: {StrictHostKeyChecking: accept-new}}
+    root: /srv/web
+    app: app
+    requirements: [python-dateutil>=2]
+    batch: 50%
+    hooks:
+      stop: {remote: "systemctl stop web"}
+      out: {local: "lb-ctl out {host}"}
+"""
+
+
+def load(tmp_path: Path, deploy: str) -> tuple[targets.Target, ...]:
+    path = tmp_path / "matrix.yaml"
+    path.write_text(MATRIX + deploy)
+    return targets.load(config.load(path))
+
+
+def test_a_target_is_read_with_defaults(tmp_path: Path) -> None:
+    (target,) = load(tmp_path, TARGET)
+    assert target.python == "/usr/bin/python2.7" and target.format == "egg" and target.keep == 5
+    assert [str(h) for h in target.hosts] == ["deploy@10.0.0.1", "deploy@10.0.0.2:2222"]
+    assert target.hosts[1].identity == tmp_path / "keys" / "id"
+    assert target.hosts[0].options == (("StrictHostKeyChecking", "accept-new"),)
+    assert target.hooks["out"] == targets.Hook("lb-ctl out {host}", "local")
+    assert [len(b) for b in target.batch.split(target.hosts)] == [1, 1]
+    assert target.app == tmp_path / "app"
+
+
+@pytest.mark.parametrize(("change", "message", "hint"), [
+    ("    batch: 50%", "    batchh: 50%", "did you mean 'batch'?"),
+    ("platform: debian11-py27", "platform: debian11-py72", "did you mean 'debian11-py27'?"),
+    ("stop: {remote:", "stpo: {remote:", "did you mean 'stop'?"),
+    ("batch: 50%", "batch: 150%", "a number of hosts"),
+    ("[python-dateutil>=2]", "[python-dateutil>>2]", "e.g. PyYAML==5.4.1"),
+    ("root: /srv/web", "root: srv/web", "e.g. /srv/myapp"),
+    ('"deploy@10.0.0.2:2222"', '"deploy@10.0.0.2:99999"', "e.g. deploy@web1.example"),
+    ("stop: {remote: \"systemctl stop web\"}", "stop: {remote: a, local: b}", None),
+])
+def test_mistakes_name_the_line_and_suggest(tmp_path: Path, change: str, message: str, hint: str | None) -> None:
+    text = TARGET.replace(change, message) if change in TARGET else TARGET
+    assert text != TARGET
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, text)
+    line = next(n for n, text_line in enumerate((MATRIX + text).splitlines(), 1) if message.strip() in text_line)
+    assert f"matrix.yaml:{line}:" in str(error.value), str(error.value)
+    if hint:
+        assert hint in str(error.value), str(error.value)
+
+
+def test_an_unknown_target_is_named_with_a_suggestion(tmp_path: Path) -> None:
+    path = tmp_path / "matrix.yaml"
+    path.write_text(MATRIX + TARGET)
+    with pytest.raises(ConfigError, match="did you mean 'web'"):
+        targets.find(config.load(path), "wbe")
+
+
+def _egg(folder: Path, name: str, requires: str = "") -> None:
+    with zipfile.ZipFile(folder / name, "w") as egg:
+        egg.writestr("EGG-INFO/PKG-INFO", "Metadata-Version: 1.1\n")
+        if requires:
+            egg.writestr("EGG-INFO/requires.txt", requires)
+
+
+def _publish(tmp_path: Path, eggs: dict[str, str]) -> config.Matrix:
+    path = tmp_path / "matrix.yaml"
+    path.write_text(MATRIX)
+    matrix = config.load(path)
+    folder = matrix.settings.output / "debian11-py27"
+    folder.mkdir(parents=True)
+    artifacts = {}
+    for name, requires in eggs.items():
+        _egg(folder, name, requires)
+        package, version = name.split("-")[:2]
+        data = (folder / name).read_bytes()
+        artifacts[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "format": "egg",
+                           "package": package, "version": version, "cell": f"debian11-py27/{package}",
+                           **{k: "x" for k in ("source_sha256", "input_key", "build_image", "runtime_image",
+                                                "builder_version", "finished_at")}}
+    (folder / "manifest.json").write_text(json.dumps({"manifest_version": 1, "platform": "debian11-py27",
+                                                      "artifacts": artifacts, "cells": {}}))
+    return matrix
+
+
+def test_requirements_resolve_through_each_artifacts_own_metadata(tmp_path: Path) -> None:
+    matrix = _publish(tmp_path, {
+        "python_dateutil-2.9.0.post0-py2.7.egg": "six>=1.5\n\n[:python_version < '3']\nsix>=1.0\n\n[test]\npytest\n",
+        "six-1.16.0-py2.7.egg": "",
+    })
+    found = resolve(matrix, "debian11-py27", "egg", ["python-dateutil>=2"])
+    assert [a.file for a in found] == ["six-1.16.0-py2.7.egg", "python_dateutil-2.9.0.post0-py2.7.egg"]
+
+
+def test_a_missing_dependency_is_named_with_the_selection_that_builds_it(tmp_path: Path) -> None:
+    matrix = _publish(tmp_path, {"python_dateutil-2.9.0.post0-py2.7.egg": "six>=1.5\n"})
+    with pytest.raises(DeployError) as error:
+        resolve(matrix, "debian11-py27", "egg", ["python-dateutil", "requests"])
+    assert "six>=1.5 (needed by python_dateutil 2.9.0.post0)" in error.value.message
+    assert "python -m builder all --platform debian11-py27 --package six" in (error.value.hint or "")
+    assert "add requests to matrix.yaml" in (error.value.hint or "")
+
+
+def test_an_artifact_that_no_longer_matches_its_manifest_is_refused(tmp_path: Path) -> None:
+    matrix = _publish(tmp_path, {"six-1.16.0-py2.7.egg": ""})
+    (matrix.settings.output / "debian11-py27" / "six-1.16.0-py2.7.egg").write_bytes(b"changed")
+    with pytest.raises(DeployError, match="no longer match their manifest: six-1.16.0-py2.7.egg"):
+        resolve(matrix, "debian11-py27", "egg", ["six"])
