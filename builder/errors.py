@@ -87,4 +87,4 @@ class CellsFailed(BuilderError):
 class DeployError(BuilderError):
     """A deploy, rollback or release listing could not be done; the message names the host and step."""
 
-    exit_code = 9
+    exit_code = 10
