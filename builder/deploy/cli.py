@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,8 @@ from . import bundle as bundles
 from . import roll, targets
 
 COMMANDS = ("deploy", "rollback", "releases")
+# As host.py checks it: a folder name under ROOT/releases/.
+RELEASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -46,6 +49,8 @@ def run(matrix: Matrix, args: argparse.Namespace, echo: Callable[[str], None]) -
         outcomes = roll.roll(target, lambda host: roll.rollback_host(host, args.to), echo)
         echo(f"rollback of {target.name}: {len(outcomes)} host(s) on {args.to or 'their previous release'}")
         return 0
+    if not RELEASE_NAME.fullmatch(args.release):
+        raise DeployError(f"{args.release!r} is not a release name", hint="letters, digits and . _ + - (e.g. v1234)")
     bundle = bundles.make(matrix, target, args.release)
     echo(f"{target.name} {args.release}: {len(bundle.artifacts)} artifact(s) of {target.platform}: "
          + ", ".join(a.file for a in bundle.artifacts))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DeployError
+from ..errors import BuilderError, DeployError
 from ..ssh import Connection, Destination
 from .bundle import HOST_SCRIPT, Bundle
 from .targets import Hook, HookName, Target
@@ -155,8 +155,8 @@ def switch_with_hooks(host: Host, release: str, before: str | None) -> None:
     done: list[str] = []
     try:
         for step in ("out", "stop"):
+            done.append(step)  # attempted: a stop that failed half-way still gets a start
             host.hook(step, release)  # type: ignore[arg-type]
-            done.append(step)
     except HookFailed as failed:
         restore_service(host, before or release, done)
         raise DeployError(f"{host.dest}: {failed} (before the switch: current is still {before})",
@@ -289,11 +289,17 @@ def dry_run(target: Target, bundle: Bundle | None, release: str, echo: Echo) -> 
 def releases(target: Target, echo: Echo, *, connect: type[Connection] = Connection) -> list[dict[str, Any]]:
     """Each host's releases and current, as host.py reports them."""
     found = []
+    unreachable = []
     for dest in target.hosts:
-        with connect(dest) as conn:
-            host = Host(conn, target, echo)
-            host.install_script()
-            status = host.host_py("status")
+        try:
+            with connect(dest) as conn:
+                host = Host(conn, target, echo)
+                host.install_script()
+                status = host.host_py("status")
+        except BuilderError as exc:  # one host down must not hide the others' state
+            echo(f"{dest}: cannot tell: {exc.message}")
+            unreachable.append(str(dest))
+            continue
         found.append({"host": str(dest), **status})
         marks = []
         for release in status["releases"]:
@@ -302,4 +308,6 @@ def releases(target: Target, echo: Echo, *, connect: type[Connection] = Connecti
                                      ("incomplete", not release["complete"])) if on]
             marks.append(release["name"] + (f" ({', '.join(flags)})" if flags else ""))
         echo(f"{dest}: current {status['current'] or '-'}; releases: {', '.join(marks) or 'none'}")
+    if unreachable:
+        raise DeployError(f"could not read the releases of {', '.join(unreachable)}", hint="check that they are up")
     return found

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import tarfile
 import json
 import zipfile
 from pathlib import Path
@@ -135,3 +137,20 @@ def test_an_artifact_that_no_longer_matches_its_manifest_is_refused(tmp_path: Pa
     (matrix.settings.output / "debian11-py27" / "six-1.16.0-py2.7.egg").write_bytes(b"changed")
     with pytest.raises(DeployError, match="no longer match their manifest: six-1.16.0-py2.7.egg"):
         resolve(matrix, "debian11-py27", "egg", ["six"])
+
+
+def test_the_application_packs_the_same_tree_to_the_same_sha256(tmp_path: Path) -> None:
+    from builder.deploy.bundle import _app_archive
+
+    (tmp_path / "app" / "pkg" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "app" / "pkg" / "__init__.py").write_text("X = 1\n")
+    (tmp_path / "app" / "pkg" / "__pycache__" / "junk.pyc").write_bytes(b"\0")
+    (target,) = load(tmp_path, TARGET)
+    matrix = config.load(tmp_path / "matrix.yaml")
+    first = _app_archive(matrix, target).read_bytes()
+    os.utime(tmp_path / "app" / "pkg" / "__init__.py", (1, 1))  # times do not count
+    assert _app_archive(matrix, target).read_bytes() == first
+    (tmp_path / "app" / "pkg" / "__init__.py").write_text("X = 2\n")
+    assert _app_archive(matrix, target).read_bytes() != first
+    with tarfile.open(_app_archive(matrix, target)) as tar:
+        assert tar.getnames() == ["pkg/__init__.py"]
