@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.markers import InvalidMarker, Marker
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -45,7 +45,7 @@ def resolve(matrix: Matrix, platform: str, fmt: Format, requirements: Iterable[s
     """The artifacts to install, dependencies before what needs them; DeployError if any is missing."""
     output = matrix.settings.output
     manifest = read_manifest(output, platform) or Manifest(platform, {}, {})
-    environment = _marker_environment(manifest)
+    environment = _marker_environment(manifest, matrix.platform(platform).family == "freebsd")
     chosen: dict[str, Artifact] = {}
     order: list[str] = []
     missing: list[str] = []
@@ -167,7 +167,7 @@ def _requires_txt(text: str) -> list[str]:
     return found
 
 
-def _marker_environment(manifest: Manifest) -> dict[str, str]:
+def _marker_environment(manifest: Manifest, freebsd: bool) -> dict[str, str]:
     """Markers are evaluated for the platform's Python, which its artifacts' names tell."""
     major, minor = 3, 11
     for name in manifest.artifacts:
@@ -176,7 +176,8 @@ def _marker_environment(manifest: Manifest) -> dict[str, str]:
             major, minor = int(match.group(1)), int(match.group(2))
             break
     return {"python_version": f"{major}.{minor}", "python_full_version": f"{major}.{minor}.0",
-            "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+            "sys_platform": "freebsd" if freebsd else "linux", "platform_system": "FreeBSD" if freebsd else "Linux",
+            "os_name": "posix",
             "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
 
 
@@ -187,4 +188,4 @@ def _applies(marker: Marker, environment: dict[str, str]) -> bool:
         return True
 
 
-__all__ = ["Artifact", "InvalidRequirement", "resolve"]
+__all__ = ["Artifact", "resolve"]
