@@ -104,7 +104,8 @@ def _start(image: str, key: Path, network: str, tag: str) -> Server:
     return Server(name, dest, port("8000/tcp"))
 
 
-def _target(name: str, platform: str, servers: list[Server], key: Path, balancer: Path, app: Path, fmt: str) -> str:
+def _target(name: str, platform: str, servers: list[Server], key: Path, balancer: Path, app: Path, fmt: str,
+            batch: str = "1") -> str:
     hosts = ", ".join(f"deploy@127.0.0.1:{s.dest.port}" for s in servers)
     service = "sh {root}/current/app/service.sh"
     return f"""
@@ -116,7 +117,7 @@ def _target(name: str, platform: str, servers: list[Server], key: Path, balancer
     root: /srv/demo
     app: {app}
     requirements: {REQUIREMENTS}
-    batch: 1
+    batch: {batch}
     keep: 4
     hooks:
       out: {{local: "echo out {{host}} >> {balancer}"}}
@@ -149,7 +150,8 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
         shutil.copytree(APP, app)
         balancer = tmp / "balancer.log"
         text = matrix.read_text() + "\ndeploy:" + _target("demo", "debian11-py27", servers[:3], key, balancer, app, "egg") \
-            + _target("demo12", "debian12", servers[3:], key, balancer, app, "wheel")
+            + _target("demo12", "debian12", servers[3:], key, balancer, app, "wheel") \
+            + _target("demo-pairs", "debian11-py27", servers[:3], key, balancer, app, "egg", batch="2")
         matrix.write_text(text)
         yield Pool(matrix, app, servers[:3], servers[3], balancer)
     finally:
@@ -273,8 +275,11 @@ def test_kill_9_during_a_switch_leaves_complete_releases_and_a_rerun_finishes(po
 
 
 def test_rollback_to_v1_and_releases_shows_it(pool: Pool) -> None:
-    done = pool.deploy("rollback", "demo", "--to", "v1")
+    # The same pool declared with batch: 2: two hosts at once, then the third.
+    done = pool.deploy("rollback", "demo-pairs", "--to", "v1")
     assert done.returncode == 0, done.stdout + done.stderr
+    first, second, third = (f"deploy@127.0.0.1:{s.dest.port}" for s in pool.servers)
+    assert f"batch 1/2: {first}, {second}" in done.stdout and f"batch 2/2: {third}" in done.stdout, done.stdout
     for server in pool.servers:
         assert server.current() == "releases/v1" and server.answer()["version"] == "v1"  # type: ignore[index]
     listing = pool.deploy("releases", "demo")
