@@ -18,7 +18,7 @@ import docker.errors
 from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from .. import images as host_images
-from ..errors import EngineError, ImageError
+from ..errors import BuilderError, EngineError, ImageError
 from ..model import Limits, Matrix, Platform
 from . import Exec, Images, Role
 
@@ -307,4 +307,10 @@ class DockerMachine:
                 dest.mkdir(parents=True, exist_ok=True)
                 # The "data" filter refuses links out of dest, devices and absolute names, and
                 # drops the guest's ownership: a hostile build cannot write outside dest.
-                tar.extractall(dest, members=members, filter="data")
+                try:
+                    tar.extractall(dest, members=members, filter="data")
+                except tarfile.FilterError as exc:
+                    raise BuilderError(
+                        f"refused the guest's output {src}: {exc}",
+                        hint="the package's build or test wrote a link out of its folder or a special file there",
+                    ) from exc

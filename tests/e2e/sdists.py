@@ -5,6 +5,7 @@ the suite makes its images once and these tests only start containers.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -118,3 +119,28 @@ def snapshot(folder: Path) -> dict[str, bytes]:
         return {}
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != ".lock"}
+
+
+def bomb(folder: Path, name: str, size: int) -> tuple[Path, str]:
+    """A complete, valid NAME-1.0.tar.gz of about 1 MB holding a `size`-byte file of zeros.
+
+    Written as a multi-member gzip file (which gzip and tarfile read as one stream), compressing
+    one 1 MiB block of zeros once and repeating it: made in a moment instead of deflating the
+    whole size."""
+    folder.mkdir(parents=True, exist_ok=True)
+    block = 1 << 20
+    assert size % block == 0
+    setup = b"from setuptools import setup\nsetup(name='%s', version='1.0')\n" % name.encode()
+    head = tarfile.TarInfo(f"{name}-1.0/setup.py")
+    head.size, head.mtime = len(setup), int(time.time())
+    zeros = tarfile.TarInfo(f"{name}-1.0/zeros.bin")
+    zeros.size, zeros.mtime = size, int(time.time())
+    prefix = head.tobuf() + setup + bytes(-len(setup) % 512) + zeros.tobuf()
+    one = gzip.compress(bytes(block), compresslevel=9)
+    target = folder / f"{name}-1.0.tar.gz"
+    with open(target, "wb") as out:
+        out.write(gzip.compress(prefix))
+        for _ in range(size // block):
+            out.write(one)
+        out.write(gzip.compress(bytes(1024)))  # the two empty blocks that end a tar archive
+    return target, digest(target)
