@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__, config, pipeline, plan, report, state
 from .errors import BuilderError, CellsFailed
@@ -104,12 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args, console)
     except CellsFailed as exc:
-        err.print(f"[red]{exc}[/]")
+        err.print(f"[red]{escape(str(exc))}[/]")
         return exc.exit_code
     except BuilderError as exc:
         if args.verbose:
             traceback.print_exc()
-        err.print(f"[red]error:[/] {exc.message}", markup=True)
+        # Messages hold key paths like packages[2]: escaped, or rich would take them for markup.
+        err.print(f"[red]error:[/] {escape(exc.message)}", markup=True)
         if exc.hint:
             err.print(f"  hint: {exc.hint}", markup=False)
         return exc.exit_code
@@ -174,6 +176,9 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
                     run.results.setdefault(cell.id, {})[stage] = saved
         report.cell_list(cells, run, console)
         return 0
+    from .images import require_dockerfiles
+
+    require_dockerfiles(dict.fromkeys(c.platform for c in cells))  # a config error: before anything runs
     run = pipeline.Run(
         matrix, cells, jobs=args.jobs, fail_fast=args.fail_fast, verbose=args.verbose, force=args.force,
         echo=lambda line: console.print(line, markup=False, highlight=False),
