@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from . import __version__, config, pipeline, plan, report, state
 from .errors import BuilderError, CellsFailed
+from .model import Matrix
 
 STAGE_HELP = {
     "all": "fetch, make images, build, test and publish the selected cells",
@@ -179,6 +180,13 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
     from .images import require_dockerfiles
 
     require_dockerfiles(dict.fromkeys(c.platform for c in cells))  # a config error: before anything runs
+    from ._lock import run_lock
+
+    with run_lock(matrix.settings.work, lambda line: console.print(line, markup=False, highlight=False)):
+        return _run(args, matrix, cells, console)
+
+
+def _run(args: argparse.Namespace, matrix: Matrix, cells: list[plan.Cell], console: Console) -> int:
     run = pipeline.Run(
         matrix, cells, jobs=args.jobs, fail_fast=args.fail_fast, verbose=args.verbose, force=args.force,
         echo=lambda line: console.print(line, markup=False, highlight=False),

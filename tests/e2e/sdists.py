@@ -13,10 +13,11 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import docker
+import pytest
 
 from .conftest import FIXTURES, REPO
 
@@ -74,12 +75,28 @@ def matrix_text(*entries: str) -> str:
     return PLATFORM + "".join(entries)
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_strays() -> Iterator[None]:
+    """A failing test must not leave builders running behind it (import this into the module)."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+
+
 def start(matrix: Path, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
     """`python -m builder ARGS` in the background, as a user would start it."""
     full = {**os.environ, "BUILDER_CACHE": str(REPO / ".builder" / "cache"), "COLUMNS": "200", **(env or {})}
     argv = [sys.executable, "-m", "builder", *args, "--matrix", str(matrix)]
-    return subprocess.Popen(argv, cwd=matrix.parent, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(argv, cwd=matrix.parent, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
+    _started.append(proc)
+    return proc
 
 
 def containers(pid: int) -> list:
