@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from . import __version__, config, pipeline, plan, report, state
+from . import __version__, config, ownership, pipeline, plan, report, state
 from .errors import BuilderError, CellsFailed
 from .model import Matrix
 
@@ -123,6 +123,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, console: Console) -> int:
     matrix = config.load(Path(args.matrix))
+    if args.command in ("verify", "list", "matrix"):  # they write nothing
+        return _command(args, matrix, console)
+    try:
+        return _command(args, matrix, console)
+    finally:
+        # Under sudo, what this command made in the project is the invoking user's (see ownership.py).
+        settings = matrix.settings
+        ownership.hand_over(matrix.root, (settings.output, settings.work, settings.cache), ownership.invoking_user())
+
+
+def _command(args: argparse.Namespace, matrix: Matrix, console: Console) -> int:
     if args.command == "verify":
         from .publish import verify
 
