@@ -184,7 +184,7 @@ class DockerBackend:
                 f"the {target} image of {platform.name} failed to build: {exc.msg}",
                 hint=f"fix {platform.image_dir / 'Dockerfile'} or the system packages in matrix.yaml\n{tail}",
             ) from exc
-        except docker.errors.APIError as exc:
+        except ENGINE_FAULTS as exc:  # the engine refused, or went away while building
             raise ImageError(f"the {target} image of {platform.name} failed to build: {exc}") from exc
         return str(image.id)
 
