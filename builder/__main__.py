@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
-from . import __version__, config, pipeline, plan, report, state
+from . import __version__, config, ownership, pipeline, plan, report, state
 from .errors import BuilderError, CellsFailed
+from .model import Matrix
 
 STAGE_HELP = {
     "all": "fetch, make images, build, test and publish the selected cells",
@@ -104,12 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args, console)
     except CellsFailed as exc:
-        err.print(f"[red]{exc}[/]")
+        err.print(f"[red]{escape(str(exc))}[/]")
         return exc.exit_code
     except BuilderError as exc:
         if args.verbose:
             traceback.print_exc()
-        err.print(f"[red]error:[/] {exc.message}", markup=True)
+        # Messages hold key paths like packages[2]: escaped, or rich would take them for markup.
+        err.print(f"[red]error:[/] {escape(exc.message)}", markup=True)
         if exc.hint:
             err.print(f"  hint: {exc.hint}", markup=False)
         return exc.exit_code
@@ -120,6 +123,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, console: Console) -> int:
     matrix = config.load(Path(args.matrix))
+    if args.command in ("verify", "list", "matrix"):  # they write nothing
+        return _command(args, matrix, console)
+    try:
+        return _command(args, matrix, console)
+    finally:
+        # Under sudo, what this command made in the project is the invoking user's (see ownership.py).
+        settings = matrix.settings
+        ownership.hand_over(matrix.root, (settings.output, settings.work, settings.cache), ownership.invoking_user())
+
+
+def _command(args: argparse.Namespace, matrix: Matrix, console: Console) -> int:
     if args.command == "verify":
         from .publish import verify
 
@@ -174,6 +188,16 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
                     run.results.setdefault(cell.id, {})[stage] = saved
         report.cell_list(cells, run, console)
         return 0
+    from .images import require_dockerfiles
+
+    require_dockerfiles(dict.fromkeys(c.platform for c in cells))  # a config error: before anything runs
+    from ._lock import run_lock
+
+    with run_lock(matrix.settings.work, lambda line: console.print(line, markup=False, highlight=False)):
+        return _run(args, matrix, cells, console)
+
+
+def _run(args: argparse.Namespace, matrix: Matrix, cells: list[plan.Cell], console: Console) -> int:
     run = pipeline.Run(
         matrix, cells, jobs=args.jobs, fail_fast=args.fail_fast, verbose=args.verbose, force=args.force,
         echo=lambda line: console.print(line, markup=False, highlight=False),
