@@ -244,3 +244,32 @@ def test_cli_with_nothing_published_says_how_to_publish(matrix: config.Matrix) -
     assert done.returncode == 9, done.stderr
     assert "nothing is published for debian12" in done.stderr
     assert "python -m builder all --platform debian12" in done.stderr
+
+
+# --- the guest side of the environment, on the host's Python ---------------------------------------
+
+def test_appenv_installs_eggs_as_the_test_stage_does_and_tries_with_the_envs_python(tmp_path: Path) -> None:
+    import json
+
+    from builder.cells import GUEST_DIR
+
+    artifact = make_zip(tmp_path / "in" / "fakepkg-1.0-py3.11.egg",
+                        {"EGG-INFO/PKG-INFO": "Name: fakepkg\n", "fakepkg/__init__.py": "VALUE = 1\n",
+                         "fakepkg/sub.py": "import not_installed_anywhere\n"})
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = {"format": "egg", "artifacts": [str(artifact)], "virtualenv": None, "pip": None,
+            "work": str(tmp_path / "work"), "out": str(out),
+            "try": ["fakepkg", "fakepkg:VALUE", "fakepkg:sub", "fakepkg:nope", "builder"]}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, str(GUEST_DIR / "appenv.py"), str(tmp_path / "spec.json")],
+                          capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    env = json.loads((out / "env-result.json").read_text())
+    assert env["ok"] and env["installed"] == [{"artifact": "fakepkg-1.0-py3.11.egg", "how": "unzip + .pth"}]
+    results = {r["spec"]: r for r in json.loads((out / "try-result.json").read_text())["results"]}
+    assert results["fakepkg"]["ok"] and results["fakepkg:VALUE"]["ok"]
+    assert results["fakepkg:sub"]["error"] == "No module named 'not_installed_anywhere'"
+    assert results["fakepkg:nope"]["error"] == "cannot import name 'nope' from 'fakepkg'"
+    # The environment is fresh: what the host's Python has installed is not in it.
+    assert results["builder"]["error_type"] == "ModuleNotFoundError"
