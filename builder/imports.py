@@ -84,6 +84,7 @@ def check(
         raise BuilderError(f"{app} is not a folder", hint="give the application's source tree")
     reqs = published.parse_requirements(requirements) if requirements else []
     artifacts = published.load(matrix, platform.name)  # every file hashed against the manifest
+    published.precheck(matrix, platform.name, artifacts, reqs)
     sources = _platform_files(matrix, platform)
     backend = backends.get(platform.backend)
     images = backend.prepare(matrix, platform, sources, echo)

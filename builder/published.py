@@ -10,12 +10,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.markers import InvalidMarker, Marker
+from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from .errors import ConfigError, NotPublished
+from .fetch import sha256_file
 from .model import Format, Matrix
 from .publish import read_manifest
 
@@ -77,17 +78,9 @@ def load(matrix: Matrix, platform: str) -> list[Artifact]:
     return artifacts
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(path: Path, sha256: str) -> None:
     try:
-        actual = sha256_of(path)
+        actual = sha256_file(path)
     except OSError as exc:
         raise NotPublished(f"{path} is listed in its manifest but cannot be read ({exc.strerror})",
                            hint="python -m builder verify shows what is wrong; publish it again") from exc
@@ -229,8 +222,8 @@ def marker_holds(marker: Marker | None, python: str) -> bool:
     major_minor = ".".join(python.split(".")[:2])
     try:
         return marker.evaluate({"python_version": major_minor, "python_full_version": python, "extra": ""})
-    except InvalidMarker:
-        return True
+    except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName):
+        return True  # a marker we cannot judge: ask for the requirement rather than drop it
 
 
 @dataclass(frozen=True)
@@ -241,6 +234,24 @@ class Missing:
     needed_by: str  # "requirements.txt:3" or "python-dateutil 2.9.0.post0"
     why: str
     hint: str
+
+
+def precheck(matrix: Matrix, platform: str, artifacts: Sequence[Artifact],
+             requirements: Sequence[tuple[str, Requirement]]) -> None:
+    """Refuse, before any guest starts, a requirement (without a marker, which needs the
+    target's Python to judge) of which nothing at all is published."""
+    projects = {a.project for a in artifacts}
+    missing = [Missing(str(req), where, "no published artifact", build_hint(matrix, canonicalize_name(req.name), platform))
+               for where, req in requirements if req.marker is None and canonicalize_name(req.name) not in projects]
+    if missing:
+        raise _refusal(missing)
+
+
+def _refusal(missing: Sequence[Missing]) -> NotPublished:
+    return NotPublished(
+        "; ".join(f"{m.requirement} (needed by {m.needed_by}): {m.why}" for m in missing),
+        hint="; ".join(dict.fromkeys(m.hint for m in missing)),
+    )
 
 
 def resolve(
@@ -282,10 +293,7 @@ def resolve(
                 missing.append(Missing(text, f"{found.package} {found.version}", "its metadata names an invalid "
                                        "requirement", build_hint(matrix, project, platform)))
     if missing:
-        raise NotPublished(
-            "; ".join(f"{m.requirement} (needed by {m.needed_by}): {m.why}" for m in missing),
-            hint="; ".join(dict.fromkeys(m.hint for m in missing)),
-        )
+        raise _refusal(missing)
     return list(chosen.values())
 
 

@@ -273,3 +273,19 @@ def test_appenv_installs_eggs_as_the_test_stage_does_and_tries_with_the_envs_pyt
     assert results["fakepkg:nope"]["error"] == "cannot import name 'nope' from 'fakepkg'"
     # The environment is fresh: what the host's Python has installed is not in it.
     assert results["builder"]["error_type"] == "ModuleNotFoundError"
+
+
+def test_a_requirement_nothing_publishes_is_refused_before_any_guest_starts(matrix: config.Matrix, tmp_path: Path) -> None:
+    artifacts = published.load(matrix, "debian11-py27")
+    published.precheck(matrix, "debian11-py27", artifacts, reqs("six", "redis; python_version < '3'"))  # marker: later
+    with pytest.raises(NotPublished) as caught:
+        published.precheck(matrix, "debian11-py27", artifacts, reqs("six", "redis>=3", "six-extras"))
+    assert caught.value.message == ("redis>=3 (needed by req.txt:2): no published artifact; "
+                                    "six-extras (needed by req.txt:3): no published artifact")
+    # Through the command line: no Docker engine is asked for anything.
+    (tmp_path / "req.txt").write_text("six\nredis>=3\n")
+    done = cli("check-imports", str(FIXTURES / "demoapp"), "--platform", "debian11-py27", "--matrix", str(matrix.path),
+               "--requirements", str(tmp_path / "req.txt"))
+    assert done.returncode == 9 and f"redis>=3 (needed by {tmp_path / 'req.txt'}:2): no published artifact" in done.stderr
+    assert "python -m builder all --package redis --platform debian11-py27" in done.stderr
+    assert "scanning" not in done.stderr
