@@ -116,8 +116,20 @@ def parent(path):
 # --- scan --------------------------------------------------------------------------------------
 
 def parse(source, filename):
-    """The module's ast, parsed by this interpreter (coding cookies honoured: source is bytes)."""
+    """The module's ast, parsed by this interpreter (coding cookies honoured: source is bytes),
+    without our own __future__ flags (dont_inherit): `print "x"` must parse under Python 2.
+    Python 2.6's compile() wants \n line ends and a final newline; the file's lines stay the same."""
+    source = source.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if not source.endswith(b"\n"):
+        source += b"\n"
     return compile(source, filename, "exec", ast.PyCF_ONLY_AST, True)
+
+
+def display(path):
+    """A path as JSON can carry it: Python 2's json cannot encode bytes that are not UTF-8."""
+    if PY2 and isinstance(path, bytes):
+        return path.decode("utf-8", "replace")
+    return path
 
 
 def catches_import_error(handlers):
@@ -177,12 +189,12 @@ class Scanner(object):
         try:
             tree = parse(source, path)
         except SyntaxError as exc:
-            self.problem(path, exc.lineno or 0, "%s: %s" % (type(exc).__name__, exc.msg))
+            self.problem(display(path), exc.lineno or 0, "%s: %s" % (type(exc).__name__, exc.msg))
             return
         except (TypeError, ValueError) as exc:  # null bytes, on some versions
-            self.problem(path, 0, "SyntaxError: %s" % exc)
+            self.problem(display(path), 0, "SyntaxError: %s" % exc)
             return
-        self.path = path
+        self.path = display(path)
         self.module = self.found.module_name(path)
         self.is_package = path.endswith("/__init__.py") or path == "__init__.py"
         # Python 2 without absolute_import tries `import x` inside the file's own package first.

@@ -124,6 +124,12 @@ def test_coding_cookies_null_bytes_virtualenvs_and_a_tree_that_is_a_package(tmp_
     assert [(p["file"], p["error"].split(":")[0]) for p in found["problems"]] == [("nul.py", "SyntaxError")]
 
 
+def test_windows_line_ends_and_no_final_newline_keep_their_lines(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_bytes(b"import os\r\nfrom json import (\r\n    loads)\r\nimport re")
+    found = imports.scan(str(tmp_path))
+    assert not found["problems"] and where(found["imports"]) == {("a.py", 1, "os"), ("a.py", 2, "json:loads"), ("a.py", 4, "re")}
+
+
 def test_extension_modules_built_in_place_are_the_applications_own(tmp_path: Path) -> None:
     (tmp_path / "fast").mkdir()
     (tmp_path / "fast" / "__init__.py").write_text("from fast._speed import go\n")
