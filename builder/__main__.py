@@ -76,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     check_imports.add_argument("--platform", required=True, help="the platform to check on")
     check_imports.add_argument("--requirements", type=Path, metavar="FILE", help="install these (and what they need) only")
     check_imports.add_argument("--format", choices=("egg", "wheel"), default="egg", help="which artifacts to install")
+    check_imports.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                               help="files or folders of APP not to scan (setup.py never is)")
     verify = sub.add_parser("verify", parents=[common], help="re-hash the output folder against its manifests")
     verify.set_defaults(select=False)
     return top
@@ -153,7 +155,7 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         from . import imports
 
         checked = imports.check(matrix, args.app, args.platform, args.requirements, args.format, echo=err_print,
-                                log_echo=err_print if args.verbose else None)
+                                log_echo=err_print if args.verbose else None, excludes=args.exclude)
         for line in imports.render(checked):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
         if not checked.ok:

@@ -76,6 +76,7 @@ def check(
     fmt: Format = "egg",
     echo: Echo = print,
     log_echo: Echo | None = None,
+    excludes: Sequence[str] = (),
 ) -> Report:
     """Check every import of the application tree `app` on the platform; raise NotPublished
     when a requirement has no published artifact. The Report says which imports fail."""
@@ -94,7 +95,8 @@ def check(
         with backend.machine(
             platform, images, "runtime", platform.limits, f"check-imports/{platform.name}"
         ) as machine:
-            report = _in_guest(matrix, platform, machine, app.resolve(), reqs, artifacts, sources, fmt, work, log, echo)
+            report = _in_guest(matrix, platform, machine, app.resolve(), reqs, artifacts, sources, fmt, work, log,
+                               echo, excludes)
     finally:
         log.close()
     (work / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
@@ -149,6 +151,7 @@ def _in_guest(
     work: Path,
     log: _Log,
     echo: Echo,
+    excludes: Sequence[str],
 ) -> Report:
     app_dir = f"{GUEST_ROOT}/app/{_safe(app.name)}"
     stage = fresh_dir(work / "stage")
@@ -157,8 +160,10 @@ def _in_guest(
     machine.copy_in(stage, GUEST_ROOT)
     _mkdir(machine, f"{GUEST_ROOT}/out")
     echo(f"scanning {count} file(s) of {app} with {platform.python} in the {platform.name} runtime image")
-    _run(machine, [platform.python, f"{GUEST_ROOT}/guest/imports.py", "scan", app_dir, "--out",
-                   f"{GUEST_ROOT}/out/scan.json"], platform, log, ok=(0, 1))
+    argv = [platform.python, f"{GUEST_ROOT}/guest/imports.py", "scan", app_dir, "--out", f"{GUEST_ROOT}/out/scan.json"]
+    for pattern in excludes:
+        argv += ["--exclude", pattern]
+    _run(machine, argv, platform, log, ok=(0, 1))
     machine.copy_out(f"{GUEST_ROOT}/out", work / "out")
     scan = json.loads((work / "out" / "scan.json").read_text())
     python = scan["python"]

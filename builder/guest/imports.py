@@ -1,10 +1,10 @@
 # What an application imports, and whether each import works here.
 #
-#   PYTHON imports.py scan TREE [--out FILE]       every import statement of TREE's .py files
-#   PYTHON imports.py try SPEC... [--out FILE]     import each SPEC ("a.b", or "x:y" for from x import y)
-#   PYTHON imports.py check TREE [--out FILE]      scan, then try every import that is not the tree's own
+#   PYTHON imports.py scan TREE [--exclude GLOB]...   every import statement of TREE's .py files
+#   PYTHON imports.py try SPEC...                     import each SPEC ("a.b", or "x:y": from x import y)
+#   PYTHON imports.py check TREE [--exclude GLOB]...  scan, then try every import not the tree's own
 #
-# Each prints one JSON document (or writes it to FILE). scan exits 1 if a file does not parse;
+# Each prints one JSON document (or writes it to --out FILE). scan exits 1 if a file does not parse;
 # try and check exit 1 if a required import fails. The scan parses with the running interpreter's
 # own ast, so run it with the target's Python: Python 2 code must parse under 2.7.
 #
@@ -14,6 +14,7 @@
 from __future__ import absolute_import, print_function
 
 import ast
+import fnmatch
 import json
 import os
 import re
@@ -26,6 +27,9 @@ import time
 PY2 = sys.version_info[0] == 2
 IMPORT_TIMEOUT = 300  # seconds for one import; a hung import is reported, not waited on
 SKIP_DIRS = ("__pycache__", "node_modules", "site-packages", "dist-packages")
+# Build-time code, not the application's: not scanned unless named (its setuptools import would
+# fail in every runtime environment). Patterns match paths relative to the tree.
+DEFAULT_EXCLUDES = ("setup.py",)
 # Handlers that catch a failed import: the try body's imports are optional.
 IMPORT_ERRORS = ("ImportError", "ModuleNotFoundError", "Exception", "BaseException")
 # Names in an `if` test that make its imports depend on the interpreter or the OS
@@ -166,15 +170,19 @@ def statement(node, alias):
 
 
 class Scanner(object):
-    def __init__(self, found):
+    def __init__(self, found, excludes=DEFAULT_EXCLUDES):
         self.found = found
+        self.excludes = list(excludes)
         self.result = {"python": "%d.%d.%d" % tuple(sys.version_info[:3]), "root": found.root,
                        "files": len(found.files), "imports": [], "optional": [], "own": [], "future": [],
-                       "problems": []}
+                       "problems": [], "excluded": []}
 
     def scan(self):
         for path in self.found.files:
-            self.scan_file(path)
+            if excluded(path, self.excludes):
+                self.result["excluded"].append(display(path))
+            else:
+                self.scan_file(path)
         return self.result
 
     def problem(self, path, line, error):
@@ -282,10 +290,20 @@ class Scanner(object):
                 self.result["imports"].append(entry)
 
 
-def scan(tree):
+def excluded(path, patterns):
+    """Does a pattern match the file or one of the folders it is in?"""
+    parts = path.split("/")
+    for i in range(1, len(parts) + 1):
+        for pattern in patterns:
+            if fnmatch.fnmatchcase("/".join(parts[:i]), pattern.strip("/")):
+                return True
+    return False
+
+
+def scan(tree, excludes=DEFAULT_EXCLUDES):
     if not os.path.isdir(tree):
         raise UsageError("%s is not a folder" % tree)
-    return Scanner(Found(tree)).scan()
+    return Scanner(Found(tree), excludes).scan()
 
 
 # --- try ---------------------------------------------------------------------------------------
@@ -432,9 +450,9 @@ def unique(items):
     return out
 
 
-def check(tree, timeout=None):
+def check(tree, timeout=None, excludes=DEFAULT_EXCLUDES):
     """scan + try: every import the tree's own modules do not satisfy, tried here."""
-    found = scan(tree)
+    found = scan(tree, excludes)
     specs = [e["spec"] for e in found["imports"] + found["optional"]]
     tried = dict([(r["spec"], r) for r in try_imports(specs, timeout=timeout)])
     failures = []
@@ -482,24 +500,28 @@ def emit(data, out):
         sys.stdout.flush()
 
 
-USAGE = """usage: imports.py scan TREE [--out FILE]
+USAGE = """usage: imports.py scan TREE [--out FILE] [--exclude GLOB]... [--no-default-excludes]
        imports.py try SPEC... [--out FILE] [--timeout SECONDS]   (SPEC: module, or module:name)
-       imports.py check TREE [--out FILE] [--timeout SECONDS]
+       imports.py check TREE [--out FILE] [--timeout SECONDS] [--exclude GLOB]... [--no-default-excludes]
 """
 
 
 def options(args):
-    """(positional arguments, --out, --timeout) from argv; argparse is not in Python 2.6."""
-    rest, out, timeout = [], None, None
+    """(positional arguments, --out, --timeout, excludes) from argv; Python 2.6 has no argparse."""
+    rest, out, timeout, excludes = [], None, None, list(DEFAULT_EXCLUDES)
     args = list(args)
     while args:
         arg = args.pop(0)
-        if arg in ("--out", "--timeout"):
+        if arg == "--no-default-excludes":
+            excludes = [e for e in excludes if e not in DEFAULT_EXCLUDES]
+        elif arg in ("--out", "--timeout", "--exclude"):
             if not args:
                 raise UsageError("%s needs a value" % arg)
             value = args.pop(0)
             if arg == "--out":
                 out = value
+            elif arg == "--exclude":
+                excludes.append(value)
             else:
                 try:
                     timeout = float(value)
@@ -509,7 +531,7 @@ def options(args):
             raise UsageError("unknown option %s" % arg)
         else:
             rest.append(arg)
-    return rest, out, timeout
+    return rest, out, timeout, excludes
 
 
 def main(argv):
@@ -517,7 +539,7 @@ def main(argv):
         if len(argv) < 2 or argv[1] not in ("scan", "try", "check"):
             raise UsageError("a command is needed: scan, try or check")
         command = argv[1]
-        rest, out, timeout = options(argv[2:])
+        rest, out, timeout, excludes = options(argv[2:])
         if command == "try":
             if not rest:
                 raise UsageError("try needs at least one module")
@@ -529,10 +551,10 @@ def main(argv):
         if len(rest) != 1:
             raise UsageError("%s needs one folder" % command)
         if command == "scan":
-            found = scan(rest[0])
+            found = scan(rest[0], excludes)
             emit(found, out)
             return 1 if found["problems"] else 0
-        result = check(rest[0], timeout=timeout)
+        result = check(rest[0], timeout=timeout, excludes=excludes)
         emit(result, out)
         for failure in result["failures"]:
             sys.stderr.write("%s:%s: %s\n" % (failure["file"], failure["line"], failure["error"]))

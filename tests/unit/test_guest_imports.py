@@ -130,6 +130,23 @@ def test_windows_line_ends_and_no_final_newline_keep_their_lines(tmp_path: Path)
     assert not found["problems"] and where(found["imports"]) == {("a.py", 1, "os"), ("a.py", 2, "json:loads"), ("a.py", 4, "re")}
 
 
+def test_setup_py_is_build_time_code_and_more_can_be_excluded(tmp_path: Path) -> None:
+    (tmp_path / "setup.py").write_text("from setuptools import setup\n")
+    (tmp_path / "app.py").write_text("import yaml\n")
+    (tmp_path / "tests" / "unit").mkdir(parents=True)
+    (tmp_path / "tests" / "unit" / "test_app.py").write_text("import pytest\n")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "setup.py").write_text("import distutils_helper\n")  # only the root's is excluded
+    found = imports.scan(str(tmp_path))
+    assert found["excluded"] == ["setup.py"]
+    assert {e["spec"] for e in found["imports"]} == {"yaml", "pytest", "distutils_helper"}
+    found = imports.scan(str(tmp_path), ["setup.py", "tests", "lib/*.py"])
+    assert found["excluded"] == ["lib/setup.py", "setup.py", "tests/unit/test_app.py"]
+    assert {e["spec"] for e in found["imports"]} == {"yaml"}
+    done = run("scan", str(tmp_path), "--no-default-excludes", "--exclude", "tests/")
+    assert {e["spec"] for e in json.loads(done.stdout)["imports"]} == {"yaml", "setuptools:setup", "distutils_helper"}
+
+
 def test_extension_modules_built_in_place_are_the_applications_own(tmp_path: Path) -> None:
     (tmp_path / "fast").mkdir()
     (tmp_path / "fast" / "__init__.py").write_text("from fast._speed import go\n")
