@@ -139,6 +139,15 @@ def _run(machine: Machine, argv: list[str], platform: Platform, log: _Log, ok: S
                            f"(exit {result.returncode}):\n{tail}", hint=f"the whole output is in {log.handle.name}")
 
 
+def _result(path: Path, log: _Log) -> dict:
+    """A guest script's JSON result; its absence means the script itself failed."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise BuilderError(f"the guest left no readable {path.name} ({exc.__class__.__name__})",
+                           hint=f"the guest's output is in {log.handle.name}") from exc
+
+
 def _in_guest(
     matrix: Matrix,
     platform: Platform,
@@ -158,6 +167,7 @@ def _in_guest(
     shutil.copytree(GUEST_DIR, stage / "guest", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     count = stage_app(app, stage / "app" / _safe(app.name))
     machine.copy_in(stage, GUEST_ROOT)
+    shutil.rmtree(stage)
     _mkdir(machine, f"{GUEST_ROOT}/out")
     echo(f"scanning {count} file(s) of {app} with {platform.python} in the {platform.name} runtime image")
     argv = [platform.python, f"{GUEST_ROOT}/guest/imports.py", "scan", app_dir, "--out", f"{GUEST_ROOT}/out/scan.json"]
@@ -165,7 +175,7 @@ def _in_guest(
         argv += ["--exclude", pattern]
     _run(machine, argv, platform, log, ok=(0, 1))
     machine.copy_out(f"{GUEST_ROOT}/out", work / "out")
-    scan = json.loads((work / "out" / "scan.json").read_text())
+    scan = _result(work / "out" / "scan.json", log)
     python = scan["python"]
 
     chosen = (published.resolve(matrix, platform.name, artifacts, reqs, fmt, python) if reqs
@@ -185,14 +195,15 @@ def _in_guest(
             "out": f"{GUEST_ROOT}/out", "try": specs}
     (env_stage / "spec.json").write_text(json.dumps(spec, indent=2))
     machine.copy_in(env_stage, f"{GUEST_ROOT}/in")
+    shutil.rmtree(env_stage)
     echo(f"installing {len(chosen)} published {fmt}(s) offline and trying {len(specs)} import(s)")
     _run(machine, [platform.python, f"{GUEST_ROOT}/guest/appenv.py", f"{GUEST_ROOT}/in/spec.json"], platform, log, ok=(0, 1))
     machine.copy_out(f"{GUEST_ROOT}/out", work / "out")
-    env = json.loads((work / "out" / "env-result.json").read_text())
+    env = _result(work / "out" / "env-result.json", log)
     if not env.get("ok"):
         raise BuilderError(f"the test environment could not be made on {platform.name}: {env.get('error')}",
                            hint=f"the whole output is in {log.handle.name}")
-    tried = {r["spec"]: r for r in json.loads((work / "out" / "try-result.json").read_text())["results"]} if specs else {}
+    tried = {r["spec"]: r for r in _result(work / "out" / "try-result.json", log)["results"]} if specs else {}
     return _report(app, platform.name, scan, tried, artifacts, chosen, bool(reqs), fmt)
 
 
