@@ -289,3 +289,14 @@ def test_a_requirement_nothing_publishes_is_refused_before_any_guest_starts(matr
     assert done.returncode == 9 and f"redis>=3 (needed by {tmp_path / 'req.txt'}:2): no published artifact" in done.stderr
     assert "python -m builder all --package redis --platform debian11-py27" in done.stderr
     assert "scanning" not in done.stderr
+
+
+def test_only_the_modules_of_the_tree_go_to_the_guest(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    for rel in ("run.py", "pkg/__init__.py", "pkg/_fast.so", "pkg/data.json", ".git/hooks/x.py",
+                "pkg/__pycache__/run.cpython-311.pyc", "docs/conf.py"):
+        (app / rel).parent.mkdir(parents=True, exist_ok=True)
+        (app / rel).write_text("")
+    assert imports.stage_app(app, tmp_path / "staged") == 4
+    staged = sorted(str(p.relative_to(tmp_path / "staged")) for p in (tmp_path / "staged").rglob("*") if p.is_file())
+    assert staged == ["docs/conf.py", "pkg/__init__.py", "pkg/_fast.so", "run.py"]
