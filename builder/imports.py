@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -54,6 +54,7 @@ class Report:
     installed: tuple[str, ...]  # artifact file names
     failures: tuple[Failure, ...]
     optional: tuple[Failure, ...]  # imports guarded by except ImportError or a version test
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -97,10 +98,22 @@ def check(
         ) as machine:
             report = _in_guest(matrix, platform, machine, app.resolve(), reqs, artifacts, sources, fmt, work, log,
                                echo, excludes)
+        report = replace(report, notes=_stale(report, artifacts, images.runtime))
     finally:
         log.close()
     (work / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     return report
+
+
+def _stale(report: Report, artifacts: Sequence[published.Artifact], runtime: str) -> tuple[str, ...]:
+    """The installed artifacts were tested in another runtime image than the platform's current
+    one (its Dockerfile or system packages changed since): the check may not hold for it."""
+    old = sorted(a.filename for a in artifacts
+                 if a.filename in report.installed and a.runtime_image and a.runtime_image != runtime)
+    if not old:
+        return ()
+    return (f"{', '.join(old)} were tested in an older runtime image of {report.platform} than today's: "
+            f"republish them (python -m builder all --platform {report.platform}) before trusting this check",)
 
 
 def _platform_files(matrix: Matrix, platform: Platform) -> dict[str, Path]:
@@ -272,6 +285,7 @@ def render(report: Report) -> list[str]:
                   "test) are not available; not failures:", *table(report.optional)]
     if report.ok:
         lines += ["", "every import works"]
+    lines += [f"note: {note}" for note in report.notes]
     return lines
 
 

@@ -33,6 +33,7 @@ class Artifact:
     sha256: str
     top_level: tuple[str, ...]  # the top-level modules it installs
     requires: tuple[str, ...]  # requirement strings, markers included
+    runtime_image: str = ""  # the image it was tested in
 
     @property
     def project(self) -> str:
@@ -74,7 +75,7 @@ def load(matrix: Matrix, platform: str) -> list[Artifact]:
         verify(path, entry.sha256)
         top_level, requires = metadata(path, entry.format)
         artifacts.append(Artifact(name, path, entry.package, entry.version, entry.format, entry.sha256,
-                                  top_level, requires))
+                                  top_level, requires, entry.runtime_image))
     return artifacts
 
 

@@ -2,6 +2,7 @@
 verifying published artifacts, and the report. (The real thing is tests/e2e/test_check_imports.py.)"""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -300,3 +301,13 @@ def test_only_the_modules_of_the_tree_go_to_the_guest(tmp_path: Path) -> None:
     assert imports.stage_app(app, tmp_path / "staged") == 4
     staged = sorted(str(p.relative_to(tmp_path / "staged")) for p in (tmp_path / "staged").rglob("*") if p.is_file())
     assert staged == ["docs/conf.py", "pkg/__init__.py", "pkg/_fast.so", "run.py"]
+
+
+def test_artifacts_tested_in_another_runtime_image_are_noted(matrix: config.Matrix) -> None:
+    artifacts = published.load(matrix, "debian11-py27")
+    assert {a.runtime_image for a in artifacts} == {"sha256:r"}
+    report = imports.Report("app", "debian11-py27", "2.7.18", 1, 0, 0, ("six-1.16.0-py2.7-linux-x86_64.egg",), (), ())
+    assert imports._stale(report, artifacts, "sha256:r") == ()
+    [note] = imports._stale(report, artifacts, "sha256:new")
+    assert note.startswith("six-1.16.0-py2.7-linux-x86_64.egg were tested in an older runtime image of debian11-py27")
+    assert f"note: {note}" in imports.render(dataclasses.replace(report, notes=(note,)))
