@@ -75,14 +75,14 @@ class CommandError(BuilderError):
 class ImportsFailed(BuilderError):
     """An application's imports fail in its platform's environment; the table says which."""
 
-    exit_code = 8
+    exit_code = 9
 
 
 class NotPublished(BuilderError):
     """A requirement has no published artifact that satisfies it, or an artifact does not match
     its manifest. Nothing was installed."""
 
-    exit_code = 9
+    exit_code = 11
 
 
 class CellsFailed(BuilderError):

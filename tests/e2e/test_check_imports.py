@@ -85,7 +85,7 @@ def test_an_import_nothing_provides_fails_naming_it(shipped: tuple[Path, str], t
     (app / "tests" / "test_views.py").write_text("import pytest\n")  # excluded below: not the application
     done = builder(root / "matrix.yaml", "check-imports", str(app), "--platform", "debian12", "--format", "wheel",
                    "--exclude", "tests")
-    assert done.returncode == 8, done.stdout + done.stderr
+    assert done.returncode == 9, done.stdout + done.stderr
     assert "1 import(s) fail" in done.stdout
     [row] = rows(done.stdout, "demo/cache.py:2")
     assert "import redis" in row and "No module named 'redis'" in row and row.endswith("no published artifact provides it")
@@ -97,7 +97,7 @@ def test_requirements_decide_what_is_installed_and_must_be_published(shipped: tu
     without = tmp_path / "without-markupsafe.txt"
     without.write_text("PyYAML==5.4.1\nsimplejson\npython-dateutil\npsycopg2\n")
     done = builder(root / "matrix.yaml", "check-imports", str(DEMO), "--platform", "debian11-py27", "--requirements", str(without))
-    assert done.returncode == 8, done.stdout + done.stderr
+    assert done.returncode == 9, done.stdout + done.stderr
     failing = rows(done.stdout, "demo/views.py:")
     assert [row.split()[0] for row in failing] == ["demo/views.py:5", "demo/views.py:5", "demo/views.py:6"]
     assert all(row.endswith("MarkupSafe: published, but not in the requirements") for row in failing), failing
@@ -105,6 +105,6 @@ def test_requirements_decide_what_is_installed_and_must_be_published(shipped: tu
     unpublished.write_text("PyYAML==5.4.1\nrequests==2.31.0\n")
     done = builder(root / "matrix.yaml", "check-imports", str(DEMO), "--platform", "debian11-py27",
                    "--requirements", str(unpublished))
-    assert done.returncode == 9, done.stdout + done.stderr
+    assert done.returncode == 11, done.stdout + done.stderr
     assert f"requests==2.31.0 (needed by {unpublished}:2): no published artifact" in done.stderr
     assert "python -m builder all --package requests --platform debian11-py27" in done.stderr

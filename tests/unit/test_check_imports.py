@@ -173,7 +173,7 @@ def test_an_unpublished_requirement_is_refused_naming_it(matrix: config.Matrix, 
     artifacts = published.load(matrix, "debian11-py27")
     with pytest.raises(NotPublished) as caught:
         published.resolve(matrix, "debian11-py27", artifacts, reqs("PyYAML", line), "egg", "2.7.18")
-    assert caught.value.message == why and caught.value.hint == hint and caught.value.exit_code == 9
+    assert caught.value.message == why and caught.value.hint == hint and caught.value.exit_code == 11
 
 
 def test_without_requirements_the_newest_usable_version_of_everything(matrix: config.Matrix) -> None:
@@ -223,7 +223,7 @@ def test_each_failure_names_its_place_error_and_expected_provider(matrix: config
     assert row.split() == ["app.py:3", "import", "redis", "ImportError:", "No", "module", "named", "redis",
                            "no", "published", "artifact", "provides", "it"]
     assert "every import works" not in lines and "1 optional import(s)" in "\n".join(lines)
-    assert imports.failed(report).exit_code == 8
+    assert imports.failed(report).exit_code == 9
 
 
 # --- the command line, where it stops before any guest --------------------------------------------
@@ -242,7 +242,7 @@ def test_cli_refuses_an_unknown_platform_or_a_missing_folder(tmp_path: Path) -> 
 
 def test_cli_with_nothing_published_says_how_to_publish(matrix: config.Matrix) -> None:
     done = cli("check-imports", str(FIXTURES / "demoapp"), "--platform", "debian12", "--matrix", str(matrix.path))
-    assert done.returncode == 9, done.stderr
+    assert done.returncode == 11, done.stderr
     assert "nothing is published for debian12" in done.stderr
     assert "python -m builder all --platform debian12" in done.stderr
 
@@ -287,7 +287,7 @@ def test_a_requirement_nothing_publishes_is_refused_before_any_guest_starts(matr
     (tmp_path / "req.txt").write_text("six\nredis>=3\n")
     done = cli("check-imports", str(FIXTURES / "demoapp"), "--platform", "debian11-py27", "--matrix", str(matrix.path),
                "--requirements", str(tmp_path / "req.txt"))
-    assert done.returncode == 9 and f"redis>=3 (needed by {tmp_path / 'req.txt'}:2): no published artifact" in done.stderr
+    assert done.returncode == 11 and f"redis>=3 (needed by {tmp_path / 'req.txt'}:2): no published artifact" in done.stderr
     assert "python -m builder all --package redis --platform debian11-py27" in done.stderr
     assert "scanning" not in done.stderr
 
