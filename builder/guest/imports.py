@@ -48,6 +48,7 @@ class Found(object):
         self.extensions = []  # compiled modules, as the .py path they stand for
         self.packages = set()  # folders with an __init__.py ("" is the tree itself)
         self.modules = {}  # dotted name -> relative path, for every module the tree provides
+        self.prefixes = set()  # every dotted name above a module ("a" and "a.b" for a.b.c)
         self._walk()
 
     def _walk(self):
@@ -68,6 +69,9 @@ class Found(object):
             name = self.module_name(path)
             if name:
                 self.modules.setdefault(name, path)
+                parts = name.split(".")
+                for i in range(1, len(parts)):
+                    self.prefixes.add(".".join(parts[:i]))
 
     def source_root(self, path):
         """The sys.path entry a file is imported from: its first ancestor folder that is no
@@ -96,13 +100,8 @@ class Found(object):
 
     def provides(self, dotted):
         """Does the tree provide this module (or a package above it, for a namespace package)?"""
-        if dotted in self.modules:
-            return True
-        prefix = dotted + "."
-        for name in self.modules:
-            if name.startswith(prefix):
-                return True  # a folder of modules: a package, or a namespace package on Python 3
-        return False
+        # A folder of modules counts: a package, or a namespace package on Python 3.
+        return dotted in self.modules or dotted in self.prefixes
 
     def owns(self, dotted):
         """Is the top-level name one the tree provides? Then the import is the application's own."""
