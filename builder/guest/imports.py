@@ -27,6 +27,7 @@ import time
 PY2 = sys.version_info[0] == 2
 IMPORT_TIMEOUT = 300  # seconds for one import; a hung import is reported, not waited on
 SKIP_DIRS = ("__pycache__", "node_modules", "site-packages", "dist-packages")
+STATEMENT_FIELDS = ("body", "handlers", "orelse", "finalbody", "cases")  # in source order
 # Build-time code, not the application's: not scanned unless named (its setuptools import would
 # fail in every runtime environment). Patterns match paths relative to the tree.
 DEFAULT_EXCLUDES = ("setup.py",)
@@ -231,8 +232,14 @@ class Scanner(object):
             for child in node.body + node.orelse:
                 self.visit(child, here)
             return
-        for child in ast.iter_child_nodes(node):
-            self.visit(child, guard)
+        # Imports are statements: only the statement lists of a node can hold one (a function's
+        # or class's body, an if's or loop's branches, a try's handlers, a match's cases), so
+        # expressions are never walked: that is most of a module's nodes.
+        for field in STATEMENT_FIELDS:
+            children = getattr(node, field, None)
+            if isinstance(children, list):
+                for child in children:
+                    self.visit(child, guard)
 
     def package(self):
         """The dotted package a relative import starts from, or None outside any package."""

@@ -147,6 +147,21 @@ def test_setup_py_is_build_time_code_and_more_can_be_excluded(tmp_path: Path) ->
     assert {e["spec"] for e in json.loads(done.stdout)["imports"]} == {"yaml", "setuptools:setup", "distutils_helper"}
 
 
+def test_imports_in_every_kind_of_block(tmp_path: Path) -> None:
+    (tmp_path / "blocks.py").write_text(
+        "import sys\n"
+        "for arg in sys.argv:\n    import in_for\nelse:\n    import in_for_else\n"
+        "while False:\n    import in_while\n"
+        "async def handler():\n    import in_async\n"
+        "match sys.argv:\n    case [_, 'x']:\n        import in_case\n"
+        "try:\n    pass\nexcept ValueError:\n    import in_handler\nfinally:\n    import in_finally\n"
+        "value = [__import__('not_a_statement') for _ in ()]\n")
+    found = imports.scan(str(tmp_path))
+    assert [e["spec"] for e in found["imports"]] == [
+        "sys", "in_for", "in_for_else", "in_while", "in_async", "in_case", "in_handler", "in_finally"]
+    assert [e["line"] for e in found["imports"]] == [1, 3, 5, 7, 9, 12, 16, 18]
+
+
 def test_extension_modules_built_in_place_are_the_applications_own(tmp_path: Path) -> None:
     (tmp_path / "fast").mkdir()
     (tmp_path / "fast" / "__init__.py").write_text("from fast._speed import go\n")
