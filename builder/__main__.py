@@ -69,6 +69,17 @@ def parser() -> argparse.ArgumentParser:
     roles.add_argument("--runtime", dest="role", action="store_const", const="runtime", help="the runtime image")
     shell.add_argument("--print", action="store_true", help="print the command instead of running it")
     sub.add_parser("clean", parents=[common], help="remove containers and temporary files that killed runs left")
+    check_imports = sub.add_parser(
+        "check-imports", parents=[common], help="try an application's imports with a platform's published artifacts",
+        description="Find every import of APP with the platform's own Python, install the platform's published "
+        "artifacts (or --requirements) offline in its runtime image, and try each import there.",
+    )
+    check_imports.add_argument("app", type=Path, metavar="APP", help="the application's source tree")
+    check_imports.add_argument("--platform", required=True, help="the platform to check on")
+    check_imports.add_argument("--requirements", type=Path, metavar="FILE", help="install these (and what they need) only")
+    check_imports.add_argument("--format", choices=("egg", "wheel"), default="egg", help="which artifacts to install")
+    check_imports.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                               help="files or folders of APP not to scan (setup.py never is)")
     verify = sub.add_parser("verify", parents=[common], help="re-hash the output folder against its manifests")
     verify.set_defaults(select=False)
     return top
@@ -154,6 +165,16 @@ def _command(args: argparse.Namespace, matrix: Matrix, console: Console) -> int:
         err_print(f"{args.target}: {found.role} guest, no network; try: {found.hint}")
         shell.enter(found)
         return 0  # pragma: no cover - enter() replaces this process
+    if args.command == "check-imports":
+        from . import imports
+
+        checked = imports.check(matrix, args.app, args.platform, args.requirements, args.format, echo=err_print,
+                                log_echo=err_print if args.verbose else None, excludes=args.exclude)
+        for line in imports.render(checked):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if not checked.ok:
+            raise imports.failed(checked)
+        return 0
     if args.command == "clean":
         from . import backends, publish
 
