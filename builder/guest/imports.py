@@ -1,10 +1,10 @@
 # What an application imports, and whether each import works here.
 #
-#   PYTHON imports.py scan TREE [--out FILE]       every import statement of TREE's .py files
-#   PYTHON imports.py try SPEC... [--out FILE]     import each SPEC ("a.b", or "x:y" for from x import y)
-#   PYTHON imports.py check TREE [--out FILE]      scan, then try every import that is not the tree's own
+#   PYTHON imports.py scan TREE [--exclude GLOB]...   every import statement of TREE's .py files
+#   PYTHON imports.py try SPEC...                     import each SPEC ("a.b", or "x:y": from x import y)
+#   PYTHON imports.py check TREE [--exclude GLOB]...  scan, then try every import not the tree's own
 #
-# Each prints one JSON document (or writes it to FILE). scan exits 1 if a file does not parse;
+# Each prints one JSON document (or writes it to --out FILE). scan exits 1 if a file does not parse;
 # try and check exit 1 if a required import fails. The scan parses with the running interpreter's
 # own ast, so run it with the target's Python: Python 2 code must parse under 2.7.
 #
@@ -14,6 +14,7 @@
 from __future__ import absolute_import, print_function
 
 import ast
+import fnmatch
 import json
 import os
 import re
@@ -26,6 +27,10 @@ import time
 PY2 = sys.version_info[0] == 2
 IMPORT_TIMEOUT = 300  # seconds for one import; a hung import is reported, not waited on
 SKIP_DIRS = ("__pycache__", "node_modules", "site-packages", "dist-packages")
+STATEMENT_FIELDS = ("body", "handlers", "orelse", "finalbody", "cases")  # in source order
+# Build-time code, not the application's: not scanned unless named (its setuptools import would
+# fail in every runtime environment). Patterns match paths relative to the tree.
+DEFAULT_EXCLUDES = ("setup.py",)
 # Handlers that catch a failed import: the try body's imports are optional.
 IMPORT_ERRORS = ("ImportError", "ModuleNotFoundError", "Exception", "BaseException")
 # Names in an `if` test that make its imports depend on the interpreter or the OS
@@ -44,6 +49,7 @@ class Found(object):
         self.extensions = []  # compiled modules, as the .py path they stand for
         self.packages = set()  # folders with an __init__.py ("" is the tree itself)
         self.modules = {}  # dotted name -> relative path, for every module the tree provides
+        self.prefixes = set()  # every dotted name above a module ("a" and "a.b" for a.b.c)
         self._walk()
 
     def _walk(self):
@@ -64,6 +70,9 @@ class Found(object):
             name = self.module_name(path)
             if name:
                 self.modules.setdefault(name, path)
+                parts = name.split(".")
+                for i in range(1, len(parts)):
+                    self.prefixes.add(".".join(parts[:i]))
 
     def source_root(self, path):
         """The sys.path entry a file is imported from: its first ancestor folder that is no
@@ -92,13 +101,8 @@ class Found(object):
 
     def provides(self, dotted):
         """Does the tree provide this module (or a package above it, for a namespace package)?"""
-        if dotted in self.modules:
-            return True
-        prefix = dotted + "."
-        for name in self.modules:
-            if name.startswith(prefix):
-                return True  # a folder of modules: a package, or a namespace package on Python 3
-        return False
+        # A folder of modules counts: a package, or a namespace package on Python 3.
+        return dotted in self.modules or dotted in self.prefixes
 
     def owns(self, dotted):
         """Is the top-level name one the tree provides? Then the import is the application's own."""
@@ -116,8 +120,20 @@ def parent(path):
 # --- scan --------------------------------------------------------------------------------------
 
 def parse(source, filename):
-    """The module's ast, parsed by this interpreter (coding cookies honoured: source is bytes)."""
+    """The module's ast, parsed by this interpreter (coding cookies honoured: source is bytes),
+    without our own __future__ flags (dont_inherit): `print "x"` must parse under Python 2.
+    Python 2.6's compile() wants \n line ends and a final newline; the file's lines stay the same."""
+    source = source.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if not source.endswith(b"\n"):
+        source += b"\n"
     return compile(source, filename, "exec", ast.PyCF_ONLY_AST, True)
+
+
+def display(path):
+    """A path as JSON can carry it: Python 2's json cannot encode bytes that are not UTF-8."""
+    if PY2 and isinstance(path, bytes):
+        return path.decode("utf-8", "replace")
+    return path
 
 
 def catches_import_error(handlers):
@@ -154,15 +170,19 @@ def statement(node, alias):
 
 
 class Scanner(object):
-    def __init__(self, found):
+    def __init__(self, found, excludes=DEFAULT_EXCLUDES):
         self.found = found
+        self.excludes = list(excludes)
         self.result = {"python": "%d.%d.%d" % tuple(sys.version_info[:3]), "root": found.root,
                        "files": len(found.files), "imports": [], "optional": [], "own": [], "future": [],
-                       "problems": []}
+                       "problems": [], "excluded": []}
 
     def scan(self):
         for path in self.found.files:
-            self.scan_file(path)
+            if excluded(path, self.excludes):
+                self.result["excluded"].append(display(path))
+            else:
+                self.scan_file(path)
         return self.result
 
     def problem(self, path, line, error):
@@ -177,12 +197,12 @@ class Scanner(object):
         try:
             tree = parse(source, path)
         except SyntaxError as exc:
-            self.problem(path, exc.lineno or 0, "%s: %s" % (type(exc).__name__, exc.msg))
+            self.problem(display(path), exc.lineno or 0, "%s: %s" % (type(exc).__name__, exc.msg))
             return
         except (TypeError, ValueError) as exc:  # null bytes, on some versions
-            self.problem(path, 0, "SyntaxError: %s" % exc)
+            self.problem(display(path), 0, "SyntaxError: %s" % exc)
             return
-        self.path = path
+        self.path = display(path)
         self.module = self.found.module_name(path)
         self.is_package = path.endswith("/__init__.py") or path == "__init__.py"
         # Python 2 without absolute_import tries `import x` inside the file's own package first.
@@ -212,8 +232,14 @@ class Scanner(object):
             for child in node.body + node.orelse:
                 self.visit(child, here)
             return
-        for child in ast.iter_child_nodes(node):
-            self.visit(child, guard)
+        # Imports are statements: only the statement lists of a node can hold one (a function's
+        # or class's body, an if's or loop's branches, a try's handlers, a match's cases), so
+        # expressions are never walked: that is most of a module's nodes.
+        for field in STATEMENT_FIELDS:
+            children = getattr(node, field, None)
+            if isinstance(children, list):
+                for child in children:
+                    self.visit(child, guard)
 
     def package(self):
         """The dotted package a relative import starts from, or None outside any package."""
@@ -270,10 +296,20 @@ class Scanner(object):
                 self.result["imports"].append(entry)
 
 
-def scan(tree):
+def excluded(path, patterns):
+    """Does a pattern match the file or one of the folders it is in?"""
+    parts = path.split("/")
+    for i in range(1, len(parts) + 1):
+        for pattern in patterns:
+            if fnmatch.fnmatchcase("/".join(parts[:i]), pattern.strip("/")):
+                return True
+    return False
+
+
+def scan(tree, excludes=DEFAULT_EXCLUDES):
     if not os.path.isdir(tree):
         raise UsageError("%s is not a folder" % tree)
-    return Scanner(Found(tree)).scan()
+    return Scanner(Found(tree), excludes).scan()
 
 
 # --- try ---------------------------------------------------------------------------------------
@@ -420,9 +456,9 @@ def unique(items):
     return out
 
 
-def check(tree, timeout=None):
+def check(tree, timeout=None, excludes=DEFAULT_EXCLUDES):
     """scan + try: every import the tree's own modules do not satisfy, tried here."""
-    found = scan(tree)
+    found = scan(tree, excludes)
     specs = [e["spec"] for e in found["imports"] + found["optional"]]
     tried = dict([(r["spec"], r) for r in try_imports(specs, timeout=timeout)])
     failures = []
@@ -470,24 +506,28 @@ def emit(data, out):
         sys.stdout.flush()
 
 
-USAGE = """usage: imports.py scan TREE [--out FILE]
+USAGE = """usage: imports.py scan TREE [--out FILE] [--exclude GLOB]... [--no-default-excludes]
        imports.py try SPEC... [--out FILE] [--timeout SECONDS]   (SPEC: module, or module:name)
-       imports.py check TREE [--out FILE] [--timeout SECONDS]
+       imports.py check TREE [--out FILE] [--timeout SECONDS] [--exclude GLOB]... [--no-default-excludes]
 """
 
 
 def options(args):
-    """(positional arguments, --out, --timeout) from argv; argparse is not in Python 2.6."""
-    rest, out, timeout = [], None, None
+    """(positional arguments, --out, --timeout, excludes) from argv; Python 2.6 has no argparse."""
+    rest, out, timeout, excludes = [], None, None, list(DEFAULT_EXCLUDES)
     args = list(args)
     while args:
         arg = args.pop(0)
-        if arg in ("--out", "--timeout"):
+        if arg == "--no-default-excludes":
+            excludes = [e for e in excludes if e not in DEFAULT_EXCLUDES]
+        elif arg in ("--out", "--timeout", "--exclude"):
             if not args:
                 raise UsageError("%s needs a value" % arg)
             value = args.pop(0)
             if arg == "--out":
                 out = value
+            elif arg == "--exclude":
+                excludes.append(value)
             else:
                 try:
                     timeout = float(value)
@@ -497,7 +537,7 @@ def options(args):
             raise UsageError("unknown option %s" % arg)
         else:
             rest.append(arg)
-    return rest, out, timeout
+    return rest, out, timeout, excludes
 
 
 def main(argv):
@@ -505,7 +545,7 @@ def main(argv):
         if len(argv) < 2 or argv[1] not in ("scan", "try", "check"):
             raise UsageError("a command is needed: scan, try or check")
         command = argv[1]
-        rest, out, timeout = options(argv[2:])
+        rest, out, timeout, excludes = options(argv[2:])
         if command == "try":
             if not rest:
                 raise UsageError("try needs at least one module")
@@ -517,10 +557,10 @@ def main(argv):
         if len(rest) != 1:
             raise UsageError("%s needs one folder" % command)
         if command == "scan":
-            found = scan(rest[0])
+            found = scan(rest[0], excludes)
             emit(found, out)
             return 1 if found["problems"] else 0
-        result = check(rest[0], timeout=timeout)
+        result = check(rest[0], timeout=timeout, excludes=excludes)
         emit(result, out)
         for failure in result["failures"]:
             sys.stderr.write("%s:%s: %s\n" % (failure["file"], failure["line"], failure["error"]))

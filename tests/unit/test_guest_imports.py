@@ -124,6 +124,44 @@ def test_coding_cookies_null_bytes_virtualenvs_and_a_tree_that_is_a_package(tmp_
     assert [(p["file"], p["error"].split(":")[0]) for p in found["problems"]] == [("nul.py", "SyntaxError")]
 
 
+def test_windows_line_ends_and_no_final_newline_keep_their_lines(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_bytes(b"import os\r\nfrom json import (\r\n    loads)\r\nimport re")
+    found = imports.scan(str(tmp_path))
+    assert not found["problems"] and where(found["imports"]) == {("a.py", 1, "os"), ("a.py", 2, "json:loads"), ("a.py", 4, "re")}
+
+
+def test_setup_py_is_build_time_code_and_more_can_be_excluded(tmp_path: Path) -> None:
+    (tmp_path / "setup.py").write_text("from setuptools import setup\n")
+    (tmp_path / "app.py").write_text("import yaml\n")
+    (tmp_path / "tests" / "unit").mkdir(parents=True)
+    (tmp_path / "tests" / "unit" / "test_app.py").write_text("import pytest\n")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "setup.py").write_text("import distutils_helper\n")  # only the root's is excluded
+    found = imports.scan(str(tmp_path))
+    assert found["excluded"] == ["setup.py"]
+    assert {e["spec"] for e in found["imports"]} == {"yaml", "pytest", "distutils_helper"}
+    found = imports.scan(str(tmp_path), ["setup.py", "tests", "lib/*.py"])
+    assert found["excluded"] == ["lib/setup.py", "setup.py", "tests/unit/test_app.py"]
+    assert {e["spec"] for e in found["imports"]} == {"yaml"}
+    done = run("scan", str(tmp_path), "--no-default-excludes", "--exclude", "tests/")
+    assert {e["spec"] for e in json.loads(done.stdout)["imports"]} == {"yaml", "setuptools:setup", "distutils_helper"}
+
+
+def test_imports_in_every_kind_of_block(tmp_path: Path) -> None:
+    (tmp_path / "blocks.py").write_text(
+        "import sys\n"
+        "for arg in sys.argv:\n    import in_for\nelse:\n    import in_for_else\n"
+        "while False:\n    import in_while\n"
+        "async def handler():\n    import in_async\n"
+        "match sys.argv:\n    case [_, 'x']:\n        import in_case\n"
+        "try:\n    pass\nexcept ValueError:\n    import in_handler\nfinally:\n    import in_finally\n"
+        "value = [__import__('not_a_statement') for _ in ()]\n")
+    found = imports.scan(str(tmp_path))
+    assert [e["spec"] for e in found["imports"]] == [
+        "sys", "in_for", "in_for_else", "in_while", "in_async", "in_case", "in_handler", "in_finally"]
+    assert [e["line"] for e in found["imports"]] == [1, 3, 5, 7, 9, 12, 16, 18]
+
+
 def test_extension_modules_built_in_place_are_the_applications_own(tmp_path: Path) -> None:
     (tmp_path / "fast").mkdir()
     (tmp_path / "fast" / "__init__.py").write_text("from fast._speed import go\n")
