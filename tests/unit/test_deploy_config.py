@@ -13,7 +13,7 @@ import pytest
 from builder import config
 from builder.deploy import targets
 from builder.deploy.resolve import resolve
-from builder.errors import ConfigError, DeployError
+from builder.errors import ConfigError, NotPublished
 
 MATRIX = """\
 platforms:
@@ -125,17 +125,17 @@ def test_requirements_resolve_through_each_artifacts_own_metadata(tmp_path: Path
 
 def test_a_missing_dependency_is_named_with_the_selection_that_builds_it(tmp_path: Path) -> None:
     matrix = _publish(tmp_path, {"python_dateutil-2.9.0.post0-py2.7.egg": "six>=1.5\n"})
-    with pytest.raises(DeployError) as error:
+    with pytest.raises(NotPublished) as error:
         resolve(matrix, "debian11-py27", "egg", ["python-dateutil", "requests"])
-    assert "six>=1.5 (needed by python_dateutil 2.9.0.post0)" in error.value.message
-    assert "python -m builder all --platform debian11-py27 --package six" in (error.value.hint or "")
-    assert "add requests to matrix.yaml" in (error.value.hint or "")
+    assert "six>=1.5 (needed by python_dateutil 2.9.0.post0): no published artifact" in error.value.message
+    assert "python -m builder all --package six --platform debian11-py27" in (error.value.hint or "")
+    assert "declare requests in matrix.yaml's packages" in (error.value.hint or "")
 
 
 def test_an_artifact_that_no_longer_matches_its_manifest_is_refused(tmp_path: Path) -> None:
     matrix = _publish(tmp_path, {"six-1.16.0-py2.7.egg": ""})
     (matrix.settings.output / "debian11-py27" / "six-1.16.0-py2.7.egg").write_bytes(b"changed")
-    with pytest.raises(DeployError, match="no longer match their manifest: six-1.16.0-py2.7.egg"):
+    with pytest.raises(NotPublished, match="six-1.16.0-py2.7.egg does not match its manifest"):
         resolve(matrix, "debian11-py27", "egg", ["six"])
 
 
