@@ -636,6 +636,15 @@ def cmd_prune(root, keep):
         if release["name"] not in kept:
             remove_tree(os.path.join(root.releases, release["name"]))
             removed.append(release["name"])
+    # What a killed run left half-deleted or half-made: hidden names, never a release's.
+    for folder, prefix in ((root.releases, ".trash-"), (root.path, ".current.tmp-"), (root.cache, ".trash-")):
+        for name in os.listdir(folder):
+            if name.startswith(prefix):
+                path = os.path.join(folder, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
     return {"removed": removed, "kept": sorted(kept)}
 
 

@@ -1,8 +1,8 @@
 """deploy, rollback and releases against real servers: containers of the debian11-py27 runtime
 image (and one debian12) with sshd, reached only through ports published on 127.0.0.1, on a
 bridge network with no way out (no masquerading, no traffic between containers). The artifacts
-come from a real `builder all` into a temporary project. The tests run in order: each starts
-from the state the previous one left, as releases follow each other on a real pool.
+are those of the suite's real `builder all` of the shipped matrix. The tests run in order: each
+starts from the state the previous one left, as releases follow each other on a real pool.
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from builder.ssh import Destination
 
 LABEL = "io.builder-deploy.test"
 APP = REPO / "examples" / "deploy" / "app"
-PACKAGES = "PyYAML,simplejson,MarkupSafe,six,python-dateutil,psycopg2"
 REQUIREMENTS = "[PyYAML, simplejson, MarkupSafe, python-dateutil, psycopg2]"
 
 
@@ -129,11 +128,14 @@ def _target(name: str, platform: str, servers: list[Server], key: Path, balancer
 
 
 @pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
+def pool(shipped: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     tmp = tmp_path_factory.mktemp("deploy")
-    matrix = project(tmp / "project", (REPO / "matrix.yaml").read_text())
-    built = builder(matrix, "all", "--platform", "debian11-py27,debian12", "--package", PACKAGES)
-    assert built.returncode == 0, built.stdout + built.stderr
+    # What the suite's one real `builder all` of the shipped matrix published (conftest's
+    # `shipped`) is this project's output: deploy reads it and writes nothing there.
+    published, _ = shipped
+    text = (REPO / "matrix.yaml").read_text()
+    assert "\n  output: eggs" in text
+    matrix = project(tmp / "project", text.replace("\n  output: eggs", f"\n  output: {published / 'eggs'}", 1))
     key = keypair(tmp)
     network = f"builder-deploy-test-{os.getpid()}"
     # A bridge with no masquerading and no traffic between containers: the published ports
@@ -143,9 +145,9 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
                     "-o", "com.docker.network.bridge.enable_icc=false", network], capture_output=True, check=True)
     servers: list[Server] = []
     try:
-        py27 = sshd_image(_runtime_image(matrix.parent, "debian11-py27"))
+        py27 = sshd_image(_runtime_image(published, "debian11-py27"))
         servers = [_start(py27, key, network, f"py27-{n}") for n in range(3)]
-        servers.append(_start(sshd_image(_runtime_image(matrix.parent, "debian12")), key, network, "py311"))
+        servers.append(_start(sshd_image(_runtime_image(published, "debian12")), key, network, "py311"))
         app = tmp / "app"
         shutil.copytree(APP, app)
         balancer = tmp / "balancer.log"
@@ -220,6 +222,8 @@ def test_v2_rolls_one_host_at_a_time_while_two_of_three_answer(pool: Pool) -> No
 
 def test_v3_importing_what_nothing_provides_stops_before_any_switch(pool: Pool) -> None:
     pool.set_app("v3", extra="import nosuchmodule_anywhere\n")
+    checked = pool.deploy("check-imports", str(pool.app), "--platform", "debian11-py27")
+    assert checked.returncode == 9 and "nosuchmodule_anywhere" in checked.stdout, checked.stdout + checked.stderr
     done = pool.deploy("deploy", "demo", "--release", "v3")
     assert done.returncode == 10, done.stdout + done.stderr
     first = f"deploy@127.0.0.1:{pool.servers[0].dest.port}"

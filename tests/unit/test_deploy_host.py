@@ -103,6 +103,7 @@ def test_prune_keeps_the_newest_and_never_current_or_previous(tmp_path: Path) ->
     for day in range(1, 7):
         fake_release(tmp_path, f"v{day}", created=f"2026-01-0{day}T00:00:00Z")
     (tmp_path / "releases" / "broken").mkdir()
+    (tmp_path / "releases" / ".trash-v0-123").mkdir()  # a kill in the middle of a removal
     host("switch", str(tmp_path), "v1")
     host("switch", str(tmp_path), "v2")  # current v2, previous v1: the two oldest
     result = host("prune", str(tmp_path), "2")
