@@ -189,6 +189,8 @@ def test_v1_goes_out_and_a_rerun_does_nothing(pool: Pool) -> None:
     assert on_py3.returncode == 0, on_py3.stdout + on_py3.stderr
     facts = pool.debian12.answer()
     assert facts and facts["version"] == "v1" and facts["python"] == "3.11" and facts["libyaml"], facts
+    installed = json.loads(pool.debian12.sh("cat /srv/demo/releases/v1/release.json"))["installed"]
+    assert {i["how"] for i in installed} == {"pip --no-index"} and len(installed) == 6, installed
     again = pool.deploy("deploy", "demo", "--release", "v1")
     assert again.returncode == 0 and again.stdout.count("already current: nothing to do") == 3, again.stdout
 
@@ -212,6 +214,8 @@ def test_v2_rolls_one_host_at_a_time_while_two_of_three_answer(pool: Pool) -> No
         stop.set()
         poller.join()
     assert done.returncode == 0, done.stdout + done.stderr
+    # Only the changed application travels: the hosts' caches have every artifact already.
+    assert done.stdout.count("copied 1 file(s): demo-app-") == 3, done.stdout
     assert len(answering) > 20 and min(answering) >= 2, answering
     assert 2 in answering  # each host really was down for a moment
     assert all(s.answer()["version"] == "v2" for s in pool.servers)  # type: ignore[index]
