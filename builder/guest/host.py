@@ -422,6 +422,8 @@ def cmd_prepare(root, plan_path):
         "artifacts": plan["artifacts"],
         "installed": installed,
         "app": plan["app"],
+        "tools": plan.get("tools", {}),
+        "imports_script": plan.get("imports"),
         "imports_checked": imports,
         "builder": plan.get("builder", {}),
         "seconds": round(time.time() - started, 1),
@@ -636,6 +638,19 @@ def cmd_prune(root, keep):
         if release["name"] not in kept:
             remove_tree(os.path.join(root.releases, release["name"]))
             removed.append(release["name"])
+    # Cached files no kept release was made from go too; a later deploy copies them again.
+    used = set()
+    for name in os.listdir(root.releases):
+        manifest = root.manifest(name) if RELEASE_NAME.match(name) else None
+        for entry in (manifest or {}).get("artifacts", []) + [(manifest or {}).get("app"), (manifest or {}).get(
+                "imports_script")] + list(((manifest or {}).get("tools") or {}).values()):
+            if entry:
+                used.add(entry.get("sha256"))
+    dropped = []
+    for sha, name in sorted(root.cached().items()):
+        if sha not in used:
+            remove_tree(os.path.join(root.cache, sha))
+            dropped.append(name)
     # What a killed run left half-deleted or half-made: hidden names, never a release's.
     for folder, prefix in ((root.releases, ".trash-"), (root.path, ".current.tmp-"), (root.cache, ".trash-")):
         for name in os.listdir(folder):
@@ -645,7 +660,7 @@ def cmd_prune(root, keep):
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     os.remove(path)
-    return {"removed": removed, "kept": sorted(kept)}
+    return {"removed": removed, "kept": sorted(kept), "uncached": dropped}
 
 
 def main(argv):

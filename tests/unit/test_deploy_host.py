@@ -122,3 +122,18 @@ def test_done_records_the_finished_deploy(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [[], ["status"], ["switch", "/x"], ["nope", "/x"]])
 def test_bad_usage_exits_2(args: list[str]) -> None:
     assert subprocess.run([sys.executable, str(HOST), *args], capture_output=True).returncode == 2
+
+
+def test_prune_drops_cached_files_no_kept_release_was_made_from(tmp_path: Path) -> None:
+    kept, stale = b"kept egg", b"stale egg"
+    for data in (kept, stale):
+        sha = hashlib.sha256(data).hexdigest()
+        (tmp_path / "cache" / sha).mkdir(parents=True)
+        (tmp_path / "cache" / sha / f"{sha[:6]}.egg").write_bytes(data)
+    fake_release(tmp_path, "v1")
+    manifest = tmp_path / "releases" / "v1" / "release.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()),
+                                    "artifacts": [{"file": "k.egg", "sha256": hashlib.sha256(kept).hexdigest()}]}))
+    host("switch", str(tmp_path), "v1")
+    assert host("prune", str(tmp_path), "5")["uncached"] == [f"{hashlib.sha256(stale).hexdigest()[:6]}.egg"]
+    assert list(host("status", str(tmp_path))["cached"]) == [hashlib.sha256(kept).hexdigest()]
