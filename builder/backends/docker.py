@@ -175,10 +175,16 @@ class DockerBackend:
         self, platform: Platform, images: Images, role: Role, limits: Limits, label: str
     ) -> Iterator[DockerMachine]:
         image = images.build if role == "build" else images.runtime
+        # A test guest writes only its fresh environment and the installed artifact: keeping
+        # /tmp in memory makes that faster and the container's removal instant (removing a
+        # virtualenv's thousands of files from the overlay took 0.5-1.5 s per test). Builds
+        # keep /tmp on disk: a large build tree must not count against the memory limit.
+        tmpfs = {"/tmp": "rw,exec,nosuid,nodev,mode=1777"} if role == "runtime" else {}
         try:
             container = self.engine.containers.create(
                 image,
                 command=["sh", "-c", "exec sleep 2147483"],
+                tmpfs=tmpfs,
                 network_mode="none",
                 mem_limit=limits.memory,
                 memswap_limit=limits.memory,

@@ -171,7 +171,14 @@ def main(argv):
     out = spec["out"]
     if not os.path.isdir(out):
         os.makedirs(out)
-    result = {"ok": False, "python": python_version(), "artifacts": [], "error": None}
+    result = {"ok": False, "python": python_version(), "artifacts": [], "error": None, "timings": {}}
+    timings = result["timings"]
+    mark = [time.time()]
+
+    def lap(name):
+        now = time.time()
+        timings[name] = round(now - mark[0], 3)
+        mark[0] = now
     errors = []
     try:
         work = spec["work"]
@@ -186,9 +193,11 @@ def main(argv):
         if spec.get("build_requires"):
             tools = unpack_tools(spec["build_requires"], os.path.join(work, "tools"))
         env = build_env(spec, work, tools)
+        lap("unpack")
         python = sys.executable
         if spec.get("virtualenv"):
             python = make_virtualenv(spec["virtualenv"], os.path.join(work, "venv"), work)
+            lap("virtualenv")
         use_pip = sys.version_info[0] >= 3 and has_pip(python, env)
         for fmt in spec["formats"]:
             if fmt not in SUFFIX:
@@ -199,6 +208,7 @@ def main(argv):
                     fmt, python, src, work, out, spec, env, use_pip)})
             except GuestError as exc:
                 errors.append(str(exc))  # one format failing does not stop the other
+            lap(fmt)
     except GuestError as exc:
         errors.append(str(exc))
     except Exception as exc:  # a bug here must still leave a result the host can read
