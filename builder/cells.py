@@ -164,7 +164,7 @@ def build(
         inputs = stage_inputs(base / "stage-build", guest_spec, files)
         code, timed_out, timings = _run_guest(cell, images, "build", inputs, "build.py", out, log)
         report = _read_json(out / "build-result.json")
-        result.details["timings"] = {"host": timings, "guest": report.get("timings", {})}
+        result.details["timings"] = {"host": timings, "guest": report.get("timings", {}), "compile_cpu": report.get("cpu", {})}
         if timed_out:
             result.reason = f"build stopped after {cell.platform.limits.timeout} s (limits.timeout)"
         elif code != 0 or not report.get("ok"):

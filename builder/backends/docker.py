@@ -73,9 +73,24 @@ def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> li
         try:
             container.remove(force=True)
             removed.append(container.name)
-        except docker.errors.NotFound:
-            pass
+        except docker.errors.APIError:
+            pass  # gone, or its removal already under way (a finished guest)
     return removed
+
+
+def _remove_soon(container: docker.models.containers.Container) -> None:
+    """Remove a finished guest without making its cell wait: deleting a build tree from the
+    overlay takes 0.3-2 s, which then overlaps with the next cell's work. The thread is not a
+    daemon, so the process still waits for every removal before it exits; a run killed before
+    that leaves labelled containers that the next run (or `builder clean`) removes."""
+
+    def remove() -> None:
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:
+            pass  # gone already, or being removed by `clean` (an interrupt)
+
+    threading.Thread(target=remove, name=f"remove {container.name}").start()
 
 
 class DockerBackend:
@@ -198,10 +213,7 @@ class DockerBackend:
         try:
             yield DockerMachine(container)
         finally:
-            try:
-                container.remove(force=True)
-            except docker.errors.APIError:
-                pass
+            _remove_soon(container)
 
     def interactive(
         self, platform: Platform, images: Images, role: Role, mounts: Mapping[str, str], env: Mapping[str, str]
