@@ -87,8 +87,10 @@ def _remove_soon(container: docker.models.containers.Container) -> None:
     def remove() -> None:
         try:
             container.remove(force=True)
-        except docker.errors.APIError:
-            pass  # gone already, or being removed by `clean` (an interrupt)
+        except (docker.errors.APIError, RequestsConnectionError):
+            # Gone already, being removed by `clean` (an interrupt), or the engine went away:
+            # what is left carries our labels, and the next run removes it.
+            pass
 
     threading.Thread(target=remove, name=f"remove {container.name}").start()
 
