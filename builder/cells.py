@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -314,6 +315,10 @@ def _check_all(
     base = cell_dir(matrix, cell)
     out = fresh_dir(base / "test")
     guest_spec, files = checks_inputs(cell, items, sources)
+    prepared = test_env(matrix, cell, images, sources, log)
+    if prepared is not None:
+        files["prepared/tree.tar"] = prepared[0]
+        guest_spec.update(prepared[1], prepared_tar=f"{GUEST_ROOT}/prepared/tree.tar")
     log("== checking " + ", ".join(artifact.name for artifact, _, _ in items) + " in the runtime image")
     try:
         inputs = stage_inputs(base / "stage-test", guest_spec, files)
@@ -333,6 +338,64 @@ def _check_all(
         report["artifact"] = artifact.name
         reports[fmt] = report
     return reports, timings
+
+
+_PREPARING: dict[str, threading.Lock] = {}
+_PREPARING_GUARD = threading.Lock()
+
+
+def test_env(
+    matrix: Matrix, cell: Cell, images: Images, sources: Mapping[str, Path], log: _Log
+) -> tuple[Path, dict[str, object]] | None:
+    """What every test guest of the platform starts from, made once (check.py's prepare(): the
+    fresh environment and pip, byte-compiled, as a tar the guest wrote) in a runtime guest that no
+    artifact touches, and kept in the cache keyed by the runtime image, the tools and the
+    in-guest scripts; the host never opens it. Returns (tar, spec keys for the test guest), or
+    None to let each test make its own, which the log then says."""
+    backend = backends.get(cell.platform.backend)
+    tools = {name: _tool(cell.platform.tools, sources, name) for name in ("virtualenv", "pip")}
+    digest = hashlib.sha256(
+        "\0".join([images.runtime, cell.platform.python, guest_digest(), *(str(p) for p in tools.values())]).encode()
+    ).hexdigest()[:24]
+    folder = matrix.settings.cache / "test-envs"
+    tar, about = folder / f"{cell.platform.name}-{digest}.tar", folder / f"{cell.platform.name}-{digest}.json"
+    with _PREPARING_GUARD:
+        lock = _PREPARING.setdefault(digest, threading.Lock())
+    with lock:
+        if tar.is_file() and about.is_file():
+            return tar, _read_json(about)
+        files = {f"tools/{path.name}": path for path in tools.values() if path}
+        spec = {
+            "prepare": True, "work": GUEST_WORK, "out": f"{GUEST_ROOT}/out",
+            **{name: f"{GUEST_ROOT}/tools/{path.name}" if path else None for name, path in tools.items()},
+        }
+        stage = fresh_dir(folder / f".stage-{digest}-{os.getpid()}-{threading.get_ident()}")
+        try:
+            inputs = stage_inputs(stage / "in", spec, files)
+            label = f"{cell.platform.name}/test-env"
+            with backend.machine(cell.platform, images, "runtime", cell.platform.limits, label) as machine:
+                machine.copy_in(inputs, GUEST_ROOT)
+                _mkdir(machine, f"{GUEST_ROOT}/out")
+                env = {"HOME": f"{GUEST_WORK}/home", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+                done = machine.run([cell.platform.python, f"{GUEST_ROOT}/guest/check.py", f"{GUEST_ROOT}/spec.json"],
+                                   env=env, timeout=cell.platform.limits.timeout, log=log)
+                if not done.timed_out:
+                    machine.copy_out(f"{GUEST_ROOT}/out", stage / "out")
+            result = _read_json(stage / "out" / "prepare-result.json")
+            if done.returncode != 0 or not result.get("ok") or not (stage / "out" / "tree.tar").is_file():
+                why = "; ".join(result.get("reasons") or []) or f"check.py exited {done.returncode}"
+                log(f"the platform's shared test environment could not be made ({why}): this test makes its own")
+                return None
+            keys = {"prepared_env": result["how"], "pip_dir": result.get("pip_dir")}
+            (stage / "about.json").write_text(json.dumps(keys))
+            os.replace(stage / "out" / "tree.tar", tar)  # the tar first: about.json says it is whole
+            os.replace(stage / "about.json", about)
+            return tar, keys
+        except BuilderError as exc:
+            log(f"the platform's shared test environment could not be made ({exc.message}): this test makes its own")
+            return None
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def _any_failed(out: Path, items: Sequence[tuple[Path, str, Sequence[Path]]]) -> bool:
