@@ -284,7 +284,8 @@ def cibuildwheel() -> Path:
     tool = venv / "bin" / "cibuildwheel"
     if not tool.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"cibuildwheel=={CIBW_VERSION}"], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"cibuildwheel=={CIBW_VERSION}"], check=True,
+                       capture_output=True)
     return tool
 
 
@@ -357,7 +358,8 @@ def part_d(root: Path, data: dict[str, Any], packages: list[str]) -> dict[str, A
             "CIBW_ENVIRONMENT": " ".join(f'{k}="{v}"' for k, v in sorted(env.items())),
         }
         started = time.monotonic()
-        done = subprocess.run([str(tool), "--platform", "linux", "--output-dir", str(wheels), str(src)],
+        # cibuildwheel wants the project inside its working directory.
+        done = subprocess.run([str(tool), "--platform", "linux", "--output-dir", str(wheels), "."], cwd=src,
                               env={**os.environ, **settings}, capture_output=True, text=True, check=False)
         wall = time.monotonic() - started
         if done.returncode != 0:
@@ -368,6 +370,12 @@ def part_d(root: Path, data: dict[str, Any], packages: list[str]) -> dict[str, A
         per_package[package] = round(wall, 2)
         total += wall
     made = sorted(p.name for p in wheels.glob("*.whl"))
+    # The same wheels: the C packages' with their extension compiled in, as builder's are.
+    compiled = {}
+    for wheel in sorted(wheels.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as zf:
+            compiled[wheel.name] = sorted(n for n in zf.namelist() if n.endswith(".so"))
+    result["cibuildwheel_compiled_modules"] = compiled
     result.update({"cibuildwheel_s": round(total, 2), "cibuildwheel_per_package_s": per_package,
                    "cibuildwheel_wheels": made, "cibuildwheel_image": image,
                    "j1_over_cibuildwheel": round(j1.wall / total, 3), "j2_over_cibuildwheel": round(j2.wall / total, 3)})
@@ -425,8 +433,12 @@ def main(argv: list[str] | None = None) -> int:
         "cores": os.cpu_count(), "load_before": os.getloadavg(),
     }
     try:
-        say("preparing: fetch and images (not timed)")
-        must(builder(project(root, "prepare", data), "images"), "builder images")
+        say("preparing (not timed): sources, images, and each platform's prepared test environment")
+        # All three are made once per machine and set of inputs, and reused by every later run:
+        # "cold" below means they exist and nothing is published.
+        prepare = project(root, "prepare", data)
+        must(builder(prepare, "images"), "builder images")
+        must(builder(prepare, "all", "--package", "six"), "builder all --package six (warm-up)")
         if "a" in parts:
             say("a. builder cell vs the same compile by hand")
             cells = [c for c in BY_HAND_CELLS if not args.quick or c[1] == "debian12"]
