@@ -358,11 +358,18 @@ def part_d(root: Path, data: dict[str, Any], packages: list[str]) -> dict[str, A
             "CIBW_REPAIR_WHEEL_COMMAND": "", "CIBW_TEST_COMMAND": "",
             "CIBW_ENVIRONMENT": " ".join(f'{k}="{v}"' for k, v in sorted(env.items())),
         }
-        started = time.monotonic()
-        # cibuildwheel wants the project inside its working directory.
-        done = subprocess.run([str(tool), "--platform", "linux", "--output-dir", str(wheels), "."], cwd=src,
-                              env={**os.environ, **settings}, capture_output=True, text=True, check=False)
-        wall = time.monotonic() - started
+        for attempt in range(2):
+            started = time.monotonic()
+            # cibuildwheel wants the project inside its working directory.
+            done = subprocess.run([str(tool), "--platform", "linux", "--output-dir", str(wheels), "."], cwd=src,
+                                  env={**os.environ, **settings}, capture_output=True, text=True, check=False)
+            wall = time.monotonic() - started
+            if done.returncode == 0:
+                break
+            # On a shared engine its container has been seen removed from outside mid-build.
+            say(f"  (cibuildwheel failed on {package}, exit {done.returncode}; once more)")
+            result.setdefault("cibuildwheel_retries", []).append(
+                f"{package}: " + " ".join((done.stdout + done.stderr).strip().splitlines()[-2:]))
         if done.returncode != 0:
             result["cibuildwheel_error"] = f"cibuildwheel failed on {package} (exit {done.returncode}): " + \
                 " ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
