@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -87,12 +88,25 @@ def _run_guest(
     script: str,
     out: Path,
     log: _Log,
-) -> tuple[int, bool]:
+) -> tuple[int, bool, dict[str, float]]:
+    """Run one in-guest script in a fresh machine; also say where the time went (seconds per
+    step: start, copy in, run, copy out, stop), so fixed costs can be seen beside the work."""
     backend = backends.get(cell.platform.backend)
     limits = cell.platform.limits
+    timings: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        timings[name] = round(now - mark, 3)
+        mark = now
+
     with backend.machine(cell.platform, images, role, limits, cell.id) as machine:
+        lap("start")
         machine.copy_in(inputs, GUEST_ROOT)
         _mkdir(machine, f"{GUEST_ROOT}/out")
+        lap("copy_in")
         env = {"HOME": f"{GUEST_WORK}/home", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
         result = machine.run(
             [cell.platform.python, f"{GUEST_ROOT}/guest/{script}", f"{GUEST_ROOT}/spec.json"],
@@ -100,9 +114,12 @@ def _run_guest(
             timeout=limits.timeout,
             log=log,
         )
+        lap("run")
         if not result.timed_out:
             machine.copy_out(f"{GUEST_ROOT}/out", out)
-    return result.returncode, result.timed_out
+        lap("copy_out")
+    lap("stop")
+    return result.returncode, result.timed_out, timings
 
 
 def _mkdir(machine: Machine, path: str) -> None:
@@ -152,8 +169,9 @@ def build(
     result = StageResult(cell.id, "build", "failed", log=str(log_path), images={"build": images.build})
     try:
         inputs = stage_inputs(base / "stage-build", guest_spec, files)
-        code, timed_out = _run_guest(cell, images, "build", inputs, "build.py", out, log)
+        code, timed_out, timings = _run_guest(cell, images, "build", inputs, "build.py", out, log)
         report = _read_json(out / "build-result.json")
+        result.details["timings"] = {"host": timings, "guest": report.get("timings", {}), "compile_cpu": report.get("cpu", {})}
         if timed_out:
             result.reason = f"build stopped after {cell.platform.limits.timeout} s (limits.timeout)"
         elif code != 0 or not report.get("ok"):
@@ -161,7 +179,7 @@ def build(
         else:
             result.artifacts = [str(out / a["filename"]) for a in report.get("artifacts", [])]
             result.status = "passed"
-        result.details = {"python": report.get("python"), "returncode": code}
+        result.details.update({"python": report.get("python"), "returncode": code})
     except BuilderError as exc:
         result.reason = f"build could not run: {exc.message}"
     finally:
@@ -192,7 +210,11 @@ def test(
     sources: Mapping[str, Path],
     echo: Callable[[str], None] | None = None,
 ) -> StageResult:
-    """Install and check each artifact of the cell in the runtime image, one guest per format."""
+    """Install and check each artifact of the cell in the runtime image.
+
+    All formats are checked in one guest, one after the other, each in its own fresh
+    environment: one container start and one copy per cell instead of per format.
+    """
     started = time.monotonic()
     base = cell_dir(matrix, cell)
     log_path = base / "test.log"
@@ -204,10 +226,12 @@ def test(
     )
     reasons: list[str] = []
     checks: dict[str, dict] = {}
+    timings: dict[str, float] = {}
     try:
         for dep_id, dep in deps.items():
             if not dep.ok:
                 reasons.append(f"needs {dep_id}, whose build failed")
+        items: list[tuple[Path, str, list[Path]]] = []
         for artifact in built.artifacts if not reasons else ():
             fmt = artifact_format(artifact)
             dep_files = [a for d in deps.values() for a in d.artifacts if artifact_format(a) == fmt]
@@ -215,14 +239,16 @@ def test(
             if missing:
                 reasons.append(f"needs a {fmt} of {', '.join(missing)}, which is not built in that format")
                 continue
-            report = _check_one(matrix, cell, images, Path(artifact), fmt, [Path(d) for d in dep_files], sources, log)
-            checks[fmt] = report
-            reasons.extend(_reasons(cell, report))
+            items.append((Path(artifact), fmt, [Path(d) for d in dep_files]))
+        if items:
+            checks, timings = _check_all(matrix, cell, images, items, sources, log)
+            for report in checks.values():
+                reasons.extend(_reasons(cell, report))
     except BuilderError as exc:
         reasons.append(f"test could not run: {exc.message}")
     finally:
         log.close()
-    result.details = {"checks": checks}
+    result.details = {"checks": checks, "timings": {"host": timings}}
     if reasons:
         result.reason = reasons[0] + (f" (+{len(reasons) - 1} more, see the log)" if len(reasons) > 1 else "")
         result.details["reasons"] = reasons
@@ -232,10 +258,9 @@ def test(
     return result
 
 
-def check_inputs(
+def _check_spec(
     cell: Cell, artifact: Path, fmt: str, dep_files: Sequence[Path], sources: Mapping[str, Path]
 ) -> tuple[dict[str, object], dict[str, Path]]:
-    """The test guest's spec and files for one artifact and the artifacts it needs."""
     files: dict[str, Path] = {f"in/{artifact.name}": artifact}
     files.update({f"deps/{d.name}": d for d in dep_files})
     tools = {}
@@ -260,35 +285,131 @@ def check_inputs(
     return guest_spec, files
 
 
-def _check_one(
+def check_inputs(
+    cell: Cell, artifact: Path, fmt: str, dep_files: Sequence[Path], sources: Mapping[str, Path]
+) -> tuple[dict[str, object], dict[str, Path]]:
+    """The test guest's spec and files for one artifact and the artifacts it needs."""
+    return _check_spec(cell, artifact, fmt, dep_files, sources)
+
+
+def checks_inputs(
+    cell: Cell, items: Sequence[tuple[Path, str, Sequence[Path]]], sources: Mapping[str, Path]
+) -> tuple[dict[str, object], dict[str, Path]]:
+    """The spec and files for checking several artifacts (one per format) in one guest: each
+    item's result goes to out/<format>/check-result.json."""
+    files: dict[str, Path] = {}
+    entries = []
+    guest_spec: dict[str, object] = {}
+    for artifact, fmt, dep_files in items:
+        one, more = _check_spec(cell, artifact, fmt, dep_files, sources)
+        files.update(more)
+        entries.append({"artifact": one["artifact"], "format": fmt, "deps": one["deps"], "out": f"{GUEST_ROOT}/out/{fmt}"})
+        guest_spec = one
+    guest_spec = {k: v for k, v in guest_spec.items() if k not in ("artifact", "format", "deps")}
+    guest_spec["items"] = entries
+    return guest_spec, files
+
+
+def _check_all(
     matrix: Matrix,
     cell: Cell,
     images: Images,
-    artifact: Path,
-    fmt: str,
-    dep_files: Sequence[Path],
+    items: Sequence[tuple[Path, str, Sequence[Path]]],
     sources: Mapping[str, Path],
     log: _Log,
-) -> dict:
+) -> tuple[dict[str, dict], dict[str, float]]:
     base = cell_dir(matrix, cell)
-    out = fresh_dir(base / f"test-{fmt}")
-    guest_spec, files = check_inputs(cell, artifact, fmt, dep_files, sources)
-    log(f"== checking {artifact.name} in the runtime image")
+    out = fresh_dir(base / "test")
+    guest_spec, files = checks_inputs(cell, items, sources)
+    # The prepared environment pays where an environment is dear (a virtualenv, on Python 2)
+    # or pip installs a wheel; an egg on Python 3 needs only `venv --without-pip` (0.1 s).
+    dear = _tool(cell.platform.tools, sources, "virtualenv") is not None or any(fmt == "wheel" for _, fmt, _ in items)
+    prepared = test_env(matrix, cell, images, sources, log) if dear else None
+    if prepared is not None:
+        files["prepared/tree.tar"] = prepared[0]
+        guest_spec.update(prepared[1], prepared_tar=f"{GUEST_ROOT}/prepared/tree.tar")
+    log("== checking " + ", ".join(artifact.name for artifact, _, _ in items) + " in the runtime image")
     try:
         inputs = stage_inputs(base / "stage-test", guest_spec, files)
-        code, timed_out = _run_guest(cell, images, "runtime", inputs, "check.py", out, log)
+        code, timed_out, timings = _run_guest(cell, images, "runtime", inputs, "check.py", out, log)
     finally:
         shutil.rmtree(base / "stage-test", ignore_errors=True)
-    report = _read_json(out / "check-result.json")
-    if timed_out:
-        report = {"ok": False, "reasons": [f"test stopped after {cell.platform.limits.timeout} s (limits.timeout)"]}
-    elif not report:
-        report = {"ok": False, "reasons": [f"check.py exited {code} without a result (see the log)"]}
-    elif code != 0 and report.get("ok"):
-        report["ok"] = False
-        report.setdefault("reasons", []).append(f"check.py exited {code}")
-    report["artifact"] = artifact.name
-    return report
+    reports: dict[str, dict] = {}
+    for artifact, fmt, _ in items:
+        report = _read_json(out / fmt / "check-result.json")
+        if timed_out:
+            report = {"ok": False, "reasons": [f"test stopped after {cell.platform.limits.timeout} s (limits.timeout)"]}
+        elif not report:
+            report = {"ok": False, "reasons": [f"check.py exited {code} without a result for {artifact.name} (see the log)"]}
+        elif code != 0 and report.get("ok") and not _any_failed(out, items):
+            report["ok"] = False
+            report.setdefault("reasons", []).append(f"check.py exited {code}")
+        report["artifact"] = artifact.name
+        reports[fmt] = report
+    return reports, timings
+
+
+_PREPARING: dict[str, threading.Lock] = {}
+_PREPARING_GUARD = threading.Lock()
+
+
+def test_env(
+    matrix: Matrix, cell: Cell, images: Images, sources: Mapping[str, Path], log: _Log
+) -> tuple[Path, dict[str, object]] | None:
+    """What every test guest of the platform starts from, made once (check.py's prepare(): the
+    fresh environment and pip, byte-compiled, as a tar the guest wrote) in a runtime guest that no
+    artifact touches, and kept in the cache keyed by the runtime image, the tools and the
+    in-guest scripts; the host never opens it. Returns (tar, spec keys for the test guest), or
+    None to let each test make its own, which the log then says."""
+    backend = backends.get(cell.platform.backend)
+    tools = {name: _tool(cell.platform.tools, sources, name) for name in ("virtualenv", "pip")}
+    digest = hashlib.sha256(
+        "\0".join([images.runtime, cell.platform.python, guest_digest(), *(str(p) for p in tools.values())]).encode()
+    ).hexdigest()[:24]
+    folder = matrix.settings.cache / "test-envs"
+    tar, about = folder / f"{cell.platform.name}-{digest}.tar", folder / f"{cell.platform.name}-{digest}.json"
+    with _PREPARING_GUARD:
+        lock = _PREPARING.setdefault(digest, threading.Lock())
+    with lock:
+        if tar.is_file() and about.is_file():
+            return tar, _read_json(about)
+        files = {f"tools/{path.name}": path for path in tools.values() if path}
+        spec = {
+            "prepare": True, "work": GUEST_WORK, "out": f"{GUEST_ROOT}/out",
+            **{name: f"{GUEST_ROOT}/tools/{path.name}" if path else None for name, path in tools.items()},
+        }
+        stage = fresh_dir(folder / f".stage-{digest}-{os.getpid()}-{threading.get_ident()}")
+        try:
+            inputs = stage_inputs(stage / "in", spec, files)
+            label = f"{cell.platform.name}/test-env"
+            with backend.machine(cell.platform, images, "runtime", cell.platform.limits, label) as machine:
+                machine.copy_in(inputs, GUEST_ROOT)
+                _mkdir(machine, f"{GUEST_ROOT}/out")
+                env = {"HOME": f"{GUEST_WORK}/home", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+                done = machine.run([cell.platform.python, f"{GUEST_ROOT}/guest/check.py", f"{GUEST_ROOT}/spec.json"],
+                                   env=env, timeout=cell.platform.limits.timeout, log=log)
+                if not done.timed_out:
+                    machine.copy_out(f"{GUEST_ROOT}/out", stage / "out")
+            result = _read_json(stage / "out" / "prepare-result.json")
+            if done.returncode != 0 or not result.get("ok") or not (stage / "out" / "tree.tar").is_file():
+                why = "; ".join(result.get("reasons") or []) or f"check.py exited {done.returncode}"
+                log(f"the platform's shared test environment could not be made ({why}): this test makes its own")
+                return None
+            keys = {"prepared_env": result["how"], "pip_dir": result.get("pip_dir")}
+            (stage / "about.json").write_text(json.dumps(keys))
+            os.replace(stage / "out" / "tree.tar", tar)  # the tar first: about.json says it is whole
+            os.replace(stage / "about.json", about)
+            return tar, keys
+        except BuilderError as exc:
+            log(f"the platform's shared test environment could not be made ({exc.message}): this test makes its own")
+            return None
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _any_failed(out: Path, items: Sequence[tuple[Path, str, Sequence[Path]]]) -> bool:
+    """check.py exits 1 when any item failed; that is no reason to fail the items that passed."""
+    return any(not _read_json(out / fmt / "check-result.json").get("ok") for _, fmt, _ in items)
 
 
 def _reasons(cell: Cell, report: dict) -> list[str]:

@@ -127,9 +127,35 @@ class _At:
 _YAML_HINT = "look for an unclosed bracket or quote, or wrong indentation, on that line or just above it"
 
 
+def _loader() -> type:
+    """libyaml's parser (when PyYAML has it) under PyYAML's own composer: the events come from C,
+    about eight times faster on a big matrix (a 5,000-cell file loads in a fraction of a second
+    instead of 1-2 s), while the nodes, their line marks and a too-deep file's RecursionError
+    stay those of the pure-Python composer."""
+    try:
+        from yaml.cyaml import CParser
+    except ImportError:
+        return yaml.SafeLoader
+    from yaml.composer import Composer
+    from yaml.constructor import SafeConstructor
+    from yaml.resolver import Resolver
+
+    class Loader(Composer, CParser, SafeConstructor, Resolver):  # type: ignore[misc, valid-type]
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+    return Loader
+
+
+_LOADER = _loader()
+
+
 def _compose(text: str, doc: _Doc) -> Any:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1

@@ -109,6 +109,7 @@ def images(run: Run) -> None:
 
 def _compute_keys(run: Run) -> None:
     digest = cells.guest_digest()
+    needs = plan.Dependencies(run.cells)
     for cell in plan.dependency_order(run.cells):
         found = run.images.get(cell.platform.name)
         if found is None:
@@ -116,7 +117,7 @@ def _compute_keys(run: Run) -> None:
         own = plan.input_key(
             cell, build_image=found.build, runtime_image=found.runtime, guest_digest=digest, builder_version=__version__
         )
-        dep_keys = sorted(run.keys.get(d.id, "") for d in plan.dependencies(cell, run.cells))
+        dep_keys = sorted(run.keys.get(d.id, "") for d in needs.of(cell))
         run.keys[cell.id] = own if not dep_keys else hashlib.sha256((own + "".join(dep_keys)).encode()).hexdigest()
 
 
@@ -189,8 +190,10 @@ def test(run: Run) -> None:
             else:
                 run.results.setdefault(cell.id, {})["build"] = saved
 
+    needs = plan.Dependencies(run.cells)
+
     def work(cell: Cell) -> StageResult:
-        deps = {d.id: _build_of(run, d) for d in plan.dependencies(cell, run.cells)}
+        deps = {d.id: _build_of(run, d) for d in needs.of(cell)}
         built = run.results[cell.id]["build"]
         return cells.test(run.matrix, cell, run.images[cell.platform.name], built, deps, run.sources, echo)
 
@@ -231,6 +234,7 @@ def publish(run: Run) -> None:
         )
     output = run.matrix.settings.output
     output.mkdir(parents=True, exist_ok=True)
+    by_id = {c.id: c for c in run.cells}
     with publisher.output_lock(output):
         # Finish (or undo) a publish a killed run left, even when this run has nothing new.
         for line in publisher.recover(output):
@@ -239,7 +243,7 @@ def publish(run: Run) -> None:
             started = time.monotonic()
             publisher.publish(output, platform, records)
             for record in records:
-                cell = next(c for c in run.cells if c.id == record.cell_id)
+                cell = by_id[record.cell_id]
                 result = StageResult(
                     cell.id, "publish", "passed", artifacts=[str(output / platform / a.name) for a in record.artifacts],
                     input_key=record.input_key, duration=time.monotonic() - started,
