@@ -174,9 +174,15 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
                     run.results.setdefault(cell.id, {})[stage] = saved
         report.cell_list(cells, run, console)
         return 0
+    blocked: dict = {}
+    if args.command != "fetch":
+        # A platform that cannot run here (its base image or box missing) is said once, before
+        # anything is fetched; when it is all that was selected, that is the whole answer.
+        blocked = pipeline.preflight(matrix, cells)
+        pipeline.refuse_if_blocked(blocked, cells)
     run = pipeline.Run(
         matrix, cells, jobs=args.jobs, fail_fast=args.fail_fast, verbose=args.verbose, force=args.force,
-        echo=lambda line: console.print(line, markup=False, highlight=False),
+        echo=lambda line: console.print(line, markup=False, highlight=False), blocked=blocked,
     )
     try:
         if console.is_terminal and not args.verbose:
