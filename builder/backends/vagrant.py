@@ -347,7 +347,10 @@ class VagrantBackend:
         project = self._project(matrix, platform)
         _ensure_key(project.key)
         with self._lock:
-            if platform.name not in self._fleets:
+            old = self._fleets.get(platform.name)
+            if old is None or old.project is not project:  # one matrix per run; another project, other machines
+                if old is not None:
+                    old.down()
                 self._fleets[platform.name] = _Fleet(platform, project)
         digest = hashlib.sha256()
         digest.update((project.root / VAGRANTFILE).read_bytes())
