@@ -78,6 +78,9 @@ def err_print(line: str) -> None:
 
 def _interrupted(signum: int, frame: object) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C leaves at once
+    if "builder.backends.vagrant" in sys.modules:
+        # Stop waiting on Vagrant machines (their commands end); they are destroyed at exit.
+        sys.modules["builder.backends.vagrant"].interrupt()
     if "builder.backends.docker" in sys.modules:
         from . import backends
 

@@ -31,6 +31,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -123,6 +124,10 @@ class _Project:
     build_packages: tuple[str, ...] = ()
     machines: dict[str, dict[str, object]] = field(default_factory=dict)  # what the Vagrantfile describes
 
+    @property
+    def machines_use_docker(self) -> bool:
+        return any(m.get("image") for m in self.machines.values())
+
     def env(self, **extra: str) -> dict[str, str]:
         return {
             **os.environ,
@@ -164,6 +169,7 @@ class _Fleet:
         self.keep = False
 
     def connection(self, role: Role) -> Connection:
+        _stopping()
         with self.lock:
             if self.failure is not None:
                 raise self.failure
@@ -239,6 +245,15 @@ class _Fleet:
         self.connections.clear()
         if not self.keep:
             self._destroy()
+        if _STOPPING.is_set() and self.project.machines_use_docker:
+            # A `vagrant up` stopped half-way may have left a container Vagrant never recorded;
+            # it carries our pid, as builder's own containers do.
+            from . import docker
+
+            try:
+                docker.remove_containers(docker.client(), os.getpid())
+            except BuilderError:
+                pass
 
     def destroy_command(self) -> str:
         """The host command that destroys this run's machines, for a shell to run when it ends."""
@@ -462,6 +477,7 @@ class VagrantMachine:
         self.root = f"{CELLS}/{user}"
 
     def _root(self, argv: Sequence[str]) -> Exec:
+        _stopping()
         return self.connection.run(["sudo", "-n", *argv], timeout=300)
 
     def _must(self, argv: Sequence[str], what: str) -> None:
@@ -474,7 +490,8 @@ class VagrantMachine:
         self._must(["sh", "-c", OPEN_CELL, "sh", self.user, self.root, owner], f"making the cell user {self.user}")
 
     def close(self) -> None:
-        self._root(["sh", "-c", CLOSE_CELL, "sh", self.user, self.root])
+        if not _STOPPING.is_set():  # interrupted: the machine goes as a whole, at exit
+            self._root(["sh", "-c", CLOSE_CELL, "sh", self.user, self.root])
 
     def run(
         self,
@@ -485,6 +502,7 @@ class VagrantMachine:
         timeout: float | None = None,
         log: Callable[[str], None] | None = None,
     ) -> Exec:
+        _stopping()
         words = [translate(a, self.root) for a in argv]
         variables = [f"{k}={translate(v, self.root)}" for k, v in (env or {}).items()]
         if user in ("root", "0", "0:0"):
@@ -504,6 +522,7 @@ class VagrantMachine:
     def copy_in(self, src: Path, dest: str, *, writable: bool = False) -> None:
         """Copy a host file or folder in; the cell reads it, and writes it only if writable.
         A spec.json in it has its guest paths mapped into the cell's folder."""
+        _stopping()
         target = translate(dest, self.root)
         spec = src / "spec.json" if src.is_dir() else None
         if spec is not None and spec.is_file():
@@ -529,6 +548,7 @@ class VagrantMachine:
     def copy_out(self, src: str, dest: Path) -> None:
         """Copy a cell folder's contents into dest. The folder is first given to the ssh user
         (links are not followed), so nothing the cell made unreadable stops the copy."""
+        _stopping()
         source = translate(src, self.root)
         owner = self.connection.dest.user or "root"
         self._root(["chown", "-hR", owner, source])
@@ -541,6 +561,51 @@ def _link_or_copy(src: str, dest: str) -> None:
         os.link(src, dest)
     except OSError:
         shutil.copy2(src, dest)
+
+
+# Set on Ctrl-C: cells stop talking to machines at once instead of waiting on ones being removed.
+_STOPPING = threading.Event()
+
+
+def interrupt() -> None:
+    """Ctrl-C (or TERM): end the vagrant and ssh commands this process is waiting on, and make
+    cells give up rather than start new ones. The machines are destroyed at exit (Fleet.down)."""
+    _STOPPING.set()
+    for child in _descendants(os.getpid()):  # vagrant, and the docker or ssh commands it runs
+        try:
+            os.kill(child, signal.SIGTERM)
+        except OSError:
+            pass
+
+
+def _descendants(pid: int) -> list[int]:
+    """This process's children, theirs and so on, from /proc (the host is Linux)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid …: comm may hold spaces and parentheses, so split after the last ")".
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1].isdigit():
+            parents[int(entry)] = int(fields[1])
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found += children
+        todo += children
+    return found
+
+
+def _stopping() -> None:
+    if _STOPPING.is_set():
+        raise BuilderError("interrupted")
 
 
 _BACKEND: VagrantBackend | None = None

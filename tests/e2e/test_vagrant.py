@@ -139,3 +139,28 @@ def test_a_missing_freebsd_box_stops_the_run_at_once_saying_how_to_add_it(tmp_pa
     assert "the Vagrant box builder-test/no-such-box of platform freebsd is not on this machine" in done.stderr
     assert "vagrant box add builder-test/no-such-box" in done.stderr and "BUILDER_FREEBSD_BOX" in done.stderr
     assert not (matrix.parent / "eggs").exists()
+
+
+def test_ctrl_c_takes_the_runs_machines_with_it(tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+
+    matrix = project(tmp_path / "int", SHIPPED)
+    env = {**os.environ, "BUILDER_CACHE": str(REPO / ".builder" / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "all", "--cell", "debian12-vm/six", "--matrix", str(matrix)],
+                            cwd=matrix.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    engine = docker.from_env()
+
+    def ours() -> list:
+        return engine.containers.list(all=True, filters={"label": f"io.builder.pid={proc.pid}"})
+
+    deadline = time.monotonic() + 300
+    while len(ours()) < 2:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert time.monotonic() < deadline, "the machines did not come up"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130, out
+    assert ours() == [] and _machines_of(matrix.parent) == []
