@@ -184,6 +184,11 @@ class _Fleet:
     def _up(self) -> None:
         atexit.register(self.down)
         self._destroy()  # what a killed run left: machines are made fresh, with today's packages
+        # Vagrant's record of a machine whose `up` was cut short can name a container that is
+        # gone, and then `up` fails on it: start from no record (the folder is builder's own; a
+        # container it named carries a dead run's pid, which `builder clean` removes).
+        for name in self.names.values():
+            shutil.rmtree(self.project.work / "machines" / "machines" / name, ignore_errors=True)
         packages = {
             "BUILDER_RUNTIME_PACKAGES": " ".join(self.project.runtime_packages),
             "BUILDER_BUILD_PACKAGES": " ".join(self.project.build_packages),
