@@ -164,3 +164,19 @@ def test_ctrl_c_takes_the_runs_machines_with_it(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 130, out
     assert ours() == [] and _machines_of(matrix.parent) == []
+
+
+def test_builder_shell_puts_a_person_in_a_cells_guest_on_the_machine(tmp_path: Path) -> None:
+    matrix = project(tmp_path / "sh", SHIPPED)
+    printed = builder(matrix, "shell", "debian12-vm/six", "--print")
+    assert printed.returncode == 0, printed.stderr
+    command = printed.stdout.strip().splitlines()[-1]
+    typed = "id -un; python3 -c 'import json; print(json.load(open(\"spec.json\"))[\"sdist\"])'; touch out/x && echo WROTE\nexit\n"
+    done = subprocess.run(["sh", "-c", command], input=typed, capture_output=True, text=True, timeout=300,
+                          cwd=matrix.parent, check=False)
+    lines = done.stdout.split()
+    assert done.returncode == 0, done.stdout + done.stderr
+    user = next(w for w in lines if w.startswith("bc"))
+    # The cell's spec names its own folder on the machine, where the source was copied.
+    assert f"/var/tmp/builder/{user}/builder/in/six-1.16.0.tar.gz" in done.stdout and "WROTE" in done.stdout, done.stdout
+    assert _machines_of(matrix.parent) == []

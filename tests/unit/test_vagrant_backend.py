@@ -3,6 +3,7 @@ command on the shells the machines have, and the shell command a person gets."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -93,3 +94,22 @@ def test_a_copied_in_spec_names_the_cells_folder(tmp_path: Path) -> None:
     assert argv[:5] == ["sudo", "-n", "-u", "bc00000001", "--"] and f"HOME={root}/work/home" in argv
     assert argv[-3:] == ["/usr/bin/python3", f"{root}/builder/guest/build.py", f"{root}/builder/spec.json"]
     assert argv[argv.index(vagrant.LIMITED) + 2: argv.index(vagrant.LIMITED) + 4] == ["1024", str(2 * 1024 * 1024)]
+
+
+def test_ctrl_c_finds_the_commands_a_run_waits_on_down_to_grandchildren() -> None:
+    """vagrant runs docker and ssh: stopping only vagrant would leave them creating machines."""
+    child = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        while True:
+            found = vagrant._descendants(os.getpid())
+            grandchildren = [p for p in found if p != child.pid]
+            if child.pid in found and grandchildren or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert child.pid in found and grandchildren, found
+    finally:
+        child.kill()
+        child.wait()
