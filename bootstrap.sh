@@ -19,12 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! docker info >/dev/null 2>&1; then
-  echo "bootstrap: starting the Docker engine (log: /var/log/dockerd.log)"
-  $sudo sh -c 'setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &'
-  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-  docker info >/dev/null 2>&1 || { echo "bootstrap: dockerd did not start, see /var/log/dockerd.log" >&2; exit 1; }
-fi
+.ci/engine start  # a running Docker engine: started here if none answers
 
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 echo "bootstrap: ready"

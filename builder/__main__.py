@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
-from . import __version__, config, pipeline, plan, report, state
-from .errors import BuilderError, CellsFailed
+from . import __version__, config, ownership, pipeline, plan, report, state
+from .errors import BuilderError, CellsFailed, ImageError
+from .model import Matrix
 
 STAGE_HELP = {
     "all": "fetch, make images, build, test and publish the selected cells",
@@ -67,6 +69,17 @@ def parser() -> argparse.ArgumentParser:
     roles.add_argument("--runtime", dest="role", action="store_const", const="runtime", help="the runtime image")
     shell.add_argument("--print", action="store_true", help="print the command instead of running it")
     sub.add_parser("clean", parents=[common], help="remove containers and temporary files that killed runs left")
+    check_imports = sub.add_parser(
+        "check-imports", parents=[common], help="try an application's imports with a platform's published artifacts",
+        description="Find every import of APP with the platform's own Python, install the platform's published "
+        "artifacts (or --requirements) offline in its runtime image, and try each import there.",
+    )
+    check_imports.add_argument("app", type=Path, metavar="APP", help="the application's source tree")
+    check_imports.add_argument("--platform", required=True, help="the platform to check on")
+    check_imports.add_argument("--requirements", type=Path, metavar="FILE", help="install these (and what they need) only")
+    check_imports.add_argument("--format", choices=("egg", "wheel"), default="egg", help="which artifacts to install")
+    check_imports.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                               help="files or folders of APP not to scan (setup.py never is)")
     verify = sub.add_parser("verify", parents=[common], help="re-hash the output folder against its manifests")
     verify.set_defaults(select=False)
     return top
@@ -107,12 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args, console)
     except CellsFailed as exc:
-        err.print(f"[red]{exc}[/]")
+        err.print(f"[red]{escape(str(exc))}[/]")
         return exc.exit_code
     except BuilderError as exc:
         if args.verbose:
             traceback.print_exc()
-        err.print(f"[red]error:[/] {exc.message}", markup=True)
+        # Messages hold key paths like packages[2]: escaped, or rich would take them for markup.
+        err.print(f"[red]error:[/] {escape(exc.message)}", markup=True)
         if exc.hint:
             err.print(f"  hint: {exc.hint}", markup=False)
         return exc.exit_code
@@ -123,6 +137,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, console: Console) -> int:
     matrix = config.load(Path(args.matrix))
+    if args.command in ("verify", "list", "matrix"):  # they write nothing
+        return _command(args, matrix, console)
+    try:
+        return _command(args, matrix, console)
+    finally:
+        # Under sudo, what this command made in the project is the invoking user's (see ownership.py).
+        settings = matrix.settings
+        ownership.hand_over(matrix.root, (settings.output, settings.work, settings.cache), ownership.invoking_user())
+
+
+def _command(args: argparse.Namespace, matrix: Matrix, console: Console) -> int:
     if args.command == "verify":
         from .publish import verify
 
@@ -143,6 +168,16 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         err_print(f"{args.target}: {found.role} guest, no network; try: {found.hint}")
         shell.enter(found)
         return 0  # pragma: no cover - enter() replaces this process
+    if args.command == "check-imports":
+        from . import imports
+
+        checked = imports.check(matrix, args.app, args.platform, args.requirements, args.format, echo=err_print,
+                                log_echo=err_print if args.verbose else None, excludes=args.exclude)
+        for line in imports.render(checked):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if not checked.ok:
+            raise imports.failed(checked)
+        return 0
     if args.command == "clean":
         from . import backends, publish
 
@@ -177,12 +212,24 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
                     run.results.setdefault(cell.id, {})[stage] = saved
         report.cell_list(cells, run, console)
         return 0
-    blocked: dict = {}
+    from .images import require_dockerfiles
+
+    require_dockerfiles(dict.fromkeys(c.platform for c in cells))  # a config error: before anything runs
+    blocked: dict[str, ImageError] = {}
     if args.command != "fetch":
         # A platform that cannot run here (its base image or box missing) is said once, before
         # anything is fetched; when it is all that was selected, that is the whole answer.
         blocked = pipeline.preflight(matrix, cells)
         pipeline.refuse_if_blocked(blocked, cells)
+    from ._lock import run_lock
+
+    with run_lock(matrix.settings.work, lambda line: console.print(line, markup=False, highlight=False)):
+        return _run(args, matrix, cells, console, blocked)
+
+
+def _run(
+    args: argparse.Namespace, matrix: Matrix, cells: list[plan.Cell], console: Console, blocked: dict[str, ImageError]
+) -> int:
     run = pipeline.Run(
         matrix, cells, jobs=args.jobs, fail_fast=args.fail_fast, verbose=args.verbose, force=args.force,
         echo=lambda line: console.print(line, markup=False, highlight=False), blocked=blocked,

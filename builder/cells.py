@@ -24,10 +24,16 @@ GUEST_ROOT = "/builder"
 GUEST_WORK = "/tmp/builder-work"
 
 
+# The in-guest scripts a cell's build and test run. The other scripts beside them (the import
+# check, deploy's per-host steps) do not change an artifact, so they are no part of its key
+# (and a new one leaves published cells up to date).
+CELL_SCRIPTS = ("__init__.py", "_common.py", "build.py", "check.py")
+
+
 def guest_digest() -> str:
-    """The in-guest scripts' version: part of every cell's input key."""
+    """The cell scripts' version: part of every cell's input key."""
     digest = hashlib.sha256()
-    for path in sorted(GUEST_DIR.glob("*.py")):
+    for path in sorted(GUEST_DIR / name for name in CELL_SCRIPTS):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 

@@ -123,6 +123,9 @@ class _At:
         raise ConfigError(f"{self.path}: {message}" if self.path else message, location=self.location, hint=hint)
 
 
+_YAML_HINT = "look for an unclosed bracket or quote, or wrong indentation, on that line or just above it"
+
+
 def _compose(text: str, doc: _Doc) -> Any:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -131,11 +134,11 @@ def _compose(text: str, doc: _Doc) -> Any:
         line = mark.line + 1 if mark else 1
         context = f" ({exc.context} at line {exc.context_mark.line + 1})" if exc.context and exc.context_mark else ""
         problem = exc.problem or exc.context or "malformed"
-        raise ConfigError(f"invalid YAML: {problem}{context}", location=f"{doc.label}:{line}") from None
+        raise ConfigError(f"invalid YAML: {problem}{context}", location=f"{doc.label}:{line}", hint=_YAML_HINT) from None
     except yaml.YAMLError as exc:
         position = getattr(exc, "position", 0)
         line = text[:position].count("\n") + 1 if isinstance(position, int) else 1
-        raise ConfigError(f"invalid YAML: {exc}", location=f"{doc.label}:{line}") from None
+        raise ConfigError(f"invalid YAML: {exc}", location=f"{doc.label}:{line}", hint=_YAML_HINT) from None
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", location=f"{doc.label}:1") from None
     if node is None:
@@ -253,19 +256,19 @@ def _choice(at: _At, options: Sequence[str]) -> str:
 
 def _bool(at: _At) -> bool:
     if not isinstance(at.node, yaml.ScalarNode) or at.node.tag != _TAG + "bool":
-        at.fail(f"expected true or false, got {_kind(at.node)}")
+        at.fail(f"expected true or false, got {_kind(at.node)}", "write true or false, unquoted")
     return bool(_CONSTRUCTOR.construct_yaml_bool(at.node))
 
 
 def _int(at: _At) -> int:
     if not isinstance(at.node, yaml.ScalarNode) or at.node.tag != _TAG + "int":
-        at.fail(f"expected a whole number, got {_kind(at.node)}")
+        at.fail(f"expected a whole number, got {_kind(at.node)}", "write digits only, unquoted: e.g. 600")
     try:
         value = int(_CONSTRUCTOR.construct_yaml_int(at.node))
     except ValueError:
         value = 0
     if not 0 < value <= _MAX_INT:
-        at.fail(f"must be a whole number from 1 to {_MAX_INT}")
+        at.fail(f"must be a whole number from 1 to {_MAX_INT}", "e.g. 600")
     return value
 
 

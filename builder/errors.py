@@ -78,6 +78,19 @@ class TransportError(BuilderError):
     exit_code = 8
 
 
+class ImportsFailed(BuilderError):
+    """An application's imports fail in its platform's environment; the table says which."""
+
+    exit_code = 9
+
+
+class NotPublished(BuilderError):
+    """A requirement has no published artifact that satisfies it, or an artifact does not match
+    its manifest. Nothing was installed."""
+
+    exit_code = 11
+
+
 class CellsFailed(BuilderError):
     """Some selected cells did not pass; the summary table says which and why."""
 

@@ -5,11 +5,11 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from . import runner
-from .errors import CommandError, ImageError
+from .errors import CommandError, ConfigError, ImageError
 from .model import Matrix, Platform
 from .plan import build_packages, runtime_packages
 
@@ -87,6 +87,18 @@ def build_args(matrix: Matrix, platform: Platform, base_ref: str) -> dict[str, s
         "RUNTIME_PACKAGES": " ".join(runtime_packages(matrix, platform)),
         "BUILD_PACKAGES": " ".join(build_packages(matrix, platform)),
     }
+
+
+def require_dockerfiles(platforms: Iterable[Platform]) -> None:
+    """Before anything runs: each docker platform about to be used has its Dockerfile."""
+    for platform in platforms:
+        if platform.backend == "docker" and not (platform.image_dir / "Dockerfile").is_file():
+            raise ConfigError(
+                f"platforms[{platform.name}]: no Dockerfile at {platform.image_dir / 'Dockerfile'}",
+                location=platform.location or None,
+                hint="create it with two targets, `runtime` and `build` (start from images/debian12/Dockerfile), "
+                "or point image: at the folder that holds it",
+            )
 
 
 def dockerfile(platform: Platform) -> Path:

@@ -8,10 +8,7 @@ other file of the users' is never touched.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import _journal
+from . import _journal, _lock
 from ._index import (
     ArtifactEntry,
     CellEntry,
@@ -233,21 +230,13 @@ def output_lock(output: Path, wait: bool = True, timeout: float | None = None) -
     fd = os.open(output / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         _acquire(fd, output, wait, timeout)
-        holder = {
-            "pid": os.getpid(), "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": sys.argv,
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        _lock.write_holder(fd)
         _held[key] = 1
         try:
             yield
         finally:
             del _held[key]
-            # Left empty, not deleted: a waiter may already have it open, and a committed output
-            # folder then sees no change in it from run to run.
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            _lock.release(fd)
     finally:
         os.close(fd)
 
@@ -263,16 +252,8 @@ def _acquire(fd: int, output: Path, wait: bool, timeout: float | None) -> None:
             return
         except BlockingIOError:
             if not wait or time.monotonic() >= deadline:
-                raise LockError(f"{output}/ is being published by {_holder(fd)}: wait for it, or stop it") from None
+                raise LockError(f"{output}/ is being published by {_lock.holder(fd)}: wait for it, or stop it") from None
             time.sleep(0.05)
-
-
-def _holder(fd: int) -> str:
-    try:
-        info = json.loads(os.pread(fd, 65536, 0))
-        return f"pid {info['pid']} on {info['host']} (started {info['started']}: {' '.join(info['command'])})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"  # it has the lock but has not written who it is yet
 
 
 @contextmanager

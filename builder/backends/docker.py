@@ -16,12 +16,17 @@ from pathlib import Path, PurePosixPath
 import docker
 import docker.errors
 from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import RequestException
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .. import images as host_images
-from ..errors import EngineError, ImageError
+from ..errors import BuilderError, EngineError, ImageError
 from ..model import Limits, Matrix, Platform
 from . import Exec, Images, Role
 
+# What talking to an engine that went away (stopped, restarted, crashed) raises: the SDK's own
+# errors, requests' and urllib3's, and plain socket errors from a streamed exec.
+ENGINE_FAULTS = (docker.errors.DockerException, RequestException, Urllib3Error, OSError)
 LABEL = "io.builder"  # every container and image we create carries it, for `clean`
 GUEST_USER = "65534:65534"  # nobody: guests never run as root
 API_TIMEOUT = 900
@@ -76,6 +81,21 @@ def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> li
         except docker.errors.NotFound:
             pass
     return removed
+
+
+@contextmanager
+def _engine(doing: str) -> Iterator[None]:
+    """Turn the engine going away while `doing` into one EngineError, so that the cell fails
+    with that reason and the other cells and the run go on (the engine may be back for them)."""
+    try:
+        yield
+    except ENGINE_FAULTS as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise EngineError(
+            f"lost the guest while {doing}: the Docker engine stopped, restarted or refused "
+            f"({type(exc).__name__}: {detail})",
+            hint="when the engine is back, run the same command again: what was published is kept",
+        ) from exc
 
 
 class DockerBackend:
@@ -180,7 +200,7 @@ class DockerBackend:
                 f"the {target} image of {platform.name} failed to build: {exc.msg}",
                 hint=f"fix {platform.image_dir / 'Dockerfile'} or the system packages in matrix.yaml\n{tail}",
             ) from exc
-        except docker.errors.APIError as exc:
+        except ENGINE_FAULTS as exc:  # the engine refused, or went away while building
             raise ImageError(f"the {target} image of {platform.name} failed to build: {exc}") from exc
         return str(image.id)
 
@@ -203,15 +223,15 @@ class DockerBackend:
                 detach=True,
             )
             container.start()
-        except docker.errors.APIError as exc:
+        except ENGINE_FAULTS as exc:
             raise EngineError(f"cannot start a {role} container of {platform.name}: {exc}") from exc
         try:
             yield DockerMachine(container)
         finally:
             try:
                 container.remove(force=True)
-            except docker.errors.APIError:
-                pass
+            except ENGINE_FAULTS:
+                pass  # the engine is gone: the next run (or `clean`) removes the container
 
     def interactive(
         self, platform: Platform, images: Images, role: Role, mounts: Mapping[str, str], env: Mapping[str, str]
@@ -239,6 +259,18 @@ class DockerMachine:
         user: str | None = GUEST_USER,
         timeout: float | None = None,
         log: Callable[[str], None] | None = None,
+    ) -> Exec:
+        with _engine("running " + PurePosixPath(argv[1] if len(argv) > 1 else argv[0]).name):
+            return self._run(argv, env=env, user=user, timeout=timeout, log=log)
+
+    def _run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None,
+        user: str | None,
+        timeout: float | None,
+        log: Callable[[str], None] | None,
     ) -> Exec:
         api = self.container.client.api
         exec_id = api.exec_create(
@@ -276,6 +308,12 @@ class DockerMachine:
         code = api.exec_inspect(exec_id).get("ExitCode")
         if timed_out.is_set():
             return Exec(-9, "".join(chunks) + f"\n(stopped after {timeout} s)", timed_out=True)
+        if code != 0:
+            # A command cut short because its container was stopped (an engine shutting down
+            # stops every container) is the engine's failure, not the package's.
+            self.container.reload()
+            if self.container.status != "running":
+                raise docker.errors.DockerException(f"the container was {self.container.status} from outside")
         return Exec(code if code is not None else -1, "".join(chunks))
 
     def copy_in(self, src: Path, dest: str, *, writable: bool = False) -> None:
@@ -297,7 +335,8 @@ class DockerMachine:
                 return info
 
             tar.add(str(src), arcname=str(target).lstrip("/"), filter=fix)
-        self.container.put_archive("/", buffer.getvalue())
+        with _engine(f"copying {src.name} in"):
+            self.container.put_archive("/", buffer.getvalue())
 
     def mkdir(self, dest: str) -> None:
         """An empty folder the guest user may write: the only writable place we give it."""
@@ -306,10 +345,11 @@ class DockerMachine:
 
     def copy_out(self, src: str, dest: Path) -> None:
         """Copy a guest folder's contents into dest; files end up owned by the invoking user."""
-        stream, _ = self.container.get_archive(src)
         with tempfile.TemporaryFile() as spool:
-            for chunk in stream:
-                spool.write(chunk)
+            with _engine(f"copying {src} out"):
+                stream, _ = self.container.get_archive(src)
+                for chunk in stream:
+                    spool.write(chunk)
             spool.seek(0)
             with tarfile.open(fileobj=spool, mode="r") as tar:
                 top = PurePosixPath(src).name
@@ -323,4 +363,10 @@ class DockerMachine:
                 dest.mkdir(parents=True, exist_ok=True)
                 # The "data" filter refuses links out of dest, devices and absolute names, and
                 # drops the guest's ownership: a hostile build cannot write outside dest.
-                tar.extractall(dest, members=members, filter="data")
+                try:
+                    tar.extractall(dest, members=members, filter="data")
+                except tarfile.FilterError as exc:
+                    raise BuilderError(
+                        f"refused the guest's output {src}: {exc}",
+                        hint="the package's build or test wrote a link out of its folder or a special file there",
+                    ) from exc

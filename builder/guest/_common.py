@@ -260,7 +260,8 @@ def _unzip(archive, dest, limit):
             check_member_name(info.filename)
             total += info.file_size
         if total > limit:
-            raise GuestError("it unpacks to %d bytes, over the limit of %d" % (total, limit))
+            raise GuestError("it unpacks to %d bytes, over the limit of %d: a decompression bomb, or no sdist"
+                             % (total, limit))
         for info in infos:
             target = os.path.join(dest, info.filename)
             if info.filename.endswith("/"):
@@ -297,17 +298,20 @@ def _make_parent(dest, target, name):
 def _untar(archive, dest, limit):
     tf = tarfile.open(archive, "r:*")
     try:
-        members = tf.getmembers()
+        # Judge each member as its header is read, before the next one: a decompression bomb is
+        # refused at its first oversized header, without inflating the data behind it.
         total = 0
-        for member in members:
+        for member in tf:
             check_member_name(member.name)
             if member.issym() or member.islnk():
                 check_link_target(member.name, member.linkname, hard=member.islnk())
             elif not (member.isfile() or member.isdir()):
                 raise GuestError("member %r is a device, fifo or other special file" % member.name)
             total += member.size
-        if total > limit:
-            raise GuestError("it unpacks to %d bytes, over the limit of %d" % (total, limit))
+            if total > limit:
+                raise GuestError("it unpacks to at least %d bytes, over the limit of %d (at member %r): "
+                                 "a decompression bomb, or no sdist" % (total, limit, member.name))
+        members = tf.getmembers()  # read above already: no second pass over the archive
         # Python 3.12+ warns unless a filter is chosen; "data" repeats our checks, which is fine.
         extra = {}
         if hasattr(tarfile, "data_filter"):

@@ -51,6 +51,16 @@ def project(tmp: Path, matrix_text: str, images: Path = REPO / "images") -> Path
     return path
 
 
+@pytest.fixture(scope="session")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One real `builder all` of the shipped matrix into a temporary project, shared by the tests
+    that read what it published: (project folder, its output)."""
+    matrix = project(tmp_path_factory.mktemp("shipped"), (REPO / "matrix.yaml").read_text())
+    done = builder(matrix, "all")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return matrix.parent, done.stdout
+
+
 def docker_run(image: str, script: str, *volumes: str) -> subprocess.CompletedProcess[str]:
     argv = ["docker", "run", "--rm", "--network", "none"]
     for volume in volumes:

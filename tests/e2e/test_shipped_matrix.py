@@ -7,20 +7,10 @@ import sys
 from xml.etree import ElementTree
 from pathlib import Path
 
-import pytest
-
 from .conftest import REPO, builder, docker_run, in_terminal, project
 
 PLATFORMS = ("debian11-py27", "debian12")
 PACKAGES = ("simplejson", "PyYAML", "MarkupSafe", "six", "python_dateutil", "psycopg2")
-
-
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    matrix = project(tmp_path_factory.mktemp("shipped"), (REPO / "matrix.yaml").read_text())
-    done = builder(matrix, "all")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return matrix.parent, done.stdout
 
 
 def test_every_cell_passes_and_the_summary_says_so(shipped: tuple[Path, str]) -> None:

@@ -278,7 +278,7 @@ def test_unsafe_tar_members_are_refused(tmp_path: Path, members: list, message: 
 
 def test_size_limit(tmp_path: Path) -> None:
     archive = make_tar(tmp_path / "big-1.0.tar.gz", [("big/setup.py", "file", "x" * 2000)])
-    with pytest.raises(GuestError, match="unpacks to 2000 bytes, over the limit of 1000"):
+    with pytest.raises(GuestError, match="unpacks to at least 2000 bytes, over the limit of 1000 .at member 'big/setup.py'"):
         unpack(str(archive), str(tmp_path), limit=1000)
 
 

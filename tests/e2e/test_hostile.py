@@ -1,0 +1,88 @@
+"""Hostile sdists in a real build guest: each is refused with a reason naming the archive, and
+nothing outside the cell's folder is touched. (`..` members: test_isolation.py.)"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+
+from .conftest import builder, project
+from .sdists import CALM, bomb, digest, entry, matrix_text, sdist
+
+SETUP = "from setuptools import setup\nsetup(name='{0}', version='1.0', py_modules=['{0}'])\n"
+
+
+def crafted(folder: Path, name: str, extra: tarfile.TarInfo) -> tuple[Path, str]:
+    """A well-formed sdist plus one crafted member."""
+    target = folder / f"{name}-1.0.tar.gz"
+    with tarfile.open(target, "w:gz") as tar:
+        for rel, text in (("setup.py", SETUP.format(name)), (f"{name}.py", "X = 1\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(f"{name}-1.0/{rel}")
+            info.size, info.mtime = len(data), int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        tar.addfile(extra, io.BytesIO(b"planted\n") if extra.size else None)
+    return target, digest(target)
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mtime = kind, link, int(time.time())
+    info.size = len(b"planted\n") if kind == tarfile.REGTYPE else 0
+    return info
+
+
+def test_hostile_archives_are_refused_naming_the_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    outside = tmp_path / "outside"  # what the links aim at: must stay untouched
+    outside.mkdir()
+    (outside / "victim.txt").write_text("mine\n")
+    cases = {
+        "absolute": crafted(src, "absolute", member(str(outside / "planted.txt"))),
+        "symlink": crafted(src, "symlink", member("symlink-1.0/escape", tarfile.SYMTYPE, "../../../../../../../etc")),
+        "hardlink": crafted(src, "hardlink", member("hardlink-1.0/passwd", tarfile.LNKTYPE, "/etc/passwd")),
+        # 1 GiB + 64 MiB of zeros in a 1 MB archive: over the 1 GiB cap on what an sdist unpacks to.
+        "bomb": bomb(src, "bomb", (1 << 30) + (64 << 20)),
+    }
+    whole, _ = sdist(src / "whole", "truncated", {"setup.py": SETUP.format("truncated"), "data.txt": "0123456789abcdef" * 8192})
+    cut = src / "truncated-1.0.tar.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # its pin is of the cut file
+    cases["truncated"] = (cut, digest(cut))
+    # A build that leaves a link to a host file in its output folder: refused when copied out.
+    cases["outlink"] = sdist(src, "outlink", {
+        "setup.py": "import os\nos.symlink('/etc/shadow', '/builder/out/shadow')\n" + SETUP.format("outlink"),
+        "outlink.py": "X = 1\n",
+    })
+    calm = sdist(src, "calm", CALM)
+    matrix = project(tmp_path / "p", matrix_text(*(entry(n, *c) for n, c in cases.items()), entry("calm", *calm)))
+    done = builder(matrix, "all", "-j", "2")
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "Traceback" not in out
+    cells = tmp_path / "p" / ".builder" / "work" / "cells" / "debian12"
+
+    def reason(cell: str) -> str:
+        result = json.loads((cells / cell / "build.json").read_text())
+        assert result["status"] == "failed", result
+        assert f"[debian12/{cell}] build: failed" in out and f"debian12/{cell}" in out.split("failures")[-1]
+        return str(result["reason"])
+
+    assert "refusing absolute-1.0.tar.gz: member" in reason("absolute") and "has an absolute path" in reason("absolute")
+    assert "refusing symlink-1.0.tar.gz: link 'symlink-1.0/escape'" in reason("symlink")
+    assert "points outside the archive" in reason("symlink")
+    assert "refusing hardlink-1.0.tar.gz: link 'hardlink-1.0/passwd' -> '/etc/passwd'" in reason("hardlink")
+    assert "refusing bomb-1.0.tar.gz: it unpacks to at least" in reason("bomb")
+    assert "over the limit of 1073741824 (at member 'bomb-1.0/zeros.bin')" in reason("bomb")
+    assert "decompression bomb" in reason("bomb")
+    assert "truncated-1.0.tar.gz is corrupt or truncated" in reason("truncated")
+    assert "refused the guest's output /builder/out" in reason("outlink") and "shadow" in reason("outlink")
+    # Nothing landed outside the cells' folders, and the healthy cell is the only one published.
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
+    assert (outside / "victim.txt").read_text() == "mine\n"
+    assert not (cells / "outlink" / "build" / "shadow").exists()
+    assert not (cells / "outlink" / "build" / "shadow").is_symlink()
+    published = sorted(p.name for p in (tmp_path / "p" / "eggs" / "debian12").glob("*.egg"))
+    assert published == ["calm-1.0-py3.11.egg"]
