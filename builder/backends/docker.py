@@ -71,6 +71,10 @@ def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> li
     removed = []
     for container in engine.containers.list(all=True, filters={"label": LABEL}):
         owner = container.labels.get(f"{LABEL}.pid", "")
+        if not owner.isdigit():
+            # Not one we started: every guest carries its run's pid. A step of an image build
+            # FROM a builder image inherits that image's labels, and must not be killed here.
+            continue
         if pid is not None and owner != str(pid):
             continue
         if pid is None and owner.isdigit() and _alive(int(owner)) and int(owner) != os.getpid():
