@@ -219,14 +219,11 @@ class _Fleet:
                 raise ImageError(f"vagrant ssh-config {name} names no Host {name}", hint=text[:500])
             self.connections[role] = Connection(dest).__enter__()
 
-    def destination(self, role: Role) -> Destination:
-        return self.connection(role).dest
-
     def _destroy(self) -> None:
         def destroy(name: str) -> None:
-            # Vagrant keeps a created machine's id under its dotfile folder; none, nothing to do
-            # (and a `vagrant` call saved: each costs seconds).
-            if not (self.project.work / "machines" / "machines" / name).is_dir():
+            # Vagrant keeps a created machine's id in machines/NAME/PROVIDER/id under its dotfile
+            # folder; none, nothing to do (and a `vagrant` call saved: each costs seconds).
+            if not list((self.project.work / "machines" / "machines" / name).glob("*/id")):
                 return
             log = self.project.work / f"{name}.log"
             try:

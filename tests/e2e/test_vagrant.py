@@ -9,7 +9,10 @@ had here, and builder says so before anything starts.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +24,7 @@ import pytest
 from builder import backends, config
 from builder.model import Limits
 
-from .conftest import REPO, builder, project
+from .conftest import REPO, builder, in_terminal, project
 
 SHIPPED = (REPO / "matrix.yaml").read_text()
 
@@ -142,10 +145,6 @@ def test_a_missing_freebsd_box_stops_the_run_at_once_saying_how_to_add_it(tmp_pa
 
 
 def test_ctrl_c_takes_the_runs_machines_with_it(tmp_path: Path) -> None:
-    import os
-    import signal
-    import sys
-
     matrix = project(tmp_path / "int", SHIPPED)
     env = {**os.environ, "BUILDER_CACHE": str(REPO / ".builder" / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "builder", "all", "--cell", "debian12-vm/six", "--matrix", str(matrix)],
@@ -168,15 +167,13 @@ def test_ctrl_c_takes_the_runs_machines_with_it(tmp_path: Path) -> None:
 
 def test_builder_shell_puts_a_person_in_a_cells_guest_on_the_machine(tmp_path: Path) -> None:
     matrix = project(tmp_path / "sh", SHIPPED)
-    printed = builder(matrix, "shell", "debian12-vm/six", "--print")
-    assert printed.returncode == 0, printed.stderr
-    command = printed.stdout.strip().splitlines()[-1]
-    typed = "id -un; python3 -c 'import json; print(json.load(open(\"spec.json\"))[\"sdist\"])'; touch out/x && echo WROTE\nexit\n"
-    done = subprocess.run(["sh", "-c", command], input=typed, capture_output=True, text=True, timeout=300,
-                          cwd=matrix.parent, check=False)
-    lines = done.stdout.split()
-    assert done.returncode == 0, done.stdout + done.stderr
-    user = next(w for w in lines if w.startswith("bc"))
+    # A person at a terminal: builder's process becomes the shell (so its machines keep their
+    # owner's pid alive until the shell ends).
+    argv = [sys.executable, "-m", "builder", "shell", "debian12-vm/six", "--matrix", str(matrix)]
+    typed = b"id -un; python3 -c 'import json; print(json.load(open(\"spec.json\"))[\"sdist\"])'; touch out/x && echo WROTE-$((6*7)); exit\n"
+    code, screen = in_terminal(argv, matrix.parent, (b"$ ", typed), timeout=300)
+    assert code == 0, screen
+    user = next(w for w in screen.split() if w.startswith("bc") and w[2:].isalnum())
     # The cell's spec names its own folder on the machine, where the source was copied.
-    assert f"/var/tmp/builder/{user}/builder/in/six-1.16.0.tar.gz" in done.stdout and "WROTE" in done.stdout, done.stdout
+    assert f"/var/tmp/builder/{user}/builder/in/six-1.16.0.tar.gz" in screen and "WROTE-42" in screen, screen
     assert _machines_of(matrix.parent) == []
