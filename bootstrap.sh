@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a Debian machine for builder, idempotently: Debian's docker.io and debootstrap, a
+# Set up a Debian machine for builder, idempotently: Debian's docker.io, debootstrap and vagrant, a
 # running Docker engine, and builder itself with its test tools. Needs root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,6 +11,8 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 # The test suite renders the HTML report in a real headless browser.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# The vagrant backend (its Linux machines use Vagrant's docker provider, so no box is needed).
+command -v vagrant >/dev/null 2>&1 || missing+=(vagrant)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   $sudo apt-get update -qq

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__, config, ownership, pipeline, plan, report, state
-from .errors import BuilderError, CellsFailed
+from .errors import BuilderError, CellsFailed, ImageError
 from .model import Matrix
 
 STAGE_HELP = {
@@ -94,6 +94,9 @@ def err_print(line: str) -> None:
 
 def _interrupted(signum: int, frame: object) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C leaves at once
+    if "builder.backends.vagrant" in sys.modules:
+        # Stop waiting on Vagrant machines (their commands end); they are destroyed at exit.
+        sys.modules["builder.backends.vagrant"].interrupt()
     if "builder.backends.docker" in sys.modules:
         from . import backends
 
@@ -219,16 +222,24 @@ def _command(args: argparse.Namespace, matrix: Matrix, console: Console) -> int:
     from .images import require_dockerfiles
 
     require_dockerfiles(dict.fromkeys(c.platform for c in cells))  # a config error: before anything runs
+    blocked: dict[str, ImageError] = {}
+    if args.command != "fetch":
+        # A platform that cannot run here (its base image or box missing) is said once, before
+        # anything is fetched; when it is all that was selected, that is the whole answer.
+        blocked = pipeline.preflight(matrix, cells)
+        pipeline.refuse_if_blocked(blocked, cells)
     from ._lock import run_lock
 
     with run_lock(matrix.settings.work, lambda line: console.print(line, markup=False, highlight=False)):
-        return _run(args, matrix, cells, console)
+        return _run(args, matrix, cells, console, blocked)
 
 
-def _run(args: argparse.Namespace, matrix: Matrix, cells: list[plan.Cell], console: Console) -> int:
+def _run(
+    args: argparse.Namespace, matrix: Matrix, cells: list[plan.Cell], console: Console, blocked: dict[str, ImageError]
+) -> int:
     run = pipeline.Run(
         matrix, cells, jobs=args.jobs, fail_fast=args.fail_fast, verbose=args.verbose, force=args.force,
-        echo=lambda line: console.print(line, markup=False, highlight=False),
+        echo=lambda line: console.print(line, markup=False, highlight=False), blocked=blocked,
     )
     try:
         if console.is_terminal and not args.verbose:

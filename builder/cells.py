@@ -281,6 +281,10 @@ def _check_spec(
         "test": spec.test,
         "work": GUEST_WORK,
         "out": f"{GUEST_ROOT}/out",
+        # What "toolless" means depends on the family (FreeBSD's base system has cc): the check
+        # also proves the package's build-only OS packages are not in the runtime guest.
+        "family": cell.platform.family,
+        "build_only": sorted(set(cell.system.build) - set(cell.system.runtime)),
     }
     return guest_spec, files
 

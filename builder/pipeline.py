@@ -38,6 +38,7 @@ class Run:
     force: bool = False
     done: set[str] = field(default_factory=set)  # cells already complete (published, unchanged)
     running: dict[str, tuple[str, float]] = field(default_factory=dict)  # cell id -> (stage, start)
+    blocked: dict[str, ImageError] = field(default_factory=dict)  # platform -> why it cannot run here
 
     def record(self, cell: Cell, result: StageResult) -> None:
         self.results.setdefault(cell.id, {})[result.stage] = result
@@ -66,6 +67,40 @@ class Run:
 def pins_of(cell: Cell) -> list[Pin]:
     spec = cell.spec
     return [spec.source, *spec.build_requires, *cell.platform.tools, *cell.platform.context]
+
+
+def preflight(matrix: Matrix, selected: Sequence[Cell]) -> dict[str, ImageError]:
+    """Platforms whose machines cannot be made here (base image or box missing), and why.
+
+    Asked of each backend before anything is fetched, so a missing base stops its platform at
+    once with the one thing to do, not at the first download that needed it.
+    """
+    blocked: dict[str, ImageError] = {}
+    for platform in dict.fromkeys(c.platform for c in selected):
+        try:
+            backends.get(platform.backend).check(matrix, platform)
+        except ImageError as exc:
+            blocked[platform.name] = exc
+    return blocked
+
+
+def refuse_if_blocked(blocked: dict[str, ImageError], selected: Sequence[Cell]) -> None:
+    """When no selected platform can run here, stop with their reasons: nothing would run."""
+    if not blocked or any(c.platform.name not in blocked for c in selected):
+        return
+    if len(blocked) == 1:
+        raise next(iter(blocked.values()))
+    raise ImageError(
+        "no selected platform can run on this machine:\n" + "\n".join(f"  {name}: {exc}" for name, exc in blocked.items())
+    )
+
+
+def unavailable(run: Run) -> None:
+    """The cells of blocked platforms fail at `images`, one line each; the others go on."""
+    for cell in run.live():
+        exc = run.blocked.get(cell.platform.name)
+        if exc is not None:
+            run.record(cell, StageResult(cell.id, "images", "failed", reason=_one_line(exc)))
 
 
 def fetch(run: Run) -> None:
@@ -257,11 +292,11 @@ def _one_line(exc: BuilderError) -> str:
 
 STAGES: dict[str, tuple[Callable[[Run], None], ...]] = {
     "fetch": (fetch,),
-    "images": (fetch, images),
-    "build": (fetch, images, build),
-    "test": (fetch, images, test),
-    "publish": (fetch, images, publish),
-    "all": (fetch, images, up_to_date, build, test, publish),
+    "images": (unavailable, fetch, images),
+    "build": (unavailable, fetch, images, build),
+    "test": (unavailable, fetch, images, test),
+    "publish": (unavailable, fetch, images, publish),
+    "all": (unavailable, fetch, images, up_to_date, build, test, publish),
 }
 
 

@@ -28,6 +28,7 @@ class Shell:
 def prepare(matrix: Matrix, target: str, role: Role | None, echo: pipeline.Echo) -> Shell:
     cell_id = target if "/" in target else None
     selected = plan.select(matrix, cells=[cell_id]) if cell_id else plan.select(matrix, platforms=[target])
+    pipeline.refuse_if_blocked(pipeline.preflight(matrix, selected[-1:]), selected[-1:])
     run = pipeline.Run(matrix, selected, echo=echo)
     pipeline.fetch(run)
     pipeline.images(run)
@@ -77,8 +78,8 @@ def prepare(matrix: Matrix, target: str, role: Role | None, echo: pipeline.Echo)
 def enter(shell: Shell) -> None:
     """Replace this process with the shell, so the terminal is the guest's."""
     if shutil.which(shell.argv[0]) is None:
-        raise BuilderError(f"{shell.argv[0]} is not on PATH", hint="install the docker client")
+        raise BuilderError(f"{shell.argv[0]} is not on PATH", hint="install the docker client (or ssh, for vagrant platforms)")
     argv = list(shell.argv)
-    if os.isatty(0):
+    if os.isatty(0) and argv[0] == "docker":  # the vagrant backend's ssh asks for its terminal itself
         argv.insert(argv.index("-i") + 1, "-t")
     os.execvp(argv[0], argv)

@@ -49,6 +49,11 @@ class Machine(Protocol):
 
 
 class Backend(Protocol):
+    def check(self, matrix: Matrix, platform: Platform) -> None:
+        """Raise ImageError, saying how to provide it, when the platform's machines cannot be made
+        on this machine (a base image that cannot be pulled, a Vagrant box that is not there).
+        Quick, and before anything is fetched: nothing of the platform is worth fetching then."""
+
     def prepare(
         self, matrix: Matrix, platform: Platform, files: Mapping[str, Path], log: Callable[[str], None]
     ) -> Images:
@@ -74,6 +79,11 @@ def get(name: str) -> Backend:
         from . import docker
 
         return docker.DockerBackend()
+    if name == "vagrant":
+        # One per process: a platform's machines are up once per run and shared by its cells.
+        from . import vagrant
+
+        return vagrant.backend()
     raise ImageError(
         f"the {name} backend is declared in matrix.yaml but not available in this version of builder",
         hint=f"leave {name} platforms disabled, or build them with the docker backend",
@@ -81,11 +91,15 @@ def get(name: str) -> Backend:
 
 
 def clean(pid: int | None = None) -> list[str]:
-    """Remove the containers of run `pid`, or of runs that are no longer alive."""
+    """Remove the containers of run `pid`, or of runs that are no longer alive.
+
+    Machines of the vagrant backend's docker provider carry the same labels, so they are among
+    them; other Vagrant machines are destroyed when their run ends, or by the next run.
+    """
     from . import docker
 
     return docker.remove_containers(docker.client(), pid)
 
 
 def iter_names() -> Iterator[str]:
-    yield from ("docker",)
+    yield from ("docker", "vagrant")

@@ -71,6 +71,10 @@ def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> li
     removed = []
     for container in engine.containers.list(all=True, filters={"label": LABEL}):
         owner = container.labels.get(f"{LABEL}.pid", "")
+        if not owner.isdigit():
+            # Not one we started: every guest carries its run's pid. A step of an image build
+            # FROM a builder image inherits that image's labels, and must not be killed here.
+            continue
         if pid is not None and owner != str(pid):
             continue
         if pid is None and owner.isdigit() and _alive(int(owner)) and int(owner) != os.getpid():
@@ -166,6 +170,13 @@ class DockerBackend:
             ) from exc
         return ref, str(image.id)
 
+    def check(self, matrix: Matrix, platform: Platform) -> None:
+        """A registry base must be on this machine or pullable before anything is fetched for it
+        (CentOS's Python tarball is not worth fetching when centos:6 cannot be had)."""
+        host_images.dockerfile(platform)
+        if platform.base is not None and platform.base.kind == "image":
+            self.base(matrix, platform, lambda line: None)
+
     def prepare(
         self, matrix: Matrix, platform: Platform, files: Mapping[str, Path], log: Callable[[str], None]
     ) -> Images:
@@ -182,6 +193,15 @@ class DockerBackend:
                 args = host_images.build_args(matrix, platform, base_ref)
                 ids[role] = self._build(platform, context, role, tags[role], args)
         return Images(build=str(ids["build"]), runtime=str(ids["runtime"]))
+
+    def image_for(self, platform: Platform, context: Path, target: str, tags: Sequence[str]) -> str:
+        """The id of `context`'s Dockerfile `target`, built once per first tag (a digest of its
+        inputs) and also given the other tags. For the vagrant backend's docker-provider machines."""
+        found = _image_id(self.engine, tags[0]) or self._build(platform, context, target, tags[0], {})
+        for ref in tags[1:]:
+            repository, _, tag = ref.rpartition(":")
+            self.engine.images.get(found).tag(repository, tag)
+        return found
 
     def _build(self, platform: Platform, context: Path, target: str, tag: str, args: dict[str, str]) -> str:
         try:

@@ -129,6 +129,51 @@ def find_compilers(path_env, extra_dirs=COMPILER_DIRS):
     return found
 
 
+# The base system's own compiler folder on FreeBSD: cc/c++ (clang) ship with every install, as
+# sh does; "toolless" there means nothing beyond them (README: "FreeBSD and toolless").
+BASE_TOOLCHAIN = {"freebsd": ("/usr/bin/",)}
+
+# How each family asks whether an OS package is installed: (argv before the name, installed?).
+PACKAGE_QUERY = {
+    "debian": (["dpkg-query", "-W", "-f=${Status}"], lambda code, out: code == 0 and "install ok installed" in out),
+    "redhat": (["rpm", "-q"], lambda code, out: code == 0),
+    "freebsd": (["pkg", "info", "-e"], lambda code, out: code == 0),
+}
+
+
+def toolchain_reasons(family, compilers, installed_build_only):
+    """Why a runtime guest is not toolless, per family; (reasons, allowed base compilers).
+
+    Debian and RHEL: any compiler at all. FreeBSD: the base system's cc in /usr/bin is part of
+    every FreeBSD and allowed; any other compiler (pkg's gcc or llvm in /usr/local) is not.
+    Every family: none of the package's build-only OS packages may be installed."""
+    base = [c for c in compilers if any(c.startswith(d) for d in BASE_TOOLCHAIN.get(family, ()))]
+    extra = [c for c in compilers if c not in base]
+    reasons = []
+    if extra:
+        reasons.append("runtime image has a compiler: %s (the runtime target must not install one)" % ", ".join(extra))
+    if installed_build_only:
+        reasons.append("runtime image has build-only packages installed: %s (they belong to the build machine "
+                       "only: the package's system.%s.build list)" % (", ".join(installed_build_only), family))
+    return reasons, base
+
+
+def installed_packages(family, names):
+    """(the names that are installed, a problem if they could not be asked about)."""
+    if not names or family not in PACKAGE_QUERY:
+        return [], None
+    prefix, installed = PACKAGE_QUERY[family]
+    if not which(prefix[0], os.environ.get("PATH", "") + os.pathsep + "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"):
+        return [], "no %s in the runtime image, so the build-only packages %s could not be checked" % (
+            prefix[0], ", ".join(names))
+    found = []
+    for name in names:
+        code, output = capture(prefix + [name], env=environ({"LC_ALL": "C"}))
+        if installed(code, output):
+            found.append(name)
+    return found, None
+
+
 def module_for(path):
     """(dotted name, kind) for a file of an installed distribution, or None if it is no module.
     kind: 'source', 'bytecode' or 'compiled'. ABI tags are dropped: yaml/_yaml.cpython-311-
@@ -569,11 +614,18 @@ def check(spec, result, envs):
     for sub in ("home", "egg-cache", "empty"):
         fresh_dir(os.path.join(work, sub))
 
-    say("step 1: no compiler in the runtime image")
-    result["compilers"] = find_compilers(os.environ.get("PATH", ""))
-    if result["compilers"]:
-        reasons.append("runtime image has a compiler: %s (the runtime target must not install one)"
-                       % ", ".join(result["compilers"]))
+    family = spec.get("family") or "debian"
+    say("step 1: no compiler and no build-only package in the runtime image (%s)" % family)
+    compilers = find_compilers(os.environ.get("PATH", ""))
+    installed, problem = installed_packages(family, spec.get("build_only") or [])
+    if problem:
+        reasons.append(problem)
+    found, result["base_compilers"] = toolchain_reasons(family, compilers, installed)
+    result["compilers"] = [c for c in compilers if c not in result["base_compilers"]]
+    result["build_only_installed"] = installed
+    if result["base_compilers"]:
+        say("the base system's own compiler, allowed on %s: %s" % (family, ", ".join(result["base_compilers"])))
+    reasons.extend(found)
 
     say("step 2: a fresh environment")
     started = time.time()
@@ -637,7 +689,8 @@ def check_one(spec, envs):
     out = spec["out"]
     if not os.path.isdir(out):
         os.makedirs(out)
-    result = {"ok": False, "python": python_version(), "compilers": [], "installed": [], "modules": [],
+    result = {"ok": False, "python": python_version(), "compilers": [], "base_compilers": [], "build_only_installed": [],
+              "installed": [], "modules": [],
               "import_failures": {}, "extensions": {}, "missing_libraries": {}, "missing_versions": {},
               "test": {"ran": False, "returncode": None, "output_tail": ""}, "reasons": [], "timings": {}}
     started = time.time()

@@ -42,9 +42,10 @@ def builder(matrix: Path, *args: str, env: dict[str, str] | None = None, timeout
 
 
 def project(tmp: Path, matrix_text: str, images: Path = REPO / "images") -> Path:
-    """A user's project folder: matrix.yaml and an images/ folder."""
+    """A user's project folder: matrix.yaml, an images/ folder and the Vagrantfile."""
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "images").symlink_to(images, target_is_directory=True)
+    (tmp / "Vagrantfile").symlink_to(REPO / "Vagrantfile")
     path = tmp / "matrix.yaml"
     path.write_text(matrix_text)
     return path

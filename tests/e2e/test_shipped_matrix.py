@@ -21,7 +21,10 @@ def test_every_cell_passes_and_the_summary_says_so(shipped: tuple[Path, str]) ->
         assert f"[{platform}/pyyaml] publish: passed" in out
     root, _ = shipped
     suite = ElementTree.parse(root / ".builder" / "work" / "report" / "junit.xml").getroot().find("testsuite")
-    assert suite is not None and suite.get("tests") == "12" and suite.get("failures") == "0"
+    assert suite is not None and suite.get("tests") == "14" and suite.get("failures") == "0"
+    # The vagrant platform: its two packages, built and tested on Vagrant machines.
+    for package in ("simplejson", "six"):
+        assert f"[debian12-vm/{package}] publish: passed" in out
 
 
 def test_eggs_and_wheels_are_published_with_a_truthful_manifest(shipped: tuple[Path, str]) -> None:
@@ -39,6 +42,9 @@ def test_eggs_and_wheels_are_published_with_a_truthful_manifest(shipped: tuple[P
             assert entry["input_key"] and entry["build_image"].startswith("sha256:")
         index = (folder / "index.html").read_text()
         assert all(name in index for name in names)
+    vm = sorted(p.name for p in (root / "eggs" / "debian12-vm").iterdir() if p.suffix in (".egg", ".whl"))
+    assert vm == ["simplejson-3.19.3-cp311-cp311-linux_x86_64.whl", "simplejson-3.19.3-py3.11-linux-x86_64.egg",
+                  "six-1.16.0-py2.py3-none-any.whl", "six-1.16.0-py3.11.egg"], vm
     assert builder(root / "matrix.yaml", "verify").returncode == 0
 
 
@@ -47,7 +53,7 @@ def test_a_warm_run_rebuilds_nothing_and_force_rebuilds(shipped: tuple[Path, str
     manifest = (root / "eggs" / "debian12" / "manifest.json").read_bytes()
     warm = builder(root / "matrix.yaml", "all")
     assert warm.returncode == 0, warm.stdout + warm.stderr
-    assert warm.stdout.count("up to date: published with the same inputs") == 12
+    assert warm.stdout.count("up to date: published with the same inputs") == 14
     assert "build: passed" not in warm.stdout
     assert (root / "eggs" / "debian12" / "manifest.json").read_bytes() == manifest
     forced = builder(root / "matrix.yaml", "all", "--force", "--cell", "debian12/six")

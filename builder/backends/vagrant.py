@@ -1,0 +1,622 @@
+"""The vagrant backend: a platform's build and runtime machines from the project's Vagrantfile.
+
+Vagrant is driven through python-vagrant (the only module that imports it); commands and copies
+go over plain ssh through builder.ssh, one master connection per machine, made from
+`vagrant ssh-config` (a `vagrant ssh` per command would cost about 2 s each).
+
+A platform's two machines are brought up at its first cell, once per run, provisioned with the
+matrix's OS packages (BUILDER_RUNTIME_PACKAGES on both, BUILDER_BUILD_PACKAGES on the build
+machine), and destroyed when the run ends; a run killed with -9 leaves them to the next run,
+which destroys them before bringing them up again.
+
+Isolation. Many cells share one machine, so each cell gets, for as long as it runs:
+  - its own unprivileged user, made for it and removed after: every command of the cell runs as
+    that user (never as the ssh user, who may become root);
+  - its own folder, /var/tmp/builder/<user>, that no other cell's user can enter; the guest
+    paths a cell is given (/builder, /tmp/builder-work) are mapped into it, so two cells never
+    see each other's files, and the folder is removed after;
+  - the time limit (limits.timeout): on expiry every process of the cell's user is killed;
+  - a process limit (limits.pids, `ulimit -u` of its own user) and a per-process address-space
+    limit (limits.memory, `ulimit -v`).
+It does NOT give: network isolation (the machine keeps its network: builder reaches it over
+ssh, and provisioning installs packages), a memory limit on the cell as a whole (the docker
+backend's cgroup), or a read-only system. Those are what the docker backend adds.
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import vagrant as pyvagrant
+
+from .. import runner
+from ..cells import GUEST_ROOT, GUEST_WORK
+from ..errors import BuilderError, CommandError, ImageError
+from ..model import Limits, Matrix, Platform
+from ..plan import build_packages, runtime_packages
+from ..ssh import Connection, Destination
+from . import Exec, Images, Role
+
+VAGRANTFILE = "Vagrantfile"
+CELLS = "/var/tmp/builder"  # each cell's folder is CELLS/<its user>
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Vagrant asks the network for its own and its boxes' new versions unless told not to; a
+# machine without network would wait on that.
+QUIET = {"VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1", "VAGRANT_NO_COLOR": "1"}
+
+# Run as the cell's user, inside its limits: argv after the two limit words. The process limit
+# is -u in FreeBSD's sh and bash, -p in dash (Debian's sh).
+LIMITED = '{ ulimit -u "$1" || ulimit -p "$1"; } 2>/dev/null && ulimit -v "$2" && cd / && shift 2 && exec "$@"'
+
+# Make a cell's user and folder (as root). Debian and RHEL make the user's own group with
+# useradd; FreeBSD's pw does the same. The folder: the ssh user writes its inputs, the cell's
+# group reads them, no one else enters; its work folder is the cell user's alone.
+OPEN_CELL = r"""
+set -e
+u=$1; root=$2; owner=$3
+if command -v useradd >/dev/null 2>&1; then useradd -M -d "$root/work" -s /bin/sh "$u"
+else pw useradd -n "$u" -d "$root/work" -s /bin/sh; fi
+g=$(id -g "$u")
+mkdir -p "$(dirname "$root")" && chmod 711 "$(dirname "$root")"
+mkdir "$root" && chown "$owner:$g" "$root" && chmod 750 "$root"
+mkdir "$root/work" && chown "$u:$g" "$root/work" && chmod 700 "$root/work"
+"""
+
+# End every process of the cell's user, then remove the user and its folder (as root).
+CLOSE_CELL = r"""
+u=$1; root=$2
+for _ in 1 2 3 4 5 6 7 8 9 10; do pkill -KILL -U "$u" 2>/dev/null || break; sleep 0.2; done
+rm -rf "$root"
+if command -v userdel >/dev/null 2>&1; then userdel "$u"; else pw userdel -n "$u"; fi
+"""
+
+
+def memory_kb(text: str) -> int:
+    """limits.memory ("2g", "512m", "1048576k", bytes) in KiB, for `ulimit -v`."""
+    units = {"k": 1, "m": 1024, "g": 1024**2, "t": 1024**3}
+    value = text.strip().lower().removesuffix("b")
+    if value and value[-1] in units:
+        return int(float(value[:-1]) * units[value[-1]])
+    return max(1, int(value) // 1024)
+
+
+def translate(path: str, root: str) -> str:
+    """A guest path a cell was given (/builder/…, /tmp/builder-work/…) → its place in the cell's folder."""
+    for prefix, inside in ((GUEST_ROOT, "builder"), (GUEST_WORK, "work")):
+        if path == prefix or path.startswith(prefix + "/"):
+            return f"{root}/{inside}{path[len(prefix):]}"
+    return path
+
+
+def translate_spec(value: object, root: str) -> object:
+    """Every guest path in a spec.json, mapped into the cell's folder (structure kept)."""
+    if isinstance(value, str):
+        return translate(value, root)
+    if isinstance(value, list):
+        return [translate_spec(v, root) for v in value]
+    if isinstance(value, dict):
+        return {k: translate_spec(v, root) for k, v in value.items()}
+    return value
+
+
+@dataclass
+class _Project:
+    """Where a platform's machines are declared and what they are provisioned with."""
+
+    root: Path  # the folder of the Vagrantfile (and of matrix.yaml)
+    work: Path  # .builder/work/vagrant: Vagrant's state, logs and builder's key
+    key: Path
+    runtime_packages: tuple[str, ...] = ()
+    build_packages: tuple[str, ...] = ()
+    machines: dict[str, dict[str, object]] = field(default_factory=dict)  # what the Vagrantfile describes
+
+    @property
+    def machines_use_docker(self) -> bool:
+        return any(m.get("image") for m in self.machines.values())
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            **QUIET,
+            "VAGRANT_CWD": str(self.root),
+            # Vagrant's state beside builder's other state, not a .vagrant/ in the project.
+            "VAGRANT_DOTFILE_PATH": str(self.work / "machines"),
+            "BUILDER_SSH_KEY": str(self.key),
+            **extra,
+        }
+
+    def vagrant(self, log: Path, **extra: str) -> pyvagrant.Vagrant:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        return pyvagrant.Vagrant(
+            root=str(self.root), env=self.env(**extra),
+            out_cm=pyvagrant.make_file_cm(str(log)), err_cm=pyvagrant.make_file_cm(str(log)),
+        )
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class _Fleet:
+    """One platform's two machines for this run: up at its first cell, destroyed at exit."""
+
+    def __init__(self, platform: Platform, project: _Project) -> None:
+        assert platform.machines is not None
+        self.platform = platform
+        self.project = project
+        self.names: dict[Role, str] = {"build": platform.machines[0], "runtime": platform.machines[1]}
+        self.lock = threading.Lock()
+        self.admin = {role: threading.Lock() for role in self.names}  # useradd/userdel one at a time
+        self.connections: dict[Role, Connection] = {}
+        self.failure: BuilderError | None = None
+        self.keep = False
+
+    def connection(self, role: Role) -> Connection:
+        _stopping()
+        with self.lock:
+            if self.failure is not None:
+                raise self.failure
+            if not self.connections:
+                try:
+                    self._up()
+                except BuilderError as exc:
+                    self.failure = exc
+                    raise
+            return self.connections[role]
+
+    def _up(self) -> None:
+        atexit.register(self.down)
+        self._destroy()  # what a killed run left: machines are made fresh, with today's packages
+        # Vagrant's record of a machine whose `up` was cut short can name a container that is
+        # gone, and then `up` fails on it: start from no record (the folder is builder's own; a
+        # container it named carries a dead run's pid, which `builder clean` removes).
+        for name in self.names.values():
+            shutil.rmtree(self.project.work / "machines" / "machines" / name, ignore_errors=True)
+        packages = {
+            "BUILDER_RUNTIME_PACKAGES": " ".join(self.project.runtime_packages),
+            "BUILDER_BUILD_PACKAGES": " ".join(self.project.build_packages),
+            "BUILDER_PID": str(os.getpid()),
+        }
+
+        def up(name: str) -> None:
+            log = self.project.work / f"{name}.log"
+            log.unlink(missing_ok=True)
+            try:
+                self.project.vagrant(log, **packages).up(vm_name=name)
+            except (subprocess.CalledProcessError, OSError) as exc:
+                raise ImageError(
+                    f"vagrant up {name} (platform {self.platform.name}) failed: {exc}",
+                    hint=f"see {log}; fix the machine in {self.project.root / VAGRANTFILE}\n{_tail(log)}",
+                ) from exc
+
+        with ThreadPoolExecutor(max_workers=2) as pool:  # both machines at once: most of it is waiting
+            list(pool.map(up, self.names.values()))
+        for role, name in self.names.items():
+            log = self.project.work / f"{name}.log"
+            try:
+                text = self.project.vagrant(log).ssh_config(vm_name=name)
+            except subprocess.CalledProcessError as exc:
+                raise ImageError(f"vagrant ssh-config {name} failed: {exc}", hint=f"see {log}\n{_tail(log)}") from exc
+            dest = Destination.from_ssh_config(text).get(name)
+            if dest is None:
+                raise ImageError(f"vagrant ssh-config {name} names no Host {name}", hint=text[:500])
+            self.connections[role] = Connection(dest).__enter__()
+
+    def _destroy(self) -> None:
+        def destroy(name: str) -> None:
+            # Vagrant keeps a created machine's id in machines/NAME/PROVIDER/id under its dotfile
+            # folder; none, nothing to do (and a `vagrant` call saved: each costs seconds).
+            if not list((self.project.work / "machines" / "machines" / name).glob("*/id")):
+                return
+            log = self.project.work / f"{name}.log"
+            try:
+                self.project.vagrant(log).destroy(vm_name=name)
+            except (subprocess.CalledProcessError, OSError):
+                pass  # already gone
+
+        # Threads, not an executor: this also runs at interpreter exit, when executors refuse work.
+        threads = [threading.Thread(target=destroy, args=(name,)) for name in self.names.values()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def down(self) -> None:
+        for connection in self.connections.values():
+            try:
+                connection.close()
+            except (OSError, subprocess.SubprocessError):
+                pass
+        self.connections.clear()
+        if not self.keep:
+            self._destroy()
+        if _STOPPING.is_set() and self.project.machines_use_docker:
+            # A `vagrant up` stopped half-way may have left a container Vagrant never recorded;
+            # it carries our pid, as builder's own containers do.
+            from . import docker
+
+            try:
+                docker.remove_containers(docker.client(), os.getpid())
+            except BuilderError:
+                pass
+
+    def destroy_command(self) -> str:
+        """The host command that destroys this run's machines, for a shell to run when it ends."""
+        env = self.project.env()
+        words = [f"{k}={shlex.quote(env[k])}" for k in ("VAGRANT_CWD", "VAGRANT_DOTFILE_PATH", "BUILDER_SSH_KEY")]
+        words += [f"{k}={v}" for k, v in QUIET.items()]
+        names = " ".join(shlex.quote(n) for n in self.names.values())
+        return f"env {' '.join(words)} vagrant destroy -f {names} >/dev/null 2>&1"
+
+
+class VagrantBackend:
+    """One per process (backends.get returns it): the machines outlive a cell, not the run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fleets: dict[str, _Fleet] = {}
+        self._projects: dict[tuple[Path, str], _Project] = {}
+
+    # -- before anything is fetched -----------------------------------------------------------
+
+    def check(self, matrix: Matrix, platform: Platform) -> None:
+        """Fail fast, naming what to do, when the platform's machines cannot be made here."""
+        self._project(matrix, platform)
+
+    def _project(self, matrix: Matrix, platform: Platform) -> _Project:
+        key = (matrix.root.resolve(), platform.name)
+        with self._lock:
+            if key in self._projects:
+                return self._projects[key]
+        if shutil.which("vagrant") is None:
+            raise ImageError(
+                f"platform {platform.name} needs Vagrant, which is not installed",
+                hint="apt-get install vagrant (the README's set-up command does it)",
+            )
+        root = matrix.root.resolve()
+        if not (root / VAGRANTFILE).is_file():
+            raise ImageError(
+                f"platform {platform.name} is a vagrant platform, but there is no {root / VAGRANTFILE}",
+                hint="declare its machines there (see the Vagrantfile shipped with builder)",
+            )
+        work = (matrix.settings.work / "vagrant").resolve()
+        project = _Project(root=root, work=work, key=work / "id_ed25519")
+        project.machines = self._describe(project, platform)
+        assert platform.machines is not None
+        missing = [m for m in platform.machines if m not in project.machines]
+        if missing:
+            raise ImageError(
+                f"platform {platform.name} names machine(s) {', '.join(missing)}, which {root / VAGRANTFILE} does not declare",
+                hint=f"declared there: {', '.join(project.machines) or 'none'}; fix machines: in matrix.yaml ({platform.location})",
+            )
+        self._check_boxes(project, platform)
+        project.runtime_packages = runtime_packages(matrix, platform)
+        project.build_packages = build_packages(matrix, platform)
+        with self._lock:
+            self._projects[key] = project
+        return project
+
+    def _describe(self, project: _Project, platform: Platform) -> dict[str, dict[str, object]]:
+        """The machines the Vagrantfile declares, and their boxes (the Vagrantfile writes them)."""
+        log = project.work / "describe.log"
+        with tempfile.TemporaryDirectory() as folder:
+            described = Path(folder) / "machines.json"
+            try:
+                project.vagrant(log, BUILDER_DESCRIBE=str(described)).status()
+            except (subprocess.CalledProcessError, OSError) as exc:
+                raise ImageError(
+                    f"vagrant cannot read {project.root / VAGRANTFILE} ({exc})", hint=f"see {log}\n{_tail(log)}"
+                ) from exc
+            try:
+                found = json.loads(described.read_text())
+            except (OSError, ValueError):
+                raise ImageError(
+                    f"{project.root / VAGRANTFILE} did not describe its machines",
+                    hint="it must write its MACHINES table to $BUILDER_DESCRIBE (see the shipped Vagrantfile)",
+                ) from None
+        return {str(k): dict(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+    def _check_boxes(self, project: _Project, platform: Platform) -> None:
+        assert platform.machines is not None
+        wanted = {str(project.machines[m]["box"]): project.machines[m] for m in platform.machines if project.machines[m].get("box")}
+        if not wanted:
+            return  # the docker provider needs no box
+        log = project.work / "boxes.log"
+        try:
+            have = {box.name for box in project.vagrant(log).box_list()}
+        except (subprocess.CalledProcessError, OSError) as exc:
+            raise ImageError(f"vagrant box list failed ({exc})", hint=f"see {log}\n{_tail(log)}") from exc
+        for box, machine in wanted.items():
+            if box in have:
+                continue
+            variable = machine.get("box_variable")
+            choose = f", or set {variable} to a box you have (vagrant box list)" if variable else ""
+            raise ImageError(
+                f"the Vagrant box {box} of platform {platform.name} is not on this machine, and boxes cannot be "
+                "downloaded during a run",
+                hint=f"make it available: `vagrant box add {box}` where it can be downloaded, or "
+                f"`vagrant box add --name {box} FILE.box` from a saved copy{choose}",
+            )
+
+    # -- the Backend protocol ---------------------------------------------------------------
+
+    def prepare(
+        self, matrix: Matrix, platform: Platform, files: Mapping[str, Path], log: Callable[[str], None]
+    ) -> Images:
+        """Check the machines can be made and name them by their inputs; nothing starts yet."""
+        project = self._project(matrix, platform)
+        _ensure_key(project.key)
+        with self._lock:
+            old = self._fleets.get(platform.name)
+            if old is None or old.project is not project:  # one matrix per run; another project, other machines
+                if old is not None:
+                    old.down()
+                self._fleets[platform.name] = _Fleet(platform, project)
+        digest = hashlib.sha256()
+        digest.update((project.root / VAGRANTFILE).read_bytes())
+        assert platform.machines is not None
+        for name in platform.machines:
+            digest.update(json.dumps(project.machines[name], sort_keys=True).encode())
+        # What docker-provider machines are built from (the build_dir the Vagrantfile reports).
+        for name in platform.machines:
+            build_dir = project.machines[name].get("build_dir")
+            folder = project.root / str(build_dir) if build_dir else None
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder and folder.is_dir() else ():
+                digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+        digest.update(" ".join(project.runtime_packages).encode() + b"\0" + " ".join(project.build_packages).encode())
+        tag = digest.hexdigest()[:16]
+        ids = {name: self._machine_image(project, platform, name, log) for name in platform.machines}
+        build, runtime = platform.machines
+        return Images(build=f"vagrant:{build}:{tag}{ids[build]}", runtime=f"vagrant:{runtime}:{tag}{ids[runtime]}")
+
+    def _machine_image(self, project: _Project, platform: Platform, name: str, log: Callable[[str], None]) -> str:
+        """For a docker-provider machine, build the image the Vagrantfile names (once per inputs);
+        "" for a box machine, whose box is checked in `check`."""
+        described = project.machines[name]
+        image, build_dir, target = (described.get(k) for k in ("image", "build_dir", "target"))
+        if not (image and build_dir and target):
+            return ""
+        folder = project.root / str(build_dir)
+        if not (folder / "Dockerfile").is_file():
+            raise ImageError(f"machine {name} is built from {folder / 'Dockerfile'}, which does not exist",
+                             hint=f"fix its build_dir in {project.root / VAGRANTFILE}")
+        digest = hashlib.sha256(str(target).encode())
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+        repository = str(image).rpartition(":")[0] or str(image)
+        pinned = f"{repository}:{target}-{digest.hexdigest()[:16]}"
+        from . import docker  # only docker-provider machines need the engine
+
+        log(f"[{platform.name}] image {pinned} for machine {name}")
+        found = docker.DockerBackend().image_for(platform, folder, str(target), [pinned, str(image)])
+        return f"@{found}"
+
+    def _fleet(self, platform: Platform) -> _Fleet:
+        with self._lock:
+            fleet = self._fleets.get(platform.name)
+        if fleet is None:
+            raise ImageError(f"the machines of {platform.name} were not prepared")  # a bug: prepare comes first
+        return fleet
+
+    @contextmanager
+    def machine(
+        self, platform: Platform, images: Images, role: Role, limits: Limits, label: str
+    ) -> Iterator[VagrantMachine]:
+        fleet = self._fleet(platform)
+        connection = fleet.connection(role)
+        machine = VagrantMachine(connection, f"bc{secrets.token_hex(4)}", limits)
+        with fleet.admin[role]:
+            machine.open()
+        try:
+            yield machine
+        finally:
+            with fleet.admin[role]:
+                machine.close()
+
+    def interactive(
+        self, platform: Platform, images: Images, role: Role, mounts: Mapping[str, str], env: Mapping[str, str]
+    ) -> list[str]:
+        """ssh into a cell made for the person (its own user and folder, the mounts copied in);
+        the machines are destroyed when the shell ends."""
+        fleet = self._fleet(platform)
+        connection = fleet.connection(role)
+        machine = VagrantMachine(connection, f"bc{secrets.token_hex(4)}", platform.limits)
+        with fleet.admin[role]:
+            machine.open()
+        for host, guest in mounts.items():
+            machine.copy_in(Path(host), guest.removesuffix(":ro"))
+            if (Path(host) / "out").is_dir():  # a cell's stage: its out folder is the cell's to write
+                machine.mkdir(guest.removesuffix(":ro") + "/out")
+        folder = translate(GUEST_ROOT, machine.root)
+        say = f"builder: this cell's {GUEST_ROOT} is {folder} on this machine"
+        inner = f'echo {shlex.quote(say)}; cd {shlex.quote(folder)} 2>/dev/null || cd {shlex.quote(machine.root)}; exec sh -i'
+        words = {k: translate(v, machine.root) for k, v in env.items()}
+        remote = ["sudo", "-n", "-u", machine.user, "--", "env", "-i", f"PATH={PATH}",
+                  *(f"{k}={v}" for k, v in words.items()), "sh", "-c", inner]
+        ssh = Connection(connection.dest).argv(remote, tty=True)  # a plain ssh: this process is replaced
+        fleet.keep = True  # the shell's own command destroys them when it ends
+        fleet.down()
+        return ["sh", "-c", f'"$@"; status=$?; {fleet.destroy_command()}; exit $status', "builder-shell", *ssh]
+
+
+def _ensure_key(key: Path) -> None:
+    """builder's own ssh key for its machines (never Vagrant's well-known insecure one)."""
+    if key.is_file() and key.with_suffix(".pub").is_file():
+        return
+    key.parent.mkdir(parents=True, exist_ok=True)
+    key.unlink(missing_ok=True)
+    key.with_suffix(".pub").unlink(missing_ok=True)
+    try:
+        runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "builder-vagrant", "-f", str(key)], timeout=60)
+    except CommandError as exc:
+        raise ImageError(f"cannot make the ssh key {key}: {exc.output.strip()}", hint="install openssh-client") from exc
+
+
+class VagrantMachine:
+    """A cell on a shared machine: its own user and folder, gone when the cell ends."""
+
+    def __init__(self, connection: Connection, user: str, limits: Limits) -> None:
+        self.connection = connection
+        self.user = user
+        self.limits = limits
+        self.root = f"{CELLS}/{user}"
+
+    def _root(self, argv: Sequence[str]) -> Exec:
+        _stopping()
+        return self.connection.run(["sudo", "-n", *argv], timeout=300)
+
+    def _must(self, argv: Sequence[str], what: str) -> None:
+        done = self._root(argv)
+        if done.returncode != 0:
+            raise ImageError(f"{what} on {self.connection.dest} failed (exit {done.returncode}): {done.output.strip()[-500:]}")
+
+    def open(self) -> None:
+        owner = self.connection.dest.user or "root"
+        self._must(["sh", "-c", OPEN_CELL, "sh", self.user, self.root, owner], f"making the cell user {self.user}")
+
+    def close(self) -> None:
+        if not _STOPPING.is_set():  # interrupted: the machine goes as a whole, at exit
+            self._root(["sh", "-c", CLOSE_CELL, "sh", self.user, self.root])
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> Exec:
+        _stopping()
+        words = [translate(a, self.root) for a in argv]
+        variables = [f"{k}={translate(v, self.root)}" for k, v in (env or {}).items()]
+        if user in ("root", "0", "0:0"):
+            command = ["sudo", "-n", "--", "env", "-i", f"PATH={PATH}", *variables, *words]
+        else:  # every other request runs as the cell's own user, inside its limits
+            command = [
+                "sudo", "-n", "-u", self.user, "--", "env", "-i", f"PATH={PATH}", *variables,
+                "sh", "-c", LIMITED, "sh", str(self.limits.pids), str(memory_kb(self.limits.memory)), *words,
+            ]
+        done = self.connection.run(command, timeout=timeout, log=log)
+        if done.timed_out:
+            # Killing ssh closes the channel but may leave the cell's processes running.
+            self._root(["pkill", "-KILL", "-U", self.user])
+            return Exec(-9, done.output + f"\n(stopped after {timeout} s)", timed_out=True)
+        return done
+
+    def copy_in(self, src: Path, dest: str, *, writable: bool = False) -> None:
+        """Copy a host file or folder in; the cell reads it, and writes it only if writable.
+        A spec.json in it has its guest paths mapped into the cell's folder."""
+        _stopping()
+        target = translate(dest, self.root)
+        spec = src / "spec.json" if src.is_dir() else None
+        if spec is not None and spec.is_file():
+            with tempfile.TemporaryDirectory(dir=src.parent, prefix=".vagrant-") as folder:
+                copy = Path(folder) / src.name
+                shutil.copytree(src, copy, copy_function=_link_or_copy)
+                (copy / "spec.json").unlink()
+                data = translate_spec(json.loads(spec.read_text()), self.root)
+                (copy / "spec.json").write_text(json.dumps(data, indent=2, sort_keys=True))
+                self.connection.put(copy, target)
+        else:
+            self.connection.put(src, target)
+        if writable:
+            self._must(["chown", "-hR", f"{self.user}:", target], f"giving {target} to {self.user}")
+        else:
+            self.connection.run(["chmod", "-R", "a+rX,go-w", target], timeout=300)
+
+    def mkdir(self, dest: str) -> None:
+        """An empty folder the cell's user may write: the only writable place it gets besides its work folder."""
+        target = translate(dest, self.root)
+        self._must(["sh", "-c", 'mkdir -p "$1" && chown "$2:" "$1"', "sh", target, self.user], f"making {target}")
+
+    def copy_out(self, src: str, dest: Path) -> None:
+        """Copy a cell folder's contents into dest. The folder is first given to the ssh user
+        (links are not followed), so nothing the cell made unreadable stops the copy."""
+        _stopping()
+        source = translate(src, self.root)
+        owner = self.connection.dest.user or "root"
+        self._root(["chown", "-hR", owner, source])
+        self.connection.run(["chmod", "-R", "u+rwX", source], timeout=300)
+        self.connection.get(source, dest)
+
+
+def _link_or_copy(src: str, dest: str) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
+# Set on Ctrl-C: cells stop talking to machines at once instead of waiting on ones being removed.
+_STOPPING = threading.Event()
+
+
+def interrupt() -> None:
+    """Ctrl-C (or TERM): end the vagrant and ssh commands this process is waiting on, and make
+    cells give up rather than start new ones. The machines are destroyed at exit (Fleet.down)."""
+    _STOPPING.set()
+    for child in _descendants(os.getpid()):  # vagrant, and the docker or ssh commands it runs
+        try:
+            os.kill(child, signal.SIGTERM)
+        except OSError:
+            pass
+
+
+def _descendants(pid: int) -> list[int]:
+    """This process's children, theirs and so on, from /proc (the host is Linux)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid …: comm may hold spaces and parentheses, so split after the last ")".
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1].isdigit():
+            parents[int(entry)] = int(fields[1])
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found += children
+        todo += children
+    return found
+
+
+def _stopping() -> None:
+    if _STOPPING.is_set():
+        raise BuilderError("interrupted")
+
+
+_BACKEND: VagrantBackend | None = None
+_BACKEND_LOCK = threading.Lock()
+
+
+def backend() -> VagrantBackend:
+    global _BACKEND
+    with _BACKEND_LOCK:
+        if _BACKEND is None:
+            _BACKEND = VagrantBackend()
+        return _BACKEND

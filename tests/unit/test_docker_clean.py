@@ -1,0 +1,39 @@
+"""`clean` removes the guests of dead runs, and nothing that merely inherited builder's labels."""
+from __future__ import annotations
+
+import os
+
+from builder.backends import docker as backend
+
+
+class Container:
+    def __init__(self, name: str, labels: dict[str, str]) -> None:
+        self.name, self.labels, self.removed = name, labels, False
+
+    def remove(self, force: bool = False) -> None:
+        self.removed = True
+
+
+class Engine:
+    def __init__(self, containers: list[Container]) -> None:
+        self.containers = self
+        self._all = containers
+
+    def list(self, all: bool = False, filters: dict | None = None) -> list[Container]:
+        return [c for c in self._all if backend.LABEL in c.labels]
+
+
+def test_only_guests_of_dead_runs_are_removed() -> None:
+    dead = 2**22 + 12345  # above any pid_max default: no such process
+    guests = [
+        Container("dead-cell", {"io.builder": "cell", "io.builder.pid": str(dead)}),
+        Container("dead-vm", {"io.builder": "vagrant", "io.builder.pid": str(dead)}),
+        Container("live-cell", {"io.builder": "cell", "io.builder.pid": str(os.getppid())}),
+        # A RUN step of `docker build` FROM a builder image: the image's labels, no pid.
+        Container("build-step", {"io.builder": "image", "io.builder.platform": "centos6"}),
+    ]
+    removed = backend.remove_containers(Engine(guests), None)  # type: ignore[arg-type]
+    assert sorted(removed) == ["dead-cell", "dead-vm"]
+    assert [c.name for c in guests if c.removed] == ["dead-cell", "dead-vm"]
+    mine = [Container("mine", {"io.builder": "cell", "io.builder.pid": str(os.getppid())}), guests[3]]
+    assert backend.remove_containers(Engine(mine), os.getppid()) == ["mine"]  # type: ignore[arg-type]
