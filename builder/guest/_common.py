@@ -97,11 +97,18 @@ def python_version():
 
 
 def fresh_dir(path):
+    """An empty folder at path. A folder already there is emptied, not replaced: it may be a
+    mount point, or sit in a parent the guest user cannot write (a vagrant cell's folder)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        for name in os.listdir(path):
+            child = os.path.join(path, name)
+            if os.path.isdir(child) and not os.path.islink(child):
+                shutil.rmtree(child)
+            else:
+                os.remove(child)
+        return path
     if os.path.lexists(path):
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
+        os.remove(path)
     os.makedirs(path)
     return path
 

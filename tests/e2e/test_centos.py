@@ -116,7 +116,7 @@ packages:
     assert (context / "Dockerfile").read_text() == (REPO / "images" / "centos" / "Dockerfile").read_text()
     for package, extension in (("simplejson", "simplejson._speedups"), ("pyyaml", "yaml._yaml")):
         cell = root / ".builder" / "work" / "cells" / "centos6" / package
-        checked = json.loads((cell / "test-egg" / "check-result.json").read_text())
+        checked = json.loads((cell / "test" / "egg" / "check-result.json").read_text())
         assert checked["ok"] and checked["python"].startswith("2.7"), checked
         # Toolless: no compiler, and libyaml-devel (yum's, mapped) only on the build image.
         assert checked["compilers"] == [] and checked["build_only_installed"] == [], checked

@@ -55,7 +55,7 @@ def test_an_egg_is_built_and_tested_toolless_on_vagrant_machines(tmp_path: Path)
     eggs = list((matrix.parent / "eggs" / "debian12-vm").glob("simplejson-3.19.3-py3.11-linux-x86_64.egg"))
     assert eggs, done.stdout
     cell = matrix.parent / ".builder" / "work" / "cells" / "debian12-vm" / "simplejson"
-    checked = json.loads((cell / "test-egg" / "check-result.json").read_text())
+    checked = json.loads((cell / "test" / "egg" / "check-result.json").read_text())
     # Toolless on the runtime machine, and the speedups loaded as a real extension there.
     assert checked["ok"] and checked["compilers"] == [] and checked["build_only_installed"] == []
     assert checked["extensions"] == {"simplejson._speedups": "extension"}
