@@ -314,7 +314,30 @@ class VagrantBackend:
         return project
 
     def _describe(self, project: _Project, platform: Platform) -> dict[str, dict[str, object]]:
-        """The machines the Vagrantfile declares, and their boxes (the Vagrantfile writes them)."""
+        """The machines the Vagrantfile declares, and their boxes (the Vagrantfile writes them).
+
+        Asking Vagrant costs about 2 s (it starts Ruby and loads every plugin), which would be
+        most of a warm run. What it answers depends only on the Vagrantfile and the environment
+        it reads, so the answer is kept under a key of both and asked again when either changes.
+        """
+        vagrantfile = (project.root / VAGRANTFILE).read_bytes()
+        environment = sorted((k, v) for k, v in os.environ.items() if k.startswith(("BUILDER_", "VAGRANT_")))
+        digest = hashlib.sha256(vagrantfile + json.dumps(environment).encode()).hexdigest()[:16]
+        kept = project.work / f"machines-{digest}.json"
+        try:
+            machines = json.loads(kept.read_text())
+            if isinstance(machines, dict):
+                return machines
+        except (OSError, ValueError):
+            pass
+        machines = self._ask_vagrant(project)
+        project.work.mkdir(parents=True, exist_ok=True)
+        partial = kept.with_suffix(".partial")
+        partial.write_text(json.dumps(machines))
+        os.replace(partial, kept)
+        return machines
+
+    def _ask_vagrant(self, project: _Project) -> dict[str, dict[str, object]]:
         log = project.work / "describe.log"
         with tempfile.TemporaryDirectory() as folder:
             described = Path(folder) / "machines.json"

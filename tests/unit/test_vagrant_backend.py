@@ -113,3 +113,30 @@ def test_ctrl_c_finds_the_commands_a_run_waits_on_down_to_grandchildren() -> Non
     finally:
         child.kill()
         child.wait()
+
+
+def test_vagrant_is_asked_for_the_machines_once_per_vagrantfile_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asking Vagrant costs about 2 s, most of a warm run: the answer is kept until the
+    Vagrantfile or the environment it reads changes."""
+    (tmp_path / "Vagrantfile").write_text("# one\n")
+    project = vagrant._Project(root=tmp_path, work=tmp_path / "work", key=tmp_path / "work" / "key")
+    backend = vagrant.VagrantBackend()
+    asked: list[int] = []
+
+    def ask(_: object) -> dict[str, dict[str, object]]:
+        asked.append(1)
+        return {"vm-build": {"box": None}, "vm-runtime": {"box": None}}
+
+    monkeypatch.setattr(backend, "_ask_vagrant", ask)
+    monkeypatch.delenv("BUILDER_FREEBSD_BOX", raising=False)
+    first = backend._describe(project, None)  # type: ignore[arg-type]
+    assert backend._describe(project, None) == first  # type: ignore[arg-type]
+    assert len(asked) == 1
+    (tmp_path / "Vagrantfile").write_text("# two\n")
+    backend._describe(project, None)  # type: ignore[arg-type]
+    monkeypatch.setenv("BUILDER_FREEBSD_BOX", "my/box")
+    backend._describe(project, None)  # type: ignore[arg-type]
+    assert len(asked) == 3
+    assert sorted(first) == ["vm-build", "vm-runtime"]
