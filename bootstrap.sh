@@ -13,6 +13,8 @@ command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # The vagrant backend (its Linux machines use Vagrant's docker provider, so no box is needed).
 command -v vagrant >/dev/null 2>&1 || missing+=(vagrant)
+# The vagrant backend and deploy reach machines with OpenSSH (ssh, ssh-keygen).
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   $sudo apt-get update -qq
