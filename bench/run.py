@@ -76,6 +76,8 @@ def project(root: Path, name: str, data: dict[str, Any], formats: list[str] | No
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     (folder / "images").symlink_to(REPO / "images", target_is_directory=True)
+    # The shipped matrix's vagrant platform finds its machines in the project's Vagrantfile.
+    (folder / "Vagrantfile").symlink_to(REPO / "Vagrantfile")
     copy = json.loads(json.dumps(data))
     copy.setdefault("settings", {}).update({"output": "eggs", "work": "work", "cache": str(CACHE)})
     if formats:
