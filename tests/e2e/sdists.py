@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import docker
@@ -35,8 +35,14 @@ CALM = {"setup.py": "from setuptools import setup\nsetup(name='calm', version='1
         "calm.py": "X = 1\n"}
 
 
-def sdist(folder: Path, name: str, files: Mapping[str, str | bytes]) -> tuple[Path, str]:
-    """NAME-1.0.tar.gz with `files` under NAME-1.0/, and its sha256."""
+PLANTED = b"planted\n"
+
+
+def sdist(
+    folder: Path, name: str, files: Mapping[str, str | bytes], crafted: Sequence[tarfile.TarInfo] = ()
+) -> tuple[Path, str]:
+    """NAME-1.0.tar.gz with `files` under NAME-1.0/, then the `crafted` members as they are
+    (see member()), and its sha256."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}-1.0.tar.gz"
     with tarfile.open(target, "w:gz") as tar:
@@ -47,7 +53,17 @@ def sdist(folder: Path, name: str, files: Mapping[str, str | bytes]) -> tuple[Pa
             info.mtime = int(time.time())  # zip (the egg) cannot hold 1970
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
+        for info in crafted:
+            tar.addfile(info, io.BytesIO(PLANTED) if info.size else None)
     return target, digest(target)
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    """A hand-made member: a file holding PLANTED, or a link, under exactly `name`."""
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mtime = kind, link, int(time.time())
+    info.size = len(PLANTED) if kind == tarfile.REGTYPE else 0
+    return info
 
 
 def fixture_sdist(folder: Path, name: str) -> tuple[Path, str]:

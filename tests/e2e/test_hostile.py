@@ -2,36 +2,19 @@
 nothing outside the cell's folder is touched. (`..` members: test_isolation.py.)"""
 from __future__ import annotations
 
-import io
 import json
 import tarfile
-import time
 from pathlib import Path
 
 from .conftest import builder, project
-from .sdists import CALM, bomb, digest, entry, matrix_text, sdist
+from .sdists import CALM, bomb, digest, entry, matrix_text, member, sdist
 
 SETUP = "from setuptools import setup\nsetup(name='{0}', version='1.0', py_modules=['{0}'])\n"
 
 
 def crafted(folder: Path, name: str, extra: tarfile.TarInfo) -> tuple[Path, str]:
     """A well-formed sdist plus one crafted member."""
-    target = folder / f"{name}-1.0.tar.gz"
-    with tarfile.open(target, "w:gz") as tar:
-        for rel, text in (("setup.py", SETUP.format(name)), (f"{name}.py", "X = 1\n")):
-            data = text.encode()
-            info = tarfile.TarInfo(f"{name}-1.0/{rel}")
-            info.size, info.mtime = len(data), int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-        tar.addfile(extra, io.BytesIO(b"planted\n") if extra.size else None)
-    return target, digest(target)
-
-
-def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname, info.mtime = kind, link, int(time.time())
-    info.size = len(b"planted\n") if kind == tarfile.REGTYPE else 0
-    return info
+    return sdist(folder, name, {"setup.py": SETUP.format(name), f"{name}.py": "X = 1\n"}, crafted=[extra])
 
 
 def test_hostile_archives_are_refused_naming_the_file(tmp_path: Path) -> None:

@@ -1,14 +1,11 @@
 """What a package's setup.py can and cannot do in a build guest, proven with hostile sdists."""
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import tarfile
-import time
 from pathlib import Path
 
 from .conftest import builder, project
+from .sdists import entry, member, sdist
 
 PROBE = r'''
 import errno, os, socket, sys
@@ -46,39 +43,14 @@ while True:
 '''
 
 
-def sdist(folder: Path, name: str, files: dict[str, str], evil: bool = False) -> tuple[Path, str]:
-    target = folder / f"{name}-1.0.tar.gz"
-    with tarfile.open(target, "w:gz") as tar:
-        members = {f"{name}-1.0/{k}": v for k, v in files.items()}
-        if evil:
-            members["../escaped.txt"] = "out of the tree"
-        for member, text in members.items():
-            data = text.encode()
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            info.mtime = int(time.time())  # zip (the egg) cannot hold 1970
-            tar.addfile(info, io.BytesIO(data))
-    return target, hashlib.sha256(target.read_bytes()).hexdigest()
-
-
-def entry(name: str, path: Path, digest: str) -> str:
-    return f"""
-  - name: {name}
-    version: "1.0"
-    sha256: {digest}
-    path: {path}
-    formats: [egg]
-    extensions: []
-"""
-
-
 def test_hostile_setup_py_is_contained(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     probe = sdist(src, "probe", {"setup.py": PROBE, "probe.py": "X = 1\n"})
     loop = sdist(src, "loop", {"setup.py": LOOP})
     bomb = sdist(src, "bomb", {"setup.py": BOMB})
-    evil = sdist(src, "evil", {"setup.py": "from setuptools import setup\nsetup(name='evil')\n"}, evil=True)
+    evil = sdist(src, "evil", {"setup.py": "from setuptools import setup\nsetup(name='evil')\n"},
+                 crafted=[member("../escaped.txt")])
     text = """
 platforms:
   - name: debian12
