@@ -13,18 +13,10 @@ from builder import config, imports, published
 from builder.errors import ConfigError, NotPublished
 from builder.publish import PublishRecord, publish
 
+from .archives import make_zip
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "imports"
-
-
-def make_zip(path: Path, members: dict[str, str]) -> Path:
-    import zipfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return path
 
 
 def egg(folder: Path, project: str, version: str, top: str, requires: str = "", python: str = "2.7") -> Path:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -24,15 +23,9 @@ from builder import _journal
 from builder.errors import BuilderError, LockError
 from builder.publish import PublishRecord, output_lock, publish, read_manifest, recover, verify
 
+from .archives import make_zip
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def make_zip(path: Path, members: dict[str, bytes]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return path
 
 
 def make_wheel(folder: Path, project: str, version: str, payload: bytes = b"X = 1\n") -> Path:
