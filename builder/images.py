@@ -68,14 +68,19 @@ def build_context(matrix: Matrix, platform: Platform, files: Mapping[str, Path])
     return target
 
 
+def hash_folder(digest: hashlib._Hash, folder: Path) -> None:
+    """Feed every file under folder (its relative name, then its bytes) into digest."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+
+
 def context_digest(matrix: Matrix, platform: Platform, base_id: str) -> str:
     """Everything an image build reads: the context folder, the base and the package lists."""
     digest = hashlib.sha256()
     for pin in platform.context:
         digest.update(pin.sha256.encode() + b"\0")
-    for path in sorted(p for p in platform.image_dir.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(platform.image_dir)).encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    hash_folder(digest, platform.image_dir)
     for part in (base_id, " ".join(runtime_packages(matrix, platform)), " ".join(build_packages(matrix, platform))):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()

@@ -46,6 +46,7 @@ import vagrant as pyvagrant
 from .. import runner
 from ..cells import GUEST_ROOT, GUEST_WORK
 from ..errors import BuilderError, CommandError, ImageError
+from ..images import hash_folder
 from ..model import Limits, Matrix, Platform
 from ..plan import build_packages, runtime_packages
 from ..ssh import Connection, Destination
@@ -400,9 +401,8 @@ class VagrantBackend:
         # What docker-provider machines are built from (the build_dir the Vagrantfile reports).
         for name in platform.machines:
             build_dir = project.machines[name].get("build_dir")
-            folder = project.root / str(build_dir) if build_dir else None
-            for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder and folder.is_dir() else ():
-                digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+            if build_dir and (project.root / str(build_dir)).is_dir():
+                hash_folder(digest, project.root / str(build_dir))
         digest.update(" ".join(project.runtime_packages).encode() + b"\0" + " ".join(project.build_packages).encode())
         tag = digest.hexdigest()[:16]
         ids = {name: self._machine_image(project, platform, name, log) for name in platform.machines}
@@ -421,8 +421,7 @@ class VagrantBackend:
             raise ImageError(f"machine {name} is built from {folder / 'Dockerfile'}, which does not exist",
                              hint=f"fix its build_dir in {project.root / VAGRANTFILE}")
         digest = hashlib.sha256(str(target).encode())
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+        hash_folder(digest, folder)
         repository = str(image).rpartition(":")[0] or str(image)
         pinned = f"{repository}:{target}-{digest.hexdigest()[:16]}"
         from . import docker  # only docker-provider machines need the engine
