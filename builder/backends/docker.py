@@ -62,6 +62,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def listed(engine: docker.DockerClient, **filters: str) -> list[docker.models.containers.Container]:
+    """The containers matching `filters`, skipping any removed while we look.
+
+    A plain `containers.list(all=True)` inspects each container after listing them and raises
+    NotFound for one removed in between; ours are removed in the background as cells end.
+    """
+    found = []
+    for container in engine.containers.list(all=True, sparse=True, filters=filters):
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            continue
+        found.append(container)
+    return found
+
+
 def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> list[str]:
     """Remove builder's containers: those of `pid`, or else those whose builder process is gone.
 
@@ -69,7 +85,7 @@ def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> li
     nothing that the next run (or `builder clean`) cannot find.
     """
     removed = []
-    for container in engine.containers.list(all=True, filters={"label": LABEL}):
+    for container in listed(engine, label=LABEL):
         owner = container.labels.get(f"{LABEL}.pid", "")
         if not owner.isdigit():
             # Not one we started: every guest carries its run's pid. A step of an image build

@@ -19,6 +19,8 @@ from pathlib import Path
 import docker
 import pytest
 
+from builder.backends.docker import listed
+
 from .conftest import FIXTURES, REPO
 
 LABEL = "io.builder"
@@ -115,8 +117,9 @@ def start(matrix: Path, *args: str, env: Mapping[str, str] | None = None) -> sub
     return proc
 
 
-def containers(pid: int) -> list:
-    return docker.from_env().containers.list(all=True, filters={"label": f"{LABEL}.pid={pid}"})
+def containers(pid: int, label: str = f"{LABEL}.pid") -> list:
+    """The containers builder process `pid` started (`label` names the pid label)."""
+    return listed(docker.from_env(), label=f"{label}={pid}")
 
 
 def wait_until(proc: subprocess.Popen[str], what: str, ready: Callable[[], bool], timeout: float = 300) -> None:

@@ -9,9 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import docker
-
 from .conftest import REPO, builder, project
+from .sdists import containers
 
 LABEL = "io.builder"
 
@@ -22,13 +21,9 @@ def _start(matrix: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(argv, cwd=matrix.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _ours(pid: int) -> list:
-    return docker.from_env().containers.list(all=True, filters={"label": f"{LABEL}.pid={pid}"})
-
-
 def _wait_for_container(proc: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 300
-    while not _ours(proc.pid):
+    while not containers(proc.pid):
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         assert time.monotonic() < deadline, "no container started"
         time.sleep(0.2)
@@ -41,7 +36,7 @@ def test_ctrl_c_stops_the_running_guests(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
-    assert _ours(proc.pid) == []
+    assert containers(proc.pid) == []
     assert not (tmp_path / "p" / "eggs" / "debian12").exists()
 
 
@@ -51,10 +46,10 @@ def test_a_killed_run_leaves_nothing_that_clean_does_not_remove(tmp_path: Path) 
     _wait_for_container(proc)
     proc.kill()
     proc.wait(timeout=60)
-    assert _ours(proc.pid), "kill -9 cannot clean up: the container is still there"
+    assert containers(proc.pid), "kill -9 cannot clean up: the container is still there"
     done = builder(matrix, "clean")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _ours(proc.pid) == []
+    assert containers(proc.pid) == []
     assert not (tmp_path / "p" / "eggs" / "debian12" / "manifest.json").exists()
     # The rerun completes the cell.
     done = builder(matrix, "all", "--cell", "debian12/psycopg2")

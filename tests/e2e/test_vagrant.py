@@ -22,9 +22,11 @@ import docker.errors
 import pytest
 
 from builder import backends, config
+from builder.backends.docker import listed
 from builder.model import Limits
 
 from .conftest import REPO, builder, in_terminal, project
+from .sdists import containers
 
 SHIPPED = (REPO / "matrix.yaml").read_text()
 
@@ -41,7 +43,7 @@ def bookworm_base(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 def _machines_of(folder: Path) -> list[str]:
     """Containers Vagrant made for a project: it names them <project folder>_<machine>_<time>."""
-    names = [c.name for c in docker.from_env().containers.list(all=True, filters={"label": "io.builder=vagrant"})]
+    names = [c.name for c in listed(docker.from_env(), label="io.builder=vagrant")]
     return [n for n in names if n.startswith(folder.name + "_")]
 
 
@@ -149,10 +151,9 @@ def test_ctrl_c_takes_the_runs_machines_with_it(tmp_path: Path) -> None:
     env = {**os.environ, "BUILDER_CACHE": str(REPO / ".builder" / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "builder", "all", "--cell", "debian12-vm/six", "--matrix", str(matrix)],
                             cwd=matrix.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    engine = docker.from_env()
 
     def ours() -> list:
-        return engine.containers.list(all=True, filters={"label": f"io.builder.pid={proc.pid}"})
+        return containers(proc.pid)
 
     deadline = time.monotonic() + 300
     while len(ours()) < 2:

@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import os
 
+import docker.errors
+
 from builder.backends import docker as backend
 
 
 class Container:
-    def __init__(self, name: str, labels: dict[str, str]) -> None:
-        self.name, self.labels, self.removed = name, labels, False
+    def __init__(self, name: str, labels: dict[str, str], gone: bool = False) -> None:
+        self.name, self.labels, self.removed, self.gone = name, labels, False, gone
+
+    def reload(self) -> None:
+        if self.gone:  # removed between the listing and the inspection
+            raise docker.errors.NotFound(f"No such container: {self.name}")
 
     def remove(self, force: bool = False) -> None:
         self.removed = True
@@ -19,7 +25,7 @@ class Engine:
         self.containers = self
         self._all = containers
 
-    def list(self, all: bool = False, filters: dict | None = None) -> list[Container]:
+    def list(self, all: bool = False, sparse: bool = False, filters: dict | None = None) -> list[Container]:
         return [c for c in self._all if backend.LABEL in c.labels]
 
 
@@ -28,6 +34,7 @@ def test_only_guests_of_dead_runs_are_removed() -> None:
     guests = [
         Container("dead-cell", {"io.builder": "cell", "io.builder.pid": str(dead)}),
         Container("dead-vm", {"io.builder": "vagrant", "io.builder.pid": str(dead)}),
+        Container("finished-cell", {"io.builder": "cell", "io.builder.pid": str(dead)}, gone=True),
         Container("live-cell", {"io.builder": "cell", "io.builder.pid": str(os.getppid())}),
         # A RUN step of `docker build` FROM a builder image: the image's labels, no pid.
         Container("build-step", {"io.builder": "image", "io.builder.platform": "centos6"}),
@@ -35,5 +42,5 @@ def test_only_guests_of_dead_runs_are_removed() -> None:
     removed = backend.remove_containers(Engine(guests), None)  # type: ignore[arg-type]
     assert sorted(removed) == ["dead-cell", "dead-vm"]
     assert [c.name for c in guests if c.removed] == ["dead-cell", "dead-vm"]
-    mine = [Container("mine", {"io.builder": "cell", "io.builder.pid": str(os.getppid())}), guests[3]]
+    mine = [Container("mine", {"io.builder": "cell", "io.builder.pid": str(os.getppid())}), guests[-1]]
     assert backend.remove_containers(Engine(mine), os.getppid()) == ["mine"]  # type: ignore[arg-type]
