@@ -168,6 +168,11 @@ def build(
     guest_spec, files = build_inputs(cell, sources)
     result = StageResult(cell.id, "build", "failed", log=str(log_path), images={"build": images.build})
     try:
+        # A build virtualenv (Python 2: setuptools) costs 2-4 s to make; made once per platform.
+        prepared = prepared_env(matrix, cell, images, sources, log, "build") if guest_spec["virtualenv"] else None
+        if prepared is not None:
+            files["prepared/tree.tar"] = prepared[0]
+            guest_spec.update(prepared[1], prepared_tar=f"{GUEST_ROOT}/prepared/tree.tar")
         inputs = stage_inputs(base / "stage-build", guest_spec, files)
         code, timed_out, timings = _run_guest(cell, images, "build", inputs, "build.py", out, log)
         report = _read_json(out / "build-result.json")
@@ -328,7 +333,7 @@ def _check_all(
     # The prepared environment pays where an environment is dear (a virtualenv, on Python 2)
     # or pip installs a wheel; an egg on Python 3 needs only `venv --without-pip` (0.1 s).
     dear = _tool(cell.platform.tools, sources, "virtualenv") is not None or any(fmt == "wheel" for _, fmt, _ in items)
-    prepared = test_env(matrix, cell, images, sources, log) if dear else None
+    prepared = prepared_env(matrix, cell, images, sources, log, "runtime") if dear else None
     if prepared is not None:
         files["prepared/tree.tar"] = prepared[0]
         guest_spec.update(prepared[1], prepared_tar=f"{GUEST_ROOT}/prepared/tree.tar")
@@ -356,21 +361,36 @@ def _check_all(
 _PREPARING: dict[str, threading.Lock] = {}
 _PREPARING_GUARD = threading.Lock()
 
+# What each role's guests can start from, made once per platform: (script, tools, cache folder).
+# Build guests on Python 2 need a virtualenv for setuptools (2-4 s to make); test guests need a
+# fresh environment and pip.
+_PREPARED = {
+    "build": ("build.py", ("virtualenv",), "build-envs"),
+    "runtime": ("check.py", ("virtualenv", "pip"), "test-envs"),
+}
 
-def test_env(
-    matrix: Matrix, cell: Cell, images: Images, sources: Mapping[str, Path], log: _Log
+
+def prepared_env(
+    matrix: Matrix, cell: Cell, images: Images, sources: Mapping[str, Path], log: _Log, role: backends.Role
 ) -> tuple[Path, dict[str, object]] | None:
-    """What every test guest of the platform starts from, made once (check.py's prepare(): the
-    fresh environment and pip, byte-compiled, as a tar the guest wrote) in a runtime guest that no
-    artifact touches, and kept in the cache keyed by the runtime image, the tools and the
-    in-guest scripts; the host never opens it. Returns (tar, spec keys for the test guest), or
-    None to let each test make its own, which the log then says."""
+    """What every guest of the platform's `role` starts from, made once (the script's prepare():
+    a fresh environment, byte-compiled, as a tar the guest wrote) in a guest of that image that no
+    sdist or artifact touches, and kept in the cache keyed by the image, the Python, the tools and
+    the in-guest scripts; the host never opens it. Each guest unpacks its own copy at the path
+    it was made at, so every cell still starts from an untouched environment. Returns (tar, spec
+    keys for the guest), or None to let each guest make its own, which the log then says."""
+    script, names, where = _PREPARED[role]
     backend = backends.get(cell.platform.backend)
-    tools = {name: _tool(cell.platform.tools, sources, name) for name in ("virtualenv", "pip")}
+    tools = {name: _tool(cell.platform.tools, sources, name) for name in names}
+    if tools.get("virtualenv") and not backend.same_paths:
+        # A virtualenv 16 environment holds its own absolute path (scripts' #! lines): it is used
+        # only where it was made. venv --without-pip and an unpacked pip move as they are.
+        return None
+    image = images.build if role == "build" else images.runtime
     digest = hashlib.sha256(
-        "\0".join([images.runtime, cell.platform.python, guest_digest(), *(str(p) for p in tools.values())]).encode()
+        "\0".join([role, image, cell.platform.python, guest_digest(), *(str(p) for p in tools.values())]).encode()
     ).hexdigest()[:24]
-    folder = matrix.settings.cache / "test-envs"
+    folder = matrix.settings.cache / where
     tar, about = folder / f"{cell.platform.name}-{digest}.tar", folder / f"{cell.platform.name}-{digest}.json"
     with _PREPARING_GUARD:
         lock = _PREPARING.setdefault(digest, threading.Lock())
@@ -383,29 +403,32 @@ def test_env(
             **{name: f"{GUEST_ROOT}/tools/{path.name}" if path else None for name, path in tools.items()},
         }
         stage = fresh_dir(folder / f".stage-{digest}-{os.getpid()}-{threading.get_ident()}")
+        what = "build" if role == "build" else "test"
         try:
             inputs = stage_inputs(stage / "in", spec, files)
-            label = f"{cell.platform.name}/test-env"
-            with backend.machine(cell.platform, images, "runtime", cell.platform.limits, label) as machine:
+            label = f"{cell.platform.name}/{what}-env"
+            with backend.machine(cell.platform, images, role, cell.platform.limits, label) as machine:
                 machine.copy_in(inputs, GUEST_ROOT)
                 _mkdir(machine, f"{GUEST_ROOT}/out")
                 env = {"HOME": f"{GUEST_WORK}/home", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
-                done = machine.run([cell.platform.python, f"{GUEST_ROOT}/guest/check.py", f"{GUEST_ROOT}/spec.json"],
+                done = machine.run([cell.platform.python, f"{GUEST_ROOT}/guest/{script}", f"{GUEST_ROOT}/spec.json"],
                                    env=env, timeout=cell.platform.limits.timeout, log=log)
                 if not done.timed_out:
                     machine.copy_out(f"{GUEST_ROOT}/out", stage / "out")
             result = _read_json(stage / "out" / "prepare-result.json")
             if done.returncode != 0 or not result.get("ok") or not (stage / "out" / "tree.tar").is_file():
-                why = "; ".join(result.get("reasons") or []) or f"check.py exited {done.returncode}"
-                log(f"the platform's shared test environment could not be made ({why}): this test makes its own")
+                why = "; ".join(result.get("reasons") or []) or f"{script} exited {done.returncode}"
+                log(f"the platform's shared {what} environment could not be made ({why}): this {what} makes its own")
                 return None
-            keys = {"prepared_env": result["how"], "pip_dir": result.get("pip_dir")}
+            keys = {"prepared_env": result["how"]}
+            if role == "runtime":
+                keys["pip_dir"] = result.get("pip_dir")
             (stage / "about.json").write_text(json.dumps(keys))
             os.replace(stage / "out" / "tree.tar", tar)  # the tar first: about.json says it is whole
             os.replace(stage / "about.json", about)
             return tar, keys
         except BuilderError as exc:
-            log(f"the platform's shared test environment could not be made ({exc.message}): this test makes its own")
+            log(f"the platform's shared {what} environment could not be made ({exc.message}): this {what} makes its own")
             return None
         finally:
             shutil.rmtree(stage, ignore_errors=True)

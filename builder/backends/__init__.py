@@ -49,6 +49,10 @@ class Machine(Protocol):
 
 
 class Backend(Protocol):
+    # True when every guest of a platform sees the same paths (/builder, /tmp/builder-work):
+    # then an environment made in one guest can be unpacked in another and is the same there.
+    same_paths: bool
+
     def check(self, matrix: Matrix, platform: Platform) -> None:
         """Raise ImageError, saying how to provide it, when the platform's machines cannot be made
         on this machine (a base image that cannot be pulled, a Vagrant box that is not there).

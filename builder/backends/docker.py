@@ -136,6 +136,8 @@ def _remove_soon(container: docker.models.containers.Container) -> None:
 
 
 class DockerBackend:
+    same_paths = True  # every container sees /builder and /tmp/builder-work
+
     def __init__(self, engine: docker.DockerClient | None = None) -> None:
         self._engine = engine
         self._lock = threading.Lock()

@@ -270,6 +270,8 @@ class _Fleet:
 class VagrantBackend:
     """One per process (backends.get returns it): the machines outlive a cell, not the run."""
 
+    same_paths = False  # each cell's paths are mapped into its own user's folder
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._fleets: dict[str, _Fleet] = {}

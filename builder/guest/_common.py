@@ -357,3 +357,41 @@ def make_virtualenv(wheel, dest, work):
                          % (dest, describe_exit(code), one_line(tail(output, 3))))
     say("virtualenv ready in %.1f s" % (time.time() - started))
     return os.path.join(dest, "bin", "python")
+
+
+def write_tree(tar_path, work, names):
+    """Put WORK/NAME for each name present into one tar, with links, modes and times as they are
+    (.pyc files are checked against their sources' times): a prepared environment the host keeps
+    unopened and gives to later guests of the same image (see unpack_tree)."""
+    tar = tarfile.open(tar_path, "w")
+    try:
+        for name in names:
+            if os.path.isdir(os.path.join(work, name)):
+                tar.add(os.path.join(work, name), arcname=name)
+    finally:
+        tar.close()
+
+
+def unpack_tree(spec, drop):
+    """Unpack the platform's prepared environment (write_tree) into an empty WORK, at the path it
+    was made at. It was made by our own prepare() in a guest of this image that no sdist or
+    artifact touched, so it is unpacked as is: absolute links into the system Python are what a
+    virtualenv is made of. On any problem the keys in `drop` are removed from the spec and the
+    guest makes its own environment. Returns True if the prepared one is in place."""
+    work = spec["work"]
+    started = time.time()
+    try:
+        fresh_dir(work)
+        tar = tarfile.open(spec["prepared_tar"])
+        try:
+            tar.extractall(work)
+        finally:
+            tar.close()
+    except (OSError, tarfile.TarError) as exc:
+        say("the prepared environment could not be unpacked (%s): making one" % exc)
+        fresh_dir(work)
+        for key in drop:
+            spec.pop(key, None)
+        return False
+    say("unpacked the platform's prepared environment in %.1f s" % (time.time() - started))
+    return True

@@ -14,13 +14,13 @@ import os
 import re
 import shutil
 import sys
-import tarfile
 import time
 import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (GuestError, capture, describe_exit, environ, fresh_dir, load_spec,  # noqa: E402
-                     make_virtualenv, one_line, python_version, say, tail, unpack, which, write_json)
+                     make_virtualenv, one_line, python_version, say, tail, unpack, unpack_tree, which,
+                     write_json, write_tree)
 
 PY2 = sys.version_info[0] == 2
 COMPILER_NAMES = ("gcc", "cc", "g++", "c++", "clang", "clang++", "tcc")
@@ -715,7 +715,7 @@ def prepare(spec):
     """Make, in a runtime guest no artifact has touched, what every test of the platform starts
     from: the fresh environment (WORK/env) and pip unpacked and byte-compiled (WORK/pip-tool).
     Both go into OUT/tree.tar, which the host keeps unopened and gives to each test guest to
-    unpack at the same path (unpack_prepared), so a cell does not pay again for a virtualenv
+    unpack at the same path (unpack_tree), so a cell does not pay again for a virtualenv
     (2-7 s on Python 2.7) or for pip compiling itself (1-5 s per install)."""
     work = spec["work"]
     out = spec["out"]
@@ -734,44 +734,14 @@ def prepare(spec):
             if code != 0:
                 raise GuestError("compiling pip failed (%s): %s" % (describe_exit(code), one_line(tail(output, 2))))
             result["pip_dir"] = pip_dir
-        # Only what the tests start from goes into the tar, with its links, modes and times
-        # (pip's .pyc files are checked against their sources' times).
-        tar = tarfile.open(os.path.join(out, "tree.tar"), "w")
-        try:
-            for name in ("env", "pip-tool"):
-                if os.path.isdir(os.path.join(work, name)):
-                    tar.add(os.path.join(work, name), arcname=name)
-        finally:
-            tar.close()
+        # Only what the tests start from goes into the tar.
+        write_tree(os.path.join(out, "tree.tar"), work, ("env", "pip-tool"))
         say("prepared %s and pip in %.1f s" % (env.how, time.time() - started))
         result["ok"] = True
     except GuestError as exc:
         result["reasons"].append(str(exc))
     write_json(os.path.join(out, "prepare-result.json"), result)
     return 0 if result["ok"] else 1
-
-
-def unpack_prepared(spec):
-    """Unpack the platform's prepared environment and pip (see prepare) into WORK. It was made by
-    our own prepare() in a guest of this image that no artifact touched, so it is unpacked as is:
-    absolute links into the system Python are what a virtualenv is made of. On any problem the
-    keys are dropped and the checks make their own environment."""
-    work = spec["work"]
-    started = time.time()
-    try:
-        fresh_dir(work)
-        tar = tarfile.open(spec["prepared_tar"])
-        try:
-            tar.extractall(work)
-        finally:
-            tar.close()
-    except (OSError, tarfile.TarError) as exc:
-        say("the prepared environment could not be unpacked (%s): making one" % exc)
-        fresh_dir(work)
-        spec.pop("prepared_env", None)
-        spec.pop("pip_dir", None)
-        return
-    say("unpacked the platform's prepared environment in %.1f s" % (time.time() - started))
 
 
 def main(argv):
@@ -782,7 +752,7 @@ def main(argv):
     if spec.get("prepare"):
         return prepare(spec)
     if spec.get("prepared_tar"):
-        unpack_prepared(spec)
+        unpack_tree(spec, drop=("prepared_env", "pip_dir"))
     items = items_of(spec)
     envs = Envs(spec, spec["work"], keep=len(items) > 1)
     ok = True

@@ -458,3 +458,51 @@ def test_guest_code_stays_python_26_compatible() -> None:
                 assert "argparse" not in names and "pathlib" not in names, where
         if name.endswith(".py") and "def " in source:
             assert "from __future__ import absolute_import, print_function" in source, name
+
+
+# --- prepared environments ----------------------------------------------------------------------
+
+def test_a_prepared_tree_unpacks_whole_into_an_empty_work_folder(tmp_path: Path) -> None:
+    made = tmp_path / "made"
+    (made / "venv" / "bin").mkdir(parents=True)
+    (made / "venv" / "bin" / "python").write_text("#!/bin/sh\n")
+    (made / "venv" / "bin" / "python").chmod(0o755)
+    (made / "venv" / "lib").symlink_to("/usr/lib")  # a virtualenv's absolute links stay as they are
+    (made / "scratch").mkdir()  # not asked for: stays out
+    check.write_tree(str(tmp_path / "tree.tar"), str(made), ("venv", "absent"))
+    work = tmp_path / "work"
+    (work / "left-over").mkdir(parents=True)
+    spec = {"work": str(work), "prepared_tar": str(tmp_path / "tree.tar"), "prepared_env": "prepared"}
+    assert check.unpack_tree(spec, drop=("prepared_env",)) is True
+    assert sorted(os.listdir(work)) == ["venv"]
+    assert os.access(work / "venv" / "bin" / "python", os.X_OK)
+    assert os.readlink(work / "venv" / "lib") == "/usr/lib"
+    assert spec["prepared_env"] == "prepared"
+
+
+def test_a_broken_prepared_tree_leaves_an_empty_work_folder_and_the_guest_makes_its_own(tmp_path: Path) -> None:
+    made = tmp_path / "made"
+    (made / "venv").mkdir(parents=True)
+    (made / "venv" / "big").write_bytes(os.urandom(200_000))
+    check.write_tree(str(tmp_path / "tree.tar"), str(made), ("venv",))
+    data = (tmp_path / "tree.tar").read_bytes()
+    (tmp_path / "tree.tar").write_bytes(data[: len(data) // 2])  # cut short
+    spec = {"work": str(tmp_path / "work"), "prepared_tar": str(tmp_path / "tree.tar"),
+            "prepared_env": "prepared", "pip_dir": "/x"}
+    assert check.unpack_tree(spec, drop=("prepared_env", "pip_dir")) is False
+    assert os.listdir(tmp_path / "work") == []
+    assert "prepared_env" not in spec and "pip_dir" not in spec
+
+
+def test_a_build_uses_the_prepared_virtualenv_only_when_it_is_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+    monkeypatch.setattr(build, "make_virtualenv", lambda wheel, dest, work: made.append(dest) or dest + "/bin/python")
+    work = tmp_path / "work"
+    spec = {"virtualenv": "/builder/tools/virtualenv.whl", "prepared_env": "virtualenv (made once)"}
+    assert build.build_python(spec, str(work)) == str(work / "venv" / "bin" / "python")
+    assert made == [str(work / "venv")]  # said prepared, but not unpacked: made here
+    (work / "venv" / "bin").mkdir(parents=True)
+    (work / "venv" / "bin" / "python").write_text("")
+    assert build.build_python(spec, str(work)) == str(work / "venv" / "bin" / "python")
+    assert len(made) == 1
+    assert build.build_python({"virtualenv": None}, str(work)) == sys.executable
