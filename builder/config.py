@@ -401,14 +401,16 @@ def _machines(at: _At, fields: Mapping[str, _At], backend: BackendName) -> tuple
 
 
 def _limits(at: _At) -> Limits:
-    fields = _mapping(at, ("memory", "pids", "timeout"))
+    fields = _mapping(at, ("memory", "pids", "timeout", "output"))
     limits = Limits()
-    if "memory" in fields:
-        memory = _text(fields["memory"]).lower()
-        digits = memory.rstrip("kmg")
-        if not _MEMORY.fullmatch(memory) or not digits.strip("0") or len(digits) > 15:
-            fields["memory"].fail(f"{memory!r} is not an amount of memory", "e.g. 512m or 2g")
-        limits = replace(limits, memory=memory)
+    for key in ("memory", "output"):
+        if key in fields:
+            amount = _text(fields[key]).lower()
+            digits = amount.rstrip("kmg")
+            if not _MEMORY.fullmatch(amount) or not digits.strip("0") or len(digits) > 15:
+                what = "an amount of memory" if key == "memory" else "a size"
+                fields[key].fail(f"{amount!r} is not {what}", "e.g. 512m or 2g")
+            limits = replace(limits, **{key: amount})
     if "pids" in fields:
         limits = replace(limits, pids=_int(fields["pids"]))
     if "timeout" in fields:

@@ -72,6 +72,17 @@ class CommandError(BuilderError):
         )
 
 
+class OutputTooLarge(BuilderError):
+    """A guest handed back more than its platform's limits.output: nothing of it is kept."""
+
+    def __init__(self, src: str, limit: int) -> None:
+        mib = limit / 1024**2
+        super().__init__(
+            f"the guest's {src} is over limits.output ({mib:g} MiB): refused, nothing of it kept",
+            hint="if the package's artifacts really are that big, raise limits.output of the platform in matrix.yaml",
+        )
+
+
 class TransportError(BuilderError):
     """An ssh connection to a machine or server could not be made, or was lost."""
 

@@ -82,6 +82,20 @@ class Limits:
     memory: str = "2g"
     pids: int = 1024
     timeout: int = 1800  # seconds, per stage of a cell
+    output: str = "1g"  # the most a guest may hand back (its out/ folder): no artifact comes near
+
+    @property
+    def output_bytes(self) -> int:
+        return size_bytes(self.output)
+
+
+def size_bytes(text: str) -> int:
+    """An amount such as "512m", "2g", "1048576k" or "4096" (bytes) in bytes."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    value = text.strip().lower()
+    if value and value[-1] in units:
+        return int(value[:-1]) * units[value[-1]]
+    return int(value)
 
 
 @dataclass(frozen=True)

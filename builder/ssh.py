@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from .backends import Exec
-from .errors import TransportError
+from .errors import OutputTooLarge, TransportError
 
 # A master that outlives builder (kill -9) goes away by itself after this many idle seconds.
 PERSIST_SECONDS = 120
@@ -277,8 +278,9 @@ class Connection:
         if proc.returncode != 0:
             raise TransportError(f"copying {src} to {self.dest}:{dest} failed: {output.strip()}")
 
-    def get(self, src: str, dest: Path) -> None:
-        """Copy a remote folder's contents into dest, or a remote file to the path dest."""
+    def get(self, src: str, dest: Path, limit: int | None = None) -> None:
+        """Copy a remote folder's contents into dest, or a remote file to the path dest; more than
+        `limit` bytes of tar stream is refused (OutputTooLarge) and nothing of it kept."""
         self._require_open()
         source = PurePosixPath(src)
         script = (
@@ -294,10 +296,14 @@ class Connection:
                 )
                 assert proc.stdout is not None
                 try:
-                    with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                    with tarfile.open(fileobj=_Capped(proc.stdout, src, limit), mode="r|") as tar:
                         # The "data" filter refuses absolute names, links out of the folder and
                         # devices: the remote side cannot write outside dest.
                         tar.extractall(spool, filter="data")
+                except OutputTooLarge:
+                    proc.kill()
+                    proc.wait()
+                    raise
                 except tarfile.ReadError as exc:
                     proc.wait()
                     errors.seek(0)
@@ -388,3 +394,17 @@ def _collect(
     # The reader ends when the pipe closes; after a kill, give it a moment, not forever.
     deadline = time.monotonic() + 5
     return reader.text(max(0.0, deadline - time.monotonic())), timed_out
+
+
+class _Capped:
+    """A stream that raises OutputTooLarge once more than `limit` bytes have been read from it."""
+
+    def __init__(self, stream: IO[bytes], src: str, limit: int | None) -> None:
+        self.stream, self.src, self.limit, self.size = stream, src, limit, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.size += len(data)
+        if self.limit is not None and self.size > self.limit:
+            raise OutputTooLarge(self.src, self.limit)
+        return data

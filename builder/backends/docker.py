@@ -20,7 +20,7 @@ from requests.exceptions import RequestException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .. import images as host_images
-from ..errors import BuilderError, EngineError, ImageError
+from ..errors import BuilderError, EngineError, ImageError, OutputTooLarge
 from ..model import Limits, Matrix, Platform
 from . import Exec, Images, Role
 
@@ -271,7 +271,7 @@ class DockerBackend:
         except ENGINE_FAULTS as exc:
             raise EngineError(f"cannot start a {role} container of {platform.name}: {exc}") from exc
         try:
-            yield DockerMachine(container)
+            yield DockerMachine(container, max_output=limits.output_bytes)
         finally:
             _remove_soon(container)
 
@@ -290,8 +290,9 @@ class DockerBackend:
 
 
 class DockerMachine:
-    def __init__(self, container: docker.models.containers.Container) -> None:
+    def __init__(self, container: docker.models.containers.Container, max_output: int | None = None) -> None:
         self.container = container
+        self.max_output = max_output  # bytes copy_out accepts (limits.output)
 
     def run(
         self,
@@ -390,7 +391,12 @@ class DockerMachine:
         with tempfile.TemporaryFile() as spool:
             with _engine(f"copying {src} out"):
                 stream, _ = self.container.get_archive(src)
+                size = 0
                 for chunk in stream:
+                    size += len(chunk)
+                    if self.max_output is not None and size > self.max_output:
+                        stream.close()
+                        raise OutputTooLarge(src, self.max_output)
                     spool.write(chunk)
             spool.seek(0)
             with tarfile.open(fileobj=spool, mode="r") as tar:

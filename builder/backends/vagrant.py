@@ -579,7 +579,7 @@ class VagrantMachine:
         owner = self.connection.dest.user or "root"
         self._root(["chown", "-hR", owner, source])
         self.connection.run(["chmod", "-R", "u+rwX", source], timeout=300)
-        self.connection.get(source, dest)
+        self.connection.get(source, dest, limit=self.limits.output_bytes)
 
 
 def _link_or_copy(src: str, dest: str) -> None:

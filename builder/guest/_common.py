@@ -382,11 +382,17 @@ def unpack_tree(spec, drop):
     started = time.time()
     try:
         fresh_dir(work)
-        tar = tarfile.open(spec["prepared_tar"])
-        try:
-            tar.extractall(work)
-        finally:
-            tar.close()
+        tool = which("tar")
+        if tool:  # three times faster than tarfile for a virtualenv's thousand files
+            code, output = capture([tool, "-xf", spec["prepared_tar"], "-C", work])
+            if code != 0:
+                raise OSError("tar: %s" % one_line(tail(output, 2)))
+        else:
+            tar = tarfile.open(spec["prepared_tar"])
+            try:
+                tar.extractall(work)
+            finally:
+                tar.close()
     except (OSError, tarfile.TarError) as exc:
         say("the prepared environment could not be unpacked (%s): making one" % exc)
         fresh_dir(work)

@@ -33,6 +33,17 @@ platforms:
     limits: {timeout: 120, pids: 256, memory: 512m}
 packages:
 """
+VIRTUALENV = "9180ce4102c388073bac71ecd041f7f31f9ef8c528edb205d75ae6144d08106e"  # 16.7.12, as shipped
+# Debian 11's Python 2.7 as the shipped matrix declares it (no limits: the defaults).
+PY27_PLATFORM = f"""
+platforms:
+  - name: debian11-py27
+    family: debian
+    base: {{debootstrap: bullseye}}
+    python: /usr/bin/python2.7
+    tools: [{{name: virtualenv, version: 16.7.12, sha256: {VIRTUALENV}}}]
+packages:
+"""
 CALM = {"setup.py": "from setuptools import setup\nsetup(name='calm', version='1.0', py_modules=['calm'])\n",
         "calm.py": "X = 1\n"}
 

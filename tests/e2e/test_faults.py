@@ -8,21 +8,14 @@ import tarfile
 from pathlib import Path
 
 from .conftest import FIXTURES, REPO, builder, project
+from .sdists import PY27_PLATFORM
 
 SIX = "1e61c37477a1626458e36f7b1d82aa5c9b094fa4802892072e49de9c60c4c926"
 PYYAML = "607774cbba28732bfa802b54baa7484215f530991055bb562efbed5b2f20a45e"
 CYTHON = "95f1d6a83ef2729e67b3fa7318c829ce5b07ac64c084cd6af11c228e0364662c"
 MARKUPSAFE = "29872e92839765e546828bb7754a68c418d927cd064fd4708fab9fe9c8bb116b"
-VIRTUALENV = "9180ce4102c388073bac71ecd041f7f31f9ef8c528edb205d75ae6144d08106e"
 
-FAULTS = f"""
-platforms:
-  - name: debian11-py27
-    family: debian
-    base: {{debootstrap: bullseye}}
-    python: /usr/bin/python2.7
-    tools: [{{name: virtualenv, version: 16.7.12, sha256: {VIRTUALENV}}}]
-packages:
+FAULTS = PY27_PLATFORM + f"""\
   - name: PyYAML            # libyaml to build, but not declared for the servers
     version: 5.4.1
     sha256: {PYYAML}

@@ -39,8 +39,14 @@ def test_hostile_archives_are_refused_naming_the_file(tmp_path: Path) -> None:
         "setup.py": "import os\nos.symlink('/etc/shadow', '/builder/out/shadow')\n" + SETUP.format("outlink"),
         "outlink.py": "X = 1\n",
     })
+    # A build that hands back more than the platform's limits.output (8m here): refused.
+    cases["oversized"] = sdist(src, "oversized", {
+        "setup.py": "import os\nopen('/builder/out/big.bin', 'wb').write(os.urandom(12 << 20))\n" + SETUP.format("oversized"),
+        "oversized.py": "X = 1\n",
+    })
     calm = sdist(src, "calm", CALM)
-    matrix = project(tmp_path / "p", matrix_text(*(entry(n, *c) for n, c in cases.items()), entry("calm", *calm)))
+    text = matrix_text(*(entry(n, *c) for n, c in cases.items()), entry("calm", *calm))
+    matrix = project(tmp_path / "p", text.replace("memory: 512m}", "memory: 512m, output: 8m}", 1))
     done = builder(matrix, "all", "-j", "2")
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
@@ -62,6 +68,8 @@ def test_hostile_archives_are_refused_naming_the_file(tmp_path: Path) -> None:
     assert "decompression bomb" in reason("bomb")
     assert "truncated-1.0.tar.gz is corrupt or truncated" in reason("truncated")
     assert "refused the guest's output /builder/out" in reason("outlink") and "shadow" in reason("outlink")
+    assert "the guest's /builder/out is over limits.output (8 MiB): refused" in reason("oversized")
+    assert not (cells / "oversized" / "build" / "big.bin").exists()
     # Nothing landed outside the cells' folders, and the healthy cell is the only one published.
     assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
     assert (outside / "victim.txt").read_text() == "mine\n"

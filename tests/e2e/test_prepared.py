@@ -6,18 +6,7 @@ import json
 from pathlib import Path
 
 from .conftest import builder, project
-from .sdists import entry, sdist
-
-VIRTUALENV = "9180ce4102c388073bac71ecd041f7f31f9ef8c528edb205d75ae6144d08106e"
-PY27 = f"""
-platforms:
-  - name: debian11-py27
-    family: debian
-    base: {{debootstrap: bullseye}}
-    python: /usr/bin/python2.7
-    tools: [{{name: virtualenv, version: 16.7.12, sha256: {VIRTUALENV}}}]
-packages:
-"""
+from .sdists import PY27_PLATFORM, entry, sdist
 
 # Leaves a module in its build environment's site-packages and says where that environment is.
 SPOILER = """\
@@ -47,7 +36,7 @@ setup(name="checker", version="1.0", py_modules=["checker"])
 def test_each_cell_builds_in_its_own_copy_of_the_platforms_prepared_virtualenv(tmp_path: Path) -> None:
     spoiler = entry("spoiler", *sdist(tmp_path / "src", "spoiler", {"setup.py": SPOILER, "spoiler.py": "A = 1\n"}))
     checker = entry("checker", *sdist(tmp_path / "src", "checker", {"setup.py": CHECKER, "checker.py": "B = 1\n"}))
-    matrix = project(tmp_path / "p", PY27 + spoiler + checker)
+    matrix = project(tmp_path / "p", PY27_PLATFORM + spoiler + checker)
     cells = tmp_path / "p" / ".builder" / "work" / "cells" / "debian11-py27"
     # One after the other, the spoiler first: the checker's build starts after the spoiler's ended.
     for name in ("spoiler", "checker"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import TransportError
+from builder.errors import OutputTooLarge, TransportError
 from builder.ssh import Connection, Destination
 
 from .sshd import keypair, sshd_container, sshd_image
@@ -63,10 +63,17 @@ def test_copies_both_ways(server: Destination, tmp_path: Path) -> None:
         conn.get("/tmp/files/renamed.bin", tmp_path / "back.bin")
         with pytest.raises(TransportError, match="/tmp/missing"):
             conn.get("/tmp/missing", tmp_path / "nothing")
+        # More than the limit (a cell's limits.output) is refused, and nothing of it kept.
+        conn.run(["sh", "-c", "mkdir -p /tmp/big && head -c 3000000 /dev/urandom > /tmp/big/blob"])
+        with pytest.raises(OutputTooLarge, match="over limits.output"):
+            conn.get("/tmp/big", tmp_path / "big", limit=1 << 20)
+        conn.get("/tmp/deep/tree", tmp_path / "small", limit=1 << 20)
     assert (back / "a.txt").read_text() == "alpha"
     assert (back / "sub" / "run.sh").read_text().endswith("echo ran\n")
     assert (tmp_path / "back.bin").read_bytes() == single.read_bytes()
     assert not (tmp_path / "nothing").exists()
+    assert not (tmp_path / "big").exists() and not list(tmp_path.glob(".get-*"))
+    assert (tmp_path / "small" / "a.txt").read_text() == "alpha"
 
 
 def test_refusals_are_clear(server: Destination, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ platforms:
     python: /usr/bin/python2.7
     tools:
       - {{name: virtualenv, version: 16.7.12, sha256: {A}}}
-    limits: {{memory: 512M, pids: 256, timeout: 600}}
+    limits: {{memory: 512M, pids: 256, timeout: 600, output: 64m}}
   - name: centos6
     family: redhat
     base: {{image: "centos:6"}}
@@ -102,7 +102,8 @@ def test_full_document(matrix_file: Path) -> None:
     assert debian.base == Base("debootstrap", "bullseye") and debian.backend == "docker"
     assert debian.image_dir == root / "images" / "debian11-py27"
     assert debian.tools == (Pin("virtualenv", "16.7.12", A),)
-    assert debian.limits == Limits(memory="512m", pids=256, timeout=600)
+    assert debian.limits == Limits(memory="512m", pids=256, timeout=600, output="64m")
+    assert debian.limits.output_bytes == 64 * 1024 * 1024 and Limits().output_bytes == 1024**3
     assert debian.location == "matrix.yaml:8"
     assert centos.base == Base("image", "centos:6") and centos.enabled is False
     assert centos.image_dir == root.parent / "shared-images" / "centos6"
@@ -310,6 +311,7 @@ MALFORMED = [
         "base is for docker platforms",
     ),
     ("bad memory limit", VALID.replace("    python:", "    limits: {memory: 2x}\n    python:"), 5, "is not an amount of memory"),
+    ("bad output limit", VALID.replace("    python:", "    limits: {output: lots}\n    python:"), 5, "'lots' is not a size"),
     ("zero pids", VALID.replace("    python:", "    limits: {pids: 0}\n    python:"), 5, "whole number from 1"),
     ("timeout as text", VALID.replace("    python:", "    limits:\n      timeout: soon\n    python:"), 6, "expected a whole number"),
     ("unknown limit", VALID.replace("    python:", "    limits: {cpu: 2}\n    python:"), 5, "unknown key"),

@@ -462,7 +462,15 @@ def test_guest_code_stays_python_26_compatible() -> None:
 
 # --- prepared environments ----------------------------------------------------------------------
 
-def test_a_prepared_tree_unpacks_whole_into_an_empty_work_folder(tmp_path: Path) -> None:
+@pytest.fixture(params=["tar", "tarfile"])
+def untar(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """unpack_tree with the system's tar, and without one (Python's tarfile)."""
+    if request.param == "tarfile":
+        monkeypatch.setitem(check.unpack_tree.__globals__, "which", lambda name, path=None: None)
+    return str(request.param)
+
+
+def test_a_prepared_tree_unpacks_whole_into_an_empty_work_folder(tmp_path: Path, untar: str) -> None:
     made = tmp_path / "made"
     (made / "venv" / "bin").mkdir(parents=True)
     (made / "venv" / "bin" / "python").write_text("#!/bin/sh\n")
@@ -480,7 +488,7 @@ def test_a_prepared_tree_unpacks_whole_into_an_empty_work_folder(tmp_path: Path)
     assert spec["prepared_env"] == "prepared"
 
 
-def test_a_broken_prepared_tree_leaves_an_empty_work_folder_and_the_guest_makes_its_own(tmp_path: Path) -> None:
+def test_a_broken_prepared_tree_leaves_an_empty_work_folder_and_the_guest_makes_its_own(tmp_path: Path, untar: str) -> None:
     made = tmp_path / "made"
     (made / "venv").mkdir(parents=True)
     (made / "venv" / "big").write_bytes(os.urandom(200_000))
