@@ -361,12 +361,12 @@ def _check_all(
 _PREPARING: dict[str, threading.Lock] = {}
 _PREPARING_GUARD = threading.Lock()
 
-# What each role's guests can start from, made once per platform: (script, tools, cache folder).
-# Build guests on Python 2 need a virtualenv for setuptools (2-4 s to make); test guests need a
-# fresh environment and pip.
+# What each role's guests can start from, made once per platform: (script, tools, cache folder,
+# what the log calls it). Build guests on Python 2 need a virtualenv for setuptools (2-4 s to
+# make); test guests need a fresh environment and pip.
 _PREPARED = {
-    "build": ("build.py", ("virtualenv",), "build-envs"),
-    "runtime": ("check.py", ("virtualenv", "pip"), "test-envs"),
+    "build": ("build.py", ("virtualenv",), "build-envs", "build"),
+    "runtime": ("check.py", ("virtualenv", "pip"), "test-envs", "test"),
 }
 
 
@@ -379,7 +379,7 @@ def prepared_env(
     the in-guest scripts; the host never opens it. Each guest unpacks its own copy at the path
     it was made at, so every cell still starts from an untouched environment. Returns (tar, spec
     keys for the guest), or None to let each guest make its own, which the log then says."""
-    script, names, where = _PREPARED[role]
+    script, names, where, what = _PREPARED[role]
     backend = backends.get(cell.platform.backend)
     tools = {name: _tool(cell.platform.tools, sources, name) for name in names}
     if tools.get("virtualenv") and not backend.same_paths:
@@ -403,7 +403,6 @@ def prepared_env(
             **{name: f"{GUEST_ROOT}/tools/{path.name}" if path else None for name, path in tools.items()},
         }
         stage = fresh_dir(folder / f".stage-{digest}-{os.getpid()}-{threading.get_ident()}")
-        what = "build" if role == "build" else "test"
         try:
             inputs = stage_inputs(stage / "in", spec, files)
             label = f"{cell.platform.name}/{what}-env"
@@ -420,9 +419,7 @@ def prepared_env(
                 why = "; ".join(result.get("reasons") or []) or f"{script} exited {done.returncode}"
                 log(f"the platform's shared {what} environment could not be made ({why}): this {what} makes its own")
                 return None
-            keys = {"prepared_env": result["how"]}
-            if role == "runtime":
-                keys["pip_dir"] = result.get("pip_dir")
+            keys = {"prepared_env": result["how"], **(result.get("spec") or {})}
             (stage / "about.json").write_text(json.dumps(keys))
             os.replace(stage / "out" / "tree.tar", tar)  # the tar first: about.json says it is whole
             os.replace(stage / "about.json", about)

@@ -372,6 +372,28 @@ def write_tree(tar_path, work, names):
         tar.close()
 
 
+def prepare_tree(spec, names, make):
+    """Make, in a guest no sdist or artifact has touched, what every guest of its role on the
+    platform starts from: make(WORK) builds it under WORK and returns (how it was made, the keys
+    a later guest's spec gets); the NAMES under WORK go into OUT/tree.tar (write_tree), and
+    OUT/prepare-result.json says how, with those keys under "spec", or why it could not."""
+    work, out = spec["work"], spec["out"]
+    for folder in (work, out):
+        if not os.path.isdir(folder):
+            os.makedirs(folder)
+    result = {"ok": False, "how": None, "spec": {}, "reasons": []}
+    try:
+        started = time.time()
+        result["how"], result["spec"] = make(work)
+        write_tree(os.path.join(out, "tree.tar"), work, names)
+        say("prepared %s in %.1f s" % (result["how"], time.time() - started))
+        result["ok"] = True
+    except GuestError as exc:
+        result["reasons"].append(str(exc))
+    write_json(os.path.join(out, "prepare-result.json"), result)
+    return 0 if result["ok"] else 1
+
+
 def unpack_tree(spec, drop):
     """Unpack the platform's prepared environment (write_tree) into an empty WORK, at the path it
     was made at. It was made by our own prepare() in a guest of this image that no sdist or

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (GuestError, environ, fresh_dir, load_spec, make_virtualenv, one_line,  # noqa: E402
-                     python_version, run_tee, say, unpack, unpack_tree, write_json, write_tree, capture,
+                     prepare_tree, python_version, run_tee, say, unpack, unpack_tree, write_json, capture,
                      describe_exit)
 
 # Run setup.py as __main__ with setuptools imported first, so a plain-distutils setup.py still
@@ -187,26 +187,15 @@ def build_python(spec, work):
 
 
 def prepare(spec):
-    """Make, in a build guest no sdist has touched, the virtualenv every build of the platform
-    starts from (WORK/venv), into OUT/tree.tar: the host keeps it unopened and gives it to each
-    build guest to unpack at the same path, so a cell does not pay again for a virtualenv (2-4 s
-    on Python 2.7). Each cell unpacks its own copy: what one setup.py does to it, no other sees."""
-    work, out = spec["work"], spec["out"]
-    for folder in (work, out):
-        if not os.path.isdir(folder):
-            os.makedirs(folder)
-    result = {"ok": False, "how": None, "reasons": []}
-    try:
-        started = time.time()
+    """The virtualenv every build of the platform starts from (WORK/venv), made once (see
+    prepare_tree): each build guest unpacks its own copy at the same path, so a cell does not pay
+    again for a virtualenv (2-4 s on Python 2.7), and what one setup.py does to it, no other sees."""
+
+    def make(work):
         make_virtualenv(spec["virtualenv"], os.path.join(work, "venv"), work)
-        write_tree(os.path.join(out, "tree.tar"), work, ("venv",))
-        result["how"] = "virtualenv (made once for the platform's builds, unused until now)"
-        say("prepared the build virtualenv in %.1f s" % (time.time() - started))
-        result["ok"] = True
-    except GuestError as exc:
-        result["reasons"].append(str(exc))
-    write_json(os.path.join(out, "prepare-result.json"), result)
-    return 0 if result["ok"] else 1
+        return "virtualenv (made once for the platform's builds, unused until now)", {}
+
+    return prepare_tree(spec, ("venv",), make)
 
 
 def main(argv):

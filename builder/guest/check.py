@@ -19,8 +19,8 @@ import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (GuestError, capture, describe_exit, environ, fresh_dir, load_spec,  # noqa: E402
-                     make_virtualenv, one_line, python_version, say, tail, unpack, unpack_tree, which,
-                     write_json, write_tree)
+                     make_virtualenv, one_line, prepare_tree, python_version, say, tail, unpack, unpack_tree,
+                     which, write_json)
 
 PY2 = sys.version_info[0] == 2
 COMPILER_NAMES = ("gcc", "cc", "g++", "c++", "clang", "clang++", "tcc")
@@ -712,36 +712,24 @@ def check_one(spec, envs):
 
 
 def prepare(spec):
-    """Make, in a runtime guest no artifact has touched, what every test of the platform starts
-    from: the fresh environment (WORK/env) and pip unpacked and byte-compiled (WORK/pip-tool).
-    Both go into OUT/tree.tar, which the host keeps unopened and gives to each test guest to
-    unpack at the same path (unpack_tree), so a cell does not pay again for a virtualenv
+    """What every test of the platform starts from, made once (see prepare_tree): the fresh
+    environment (WORK/env) and pip unpacked and byte-compiled (WORK/pip-tool), unpacked by each
+    test guest at the same path (unpack_tree), so a cell does not pay again for a virtualenv
     (2-7 s on Python 2.7) or for pip compiling itself (1-5 s per install)."""
-    work = spec["work"]
-    out = spec["out"]
-    for folder in (work, out):
-        if not os.path.isdir(folder):
-            os.makedirs(folder)
-    result = {"ok": False, "how": None, "pip_dir": None, "reasons": []}
-    try:
-        started = time.time()
+
+    def make(work):
         env = make_env(spec, work)
-        result["how"] = "%s (made once for the platform's tests, unused until now)" % env.how
+        keys = {}
         if spec.get("pip"):
             pip_dir = fresh_dir(os.path.join(work, "pip-tool"))
             unpack(spec["pip"], pip_dir)
             code, output = capture([env.python, "-m", "compileall", "-q", pip_dir])
             if code != 0:
                 raise GuestError("compiling pip failed (%s): %s" % (describe_exit(code), one_line(tail(output, 2))))
-            result["pip_dir"] = pip_dir
-        # Only what the tests start from goes into the tar.
-        write_tree(os.path.join(out, "tree.tar"), work, ("env", "pip-tool"))
-        say("prepared %s and pip in %.1f s" % (env.how, time.time() - started))
-        result["ok"] = True
-    except GuestError as exc:
-        result["reasons"].append(str(exc))
-    write_json(os.path.join(out, "prepare-result.json"), result)
-    return 0 if result["ok"] else 1
+            keys["pip_dir"] = pip_dir
+        return "%s (made once for the platform's tests, unused until now)" % env.how, keys
+
+    return prepare_tree(spec, ("env", "pip-tool"), make)
 
 
 def main(argv):

@@ -18,6 +18,7 @@ from builder.guest import build, check
 # The guest scripts import their helpers as the top-level module `_common` (that is how they run
 # in a guest), so take its names from there: builder.guest._common would be a second copy.
 GuestError, fresh_dir, unpack = check.GuestError, check.fresh_dir, check.unpack
+common = sys.modules["_common"]
 
 GUEST = Path(build.__file__).parent
 GUEST_FILES = sorted(GUEST.glob("*.py"))
@@ -466,7 +467,7 @@ def test_guest_code_stays_python_26_compatible() -> None:
 def untar(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """unpack_tree with the system's tar, and without one (Python's tarfile)."""
     if request.param == "tarfile":
-        monkeypatch.setitem(check.unpack_tree.__globals__, "which", lambda name, path=None: None)
+        monkeypatch.setattr(common, "which", lambda name, path=None: None)
     return str(request.param)
 
 
@@ -477,11 +478,11 @@ def test_a_prepared_tree_unpacks_whole_into_an_empty_work_folder(tmp_path: Path,
     (made / "venv" / "bin" / "python").chmod(0o755)
     (made / "venv" / "lib").symlink_to("/usr/lib")  # a virtualenv's absolute links stay as they are
     (made / "scratch").mkdir()  # not asked for: stays out
-    check.write_tree(str(tmp_path / "tree.tar"), str(made), ("venv", "absent"))
+    common.write_tree(str(tmp_path / "tree.tar"), str(made), ("venv", "absent"))
     work = tmp_path / "work"
     (work / "left-over").mkdir(parents=True)
     spec = {"work": str(work), "prepared_tar": str(tmp_path / "tree.tar"), "prepared_env": "prepared"}
-    assert check.unpack_tree(spec, drop=("prepared_env",)) is True
+    assert common.unpack_tree(spec, drop=("prepared_env",)) is True
     assert sorted(os.listdir(work)) == ["venv"]
     assert os.access(work / "venv" / "bin" / "python", os.X_OK)
     assert os.readlink(work / "venv" / "lib") == "/usr/lib"
@@ -492,12 +493,12 @@ def test_a_broken_prepared_tree_leaves_an_empty_work_folder_and_the_guest_makes_
     made = tmp_path / "made"
     (made / "venv").mkdir(parents=True)
     (made / "venv" / "big").write_bytes(os.urandom(200_000))
-    check.write_tree(str(tmp_path / "tree.tar"), str(made), ("venv",))
+    common.write_tree(str(tmp_path / "tree.tar"), str(made), ("venv",))
     data = (tmp_path / "tree.tar").read_bytes()
     (tmp_path / "tree.tar").write_bytes(data[: len(data) // 2])  # cut short
     spec = {"work": str(tmp_path / "work"), "prepared_tar": str(tmp_path / "tree.tar"),
             "prepared_env": "prepared", "pip_dir": "/x"}
-    assert check.unpack_tree(spec, drop=("prepared_env", "pip_dir")) is False
+    assert common.unpack_tree(spec, drop=("prepared_env", "pip_dir")) is False
     assert os.listdir(tmp_path / "work") == []
     assert "prepared_env" not in spec and "pip_dir" not in spec
 
