@@ -412,10 +412,10 @@ def install_egg(egg, env, work, reasons):
 def install_wheel(wheel, env, spec, work):
     if os.path.isfile(os.path.join(env.root, "bin", "pip")):
         pip, how = [env.python, "-m", "pip"], "pip (in the env)"
-    elif spec.get("pip_dir") and os.path.isdir(os.path.join(spec["pip_dir"], "pip")):
+    elif spec.get("pip_dir") and os.path.isdir(os.path.join(work, spec["pip_dir"], "pip")):
         # The same pip wheel, unpacked and byte-compiled once per platform by this image's
         # Python (prepare()): run from its wheel, pip compiles itself anew every time (1-5 s).
-        pip, how = [env.python, os.path.join(spec["pip_dir"], "pip")], "pip (from %s, unpacked)" % (
+        pip, how = [env.python, os.path.join(work, spec["pip_dir"], "pip")], "pip (from %s, unpacked)" % (
             os.path.basename(spec.get("pip") or "its wheel"))
     elif spec.get("pip"):
         # pip runs from its own wheel, so the runtime image needs no pip of its own.
@@ -726,7 +726,9 @@ def prepare(spec):
             code, output = capture([env.python, "-m", "compileall", "-q", pip_dir])
             if code != 0:
                 raise GuestError("compiling pip failed (%s): %s" % (describe_exit(code), one_line(tail(output, 2))))
-            keys["pip_dir"] = pip_dir
+            # Relative to WORK: each test guest unpacks the tree into its own (the vagrant backend
+            # gives each cell a folder of its own, so the path made here is not the path used).
+            keys["pip_dir"] = "pip-tool"
         return "%s (made once for the platform's tests, unused until now)" % env.how, keys
 
     return prepare_tree(spec, ("env", "pip-tool"), make)

@@ -61,6 +61,10 @@ def test_an_egg_is_built_and_tested_toolless_on_vagrant_machines(tmp_path: Path)
     # Toolless on the runtime machine, and the speedups loaded as a real extension there.
     assert checked["ok"] and checked["compilers"] == [] and checked["build_only_installed"] == []
     assert checked["extensions"] == {"simplejson._speedups": "extension"}
+    # The wheel went in with the platform's prepared pip, unpacked in this cell's own folder.
+    wheel = json.loads((cell / "test" / "wheel" / "check-result.json").read_text())
+    assert wheel["ok"] and wheel["installer"] == "pip (from pip-24.2-py3-none-any.whl, unpacked)", wheel["installer"]
+    assert wheel["environment"].startswith("venv --without-pip (made once"), wheel["environment"]
     # The cell ran in its own folder on the machine, not in the ssh user's home.
     assert "/var/tmp/builder/bc" in (cell / "build.log").read_text()
     # The run's machines are gone with it.
