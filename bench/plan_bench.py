@@ -80,8 +80,10 @@ def write_project(root: Path, platforms: int, packages: int) -> Path:
 
 def plan_only(matrix_path: Path) -> dict[str, Any]:
     """Load + plan, timed, in this interpreter."""
-    from builder import config, pipeline, plan
-    from builder.backends import Images
+    from builder.cells import pipeline
+    from builder.machines.base import Images
+    from builder.matrix import load as config
+    from builder.matrix import plan
 
     started = time.perf_counter()
     matrix = config.load(matrix_path)
@@ -105,8 +107,13 @@ def engine_free_run(matrix_path: Path) -> dict[str, Any]:
 
     from rich.console import Console
 
-    from builder import config, pipeline, plan, publish, report, reports
-    from builder.state import StageResult
+    from builder.cells import pipeline
+    from builder.cells.state import StageResult
+    from builder.matrix import load as config
+    from builder.matrix import plan
+    from builder.output import publish
+    from builder.report import files as reports
+    from builder.report import terminal as report
 
     started = time.perf_counter()
     matrix = config.load(matrix_path)

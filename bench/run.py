@@ -373,7 +373,7 @@ def part_d(root: Path, data: dict[str, Any], packages: list[str]) -> dict[str, A
             "CIBW_REPAIR_WHEEL_COMMAND": "", "CIBW_TEST_COMMAND": "",
             "CIBW_ENVIRONMENT": " ".join(f'{k}="{v}"' for k, v in sorted(env.items())),
         }
-        for attempt in range(2):
+        for _attempt in range(2):
             started = time.monotonic()
             # cibuildwheel wants the project inside its working directory.
             done = subprocess.run([str(tool), "--platform", "linux", "--output-dir", str(wheels), "."], cwd=src,

@@ -9,15 +9,21 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
-from . import __version__, config, ownership, pipeline, plan, report, state
+from . import __version__, ownership
+from .cells import pipeline, state
 from .errors import BuilderError, CellsFailed, ImageError
-from .model import Matrix
+from .machines import registry
+from .matrix import load as config
+from .matrix import plan
+from .matrix.model import Matrix
+from .report import terminal as report
 
 STAGE_HELP = {
     "all": "fetch, make images, build, test and publish the selected cells",
@@ -94,14 +100,12 @@ def err_print(line: str) -> None:
 
 def _interrupted(signum: int, frame: object) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C leaves at once
-    if "builder.backends.vagrant" in sys.modules:
+    if "builder.machines.vagrant" in sys.modules:
         # Stop waiting on Vagrant machines (their commands end); they are destroyed at exit.
-        sys.modules["builder.backends.vagrant"].interrupt()
-    if "builder.backends.docker" in sys.modules:
-        from . import backends
-
+        sys.modules["builder.machines.vagrant"].interrupt()
+    if "builder.machines.engine" in sys.modules:
         try:
-            backends.clean(os.getpid())
+            registry.clean(os.getpid())
         except BuilderError:
             pass
     raise KeyboardInterrupt
@@ -138,108 +142,167 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+@dataclass
+class Context:
+    """What every command gets: its arguments, the loaded matrix, the console, and the run's
+    backends (each made once, on first use)."""
+
+    args: argparse.Namespace
+    matrix: Matrix
+    console: Console
+    backends: registry.Backends
+
+    def say(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False)
+
+
 def _dispatch(args: argparse.Namespace, console: Console) -> int:
     matrix = config.load(Path(args.matrix))
+    ctx = Context(args, matrix, console, registry.Backends())
+    command = COMMANDS.get(args.command, _stages)
     if args.command in ("verify", "list", "matrix"):  # they write nothing
-        return _command(args, matrix, console)
+        return command(ctx)
     try:
-        return _command(args, matrix, console)
+        return command(ctx)
     finally:
         # Under sudo, what this command made in the project is the invoking user's (see ownership.py).
         settings = matrix.settings
         ownership.hand_over(matrix.root, (settings.output, settings.work, settings.cache), ownership.invoking_user())
 
 
-def _command(args: argparse.Namespace, matrix: Matrix, console: Console) -> int:
-    if args.command in ("deploy", "rollback", "releases"):
-        from .deploy import cli as deploy_cli
+def _deploy(ctx: Context) -> int:
+    from .deploy import cli as deploy_cli
 
-        return deploy_cli.run(matrix, args, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
-    if args.command == "verify":
-        from .publish import verify
+    return deploy_cli.run(ctx.matrix, ctx.args, lambda line: ctx.console.print(line, markup=False, highlight=False, soft_wrap=True))
 
-        problems = verify(matrix.settings.output)
-        for problem in problems:
-            console.print(f"{problem.kind}: {problem.path} {problem.detail}", markup=False)
-        if problems:
-            raise BuilderError(f"{len(problems)} problem(s) in {matrix.settings.output}", hint="rebuild and republish them")
-        console.print(f"{matrix.settings.output}: every artifact matches its manifest")
+
+def _verify(ctx: Context) -> int:
+    from .output.publish import verify
+
+    output = ctx.matrix.settings.output
+    problems = verify(output)
+    for problem in problems:
+        ctx.console.print(f"{problem.kind}: {problem.path} {problem.detail}", markup=False)
+    if problems:
+        raise BuilderError(f"{len(problems)} problem(s) in {output}", hint="rebuild and republish them")
+    ctx.console.print(f"{output}: every artifact matches its manifest")
+    return 0
+
+
+def _shell(ctx: Context) -> int:
+    from .cells import shell
+
+    args = ctx.args
+    found = shell.prepare(ctx.matrix, args.target, args.role, lambda line: err_print(line), ctx.backends)
+    if args.print:
+        sys.stdout.write(shlex.join(found.argv) + "\n")
         return 0
-    if args.command == "shell":
-        from . import shell
+    err_print(f"{args.target}: {found.role} guest, no network; try: {found.hint}")
+    shell.enter(found)
+    return 0  # pragma: no cover - enter() replaces this process
 
-        found = shell.prepare(matrix, args.target, args.role, lambda line: err_print(line))
-        if args.print:
-            sys.stdout.write(shlex.join(found.argv) + "\n")
-            return 0
-        err_print(f"{args.target}: {found.role} guest, no network; try: {found.hint}")
-        shell.enter(found)
-        return 0  # pragma: no cover - enter() replaces this process
-    if args.command == "check-imports":
-        from . import imports
 
-        checked = imports.check(matrix, args.app, args.platform, args.requirements, args.format, echo=err_print,
-                                log_echo=err_print if args.verbose else None, excludes=args.exclude)
-        for line in imports.render(checked):
-            console.print(line, markup=False, highlight=False, soft_wrap=True)
-        if not checked.ok:
-            raise imports.failed(checked)
-        return 0
-    if args.command == "clean":
-        from . import backends, publish
+def _check_imports(ctx: Context) -> int:
+    from .imports import check as imports
 
-        for name in backends.clean():
-            console.print(f"removed container {name}", markup=False)
-        if matrix.settings.output.is_dir():
-            for line in publish.recover(matrix.settings.output):
-                console.print(line, markup=False)
-        console.print("clean: nothing of a killed run is left", markup=False)
-        return 0
-    if args.command == "merge":
-        from .merge import merge
+    args = ctx.args
+    checked = imports.check(ctx.matrix, args.app, args.platform, args.requirements, args.format, echo=err_print,
+                            log_echo=err_print if args.verbose else None, excludes=args.exclude,
+                            backends=ctx.backends)
+    for line in imports.render(checked):
+        ctx.console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not checked.ok:
+        raise imports.failed(checked)
+    return 0
 
-        count = merge(matrix, args.parts, lambda line: console.print(line, markup=False))
-        console.print(f"merged {count} cell(s) into {matrix.settings.output}", markup=False)
-        return 0
-    cells = plan.select(matrix, _split(args.platform), _split(args.package), _split(args.cell))
-    if args.command == "matrix":
-        from .ci import matrix_document
 
-        # Plain stdout: the document is data for a CI system, never console markup.
-        sys.stdout.write(matrix_document(cells, args.format))
-        if args.format == "github":
-            sys.stdout.write("\n")
-        return 0
-    if args.command == "list":
-        run = pipeline.Run(matrix, cells)
-        for cell in cells:
-            for stage in ("fetch", "images", "build", "test", "publish"):
-                saved = state.load(matrix, cell, stage)  # type: ignore[arg-type]
-                if saved is not None:
-                    run.results.setdefault(cell.id, {})[stage] = saved
-        report.cell_list(cells, run, console)
-        return 0
-    from .images import require_dockerfiles
+def _clean(ctx: Context) -> int:
+    from .output import publish
 
+    for name in registry.clean():
+        ctx.console.print(f"removed container {name}", markup=False)
+    if ctx.matrix.settings.output.is_dir():
+        for line in publish.recover(ctx.matrix.settings.output):
+            ctx.console.print(line, markup=False)
+    ctx.console.print("clean: nothing of a killed run is left", markup=False)
+    return 0
+
+
+def _merge(ctx: Context) -> int:
+    from .output.merge import merge
+
+    count = merge(ctx.matrix, ctx.args.parts, lambda line: ctx.console.print(line, markup=False))
+    ctx.console.print(f"merged {count} cell(s) into {ctx.matrix.settings.output}", markup=False)
+    return 0
+
+
+def _selected(ctx: Context) -> list[plan.Cell]:
+    args = ctx.args
+    return plan.select(ctx.matrix, _split(args.platform), _split(args.package), _split(args.cell))
+
+
+def _matrix(ctx: Context) -> int:
+    from .matrix.ci import matrix_document
+
+    cells = _selected(ctx)
+    # Plain stdout: the document is data for a CI system, never console markup.
+    sys.stdout.write(matrix_document(cells, ctx.args.format))
+    if ctx.args.format == "github":
+        sys.stdout.write("\n")
+    return 0
+
+
+def _list(ctx: Context) -> int:
+    cells = _selected(ctx)
+    run = pipeline.Run(ctx.matrix, cells)
+    for cell in cells:
+        for stage in ("fetch", "images", "build", "test", "publish"):
+            saved = state.load(ctx.matrix, cell, stage)
+            if saved is not None:
+                run.results.setdefault(cell.id, {})[stage] = saved
+    report.cell_list(cells, run, ctx.console)
+    return 0
+
+
+def _stages(ctx: Context) -> int:
+    """all, fetch, images, build, test, publish: the pipeline's stages over the selected cells."""
+    from .machines.images import require_dockerfiles
+
+    args, matrix = ctx.args, ctx.matrix
+    cells = _selected(ctx)
     require_dockerfiles(dict.fromkeys(c.platform for c in cells))  # a config error: before anything runs
     blocked: dict[str, ImageError] = {}
     if args.command != "fetch":
         # A platform that cannot run here (its base image or box missing) is said once, before
         # anything is fetched; when it is all that was selected, that is the whole answer.
-        blocked = pipeline.preflight(matrix, cells)
+        blocked = pipeline.preflight(matrix, cells, ctx.backends)
         pipeline.refuse_if_blocked(blocked, cells)
-    from ._lock import run_lock
+    from .output.lock import run_lock
 
-    with run_lock(matrix.settings.work, lambda line: console.print(line, markup=False, highlight=False)):
-        return _run(args, matrix, cells, console, blocked)
+    with run_lock(matrix.settings.work, ctx.say):
+        return _run(ctx, cells, blocked)
 
 
-def _run(
-    args: argparse.Namespace, matrix: Matrix, cells: list[plan.Cell], console: Console, blocked: dict[str, ImageError]
-) -> int:
+COMMANDS: dict[str, Callable[[Context], int]] = {
+    "deploy": _deploy,
+    "rollback": _deploy,
+    "releases": _deploy,
+    "verify": _verify,
+    "shell": _shell,
+    "check-imports": _check_imports,
+    "clean": _clean,
+    "merge": _merge,
+    "matrix": _matrix,
+    "list": _list,
+    **dict.fromkeys(STAGE_HELP, _stages),
+}
+
+
+def _run(ctx: Context, cells: list[plan.Cell], blocked: dict[str, ImageError]) -> int:
+    args, matrix, console = ctx.args, ctx.matrix, ctx.console
     run = pipeline.Run(
         matrix, cells, jobs=args.jobs, fail_fast=args.fail_fast, verbose=args.verbose, force=args.force,
-        echo=lambda line: console.print(line, markup=False, highlight=False), blocked=blocked,
+        echo=ctx.say, blocked=blocked, backends=ctx.backends,
     )
     try:
         if console.is_terminal and not args.verbose:
@@ -258,7 +321,7 @@ def _run(
         else:
             pipeline.execute(run, pipeline.STAGES[args.command])
     finally:
-        from . import reports
+        from .report import files as reports
 
         written = reports.write_reports(matrix.settings.work / "report", f"builder {args.command}", reports.from_run(run))
         console.print(f"reports: {written['html']} (also {written['junit'].name}, {written['json'].name})", markup=False)

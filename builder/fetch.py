@@ -21,7 +21,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from .errors import FetchError
-from .model import Pin
+from .matrix.model import Pin
 
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
 TIMEOUT = 60

@@ -21,12 +21,11 @@ from typing import Any
 from .. import __version__
 from ..errors import DeployError
 from ..fetch import Fetcher, sha256_file
-from ..model import Matrix
+from ..matrix.model import Matrix, Target
 from .resolve import Artifact, resolve
-from .targets import Target
 
 GUEST = Path(__file__).resolve().parent.parent / "guest"
-HOST_SCRIPT = GUEST / "host.py"
+HOST_SCRIPT = Path(__file__).resolve().parent.parent / "server" / "host.py"
 IMPORTS_SCRIPT = GUEST / "imports.py"
 _SKIP = ("__pycache__", ".git", ".hg", ".svn", ".tox", ".pytest_cache")
 
@@ -106,10 +105,10 @@ def _app_archive(matrix: Matrix, target: Target) -> Path:
     packed = io.BytesIO()
     with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0) as zipped:
         zipped.write(buffer.getvalue())
-    folder = matrix.settings.work / "deploy"
-    folder.mkdir(parents=True, exist_ok=True)
+    deploy_dir = matrix.settings.work / "deploy"
+    deploy_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(packed.getvalue()).hexdigest()
-    path = folder / f"{target.name}-app-{digest[:16]}.tar.gz"
+    path = deploy_dir / f"{target.name}-app-{digest[:16]}.tar.gz"
     if not path.exists():
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(packed.getvalue())

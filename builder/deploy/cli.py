@@ -8,16 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import DeployError
-from ..model import Matrix
+from ..matrix.deploy import find as find_target
+from ..matrix.model import Matrix
 from . import bundle as bundles
-from . import roll, targets
+from . import roll
 
 COMMANDS = ("deploy", "rollback", "releases")
 # As host.py checks it: a folder name under ROOT/releases/.
 RELEASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
-def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     deploy = sub.add_parser(
         "deploy", parents=[common], help="install a release on a deploy target's hosts and switch to it, in batches",
         description="Resolve the target's requirements to published artifacts, then host by host (in batches): "
@@ -38,7 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 
 def run(matrix: Matrix, args: argparse.Namespace, echo: Callable[[str], None]) -> int:
-    target = targets.find(matrix, args.target)
+    target = find_target(matrix, args.target)
     if args.command == "releases":
         roll.releases(target, echo)
         return 0

@@ -17,9 +17,9 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from .. import published
-from ..model import Format, Matrix
-from ..publish import read_manifest
+from ..matrix.model import Format, Matrix
+from ..output import published
+from ..output.publish import read_manifest
 
 
 @dataclass(frozen=True)

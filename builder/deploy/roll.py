@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BuilderError, DeployError
-from ..ssh import Connection, Destination
+from ..machines.ssh import Connection, Destination
+from ..matrix.model import Hook, HookName, Target
 from .bundle import HOST_SCRIPT, Bundle
-from .targets import Hook, HookName, Target
 
 RESULT_MARK = "@@builder-host-result@@ "
 HOOK_TIMEOUT = 600.0
@@ -156,7 +156,7 @@ def switch_with_hooks(host: Host, release: str, before: str | None) -> None:
     try:
         for step in ("out", "stop"):
             done.append(step)  # attempted: a stop that failed half-way still gets a start
-            host.hook(step, release)  # type: ignore[arg-type]
+            host.hook(step, release)
     except HookFailed as failed:
         restore_service(host, before or release, done)
         raise DeployError(f"{host.dest}: {failed} (before the switch: current is still {before})",
@@ -194,7 +194,7 @@ def restore_service(host: Host, release: str, done: Sequence[str]) -> None:
     for step in ("start", "in"):
         if (step == "start" and "stop" in done) or (step == "in" and "out" in done):
             try:
-                host.hook(step, release)  # type: ignore[arg-type]
+                host.hook(step, release)
             except HookFailed as failed:
                 host.say(f"while restoring: {failed}")
 
@@ -241,7 +241,7 @@ def roll(target: Target, work: Callable[[Host], Outcome], echo: Echo, *, connect
         else:
             with ThreadPoolExecutor(max_workers=len(batch)) as pool:
                 futures = [pool.submit(one, dest) for dest in batch]
-                results = [f.exception() or f.result() for f in futures]  # type: ignore[misc]
+                results = [f.exception() or f.result() for f in futures]
         errors = [r for r in results if isinstance(r, BaseException)]
         outcomes += [r for r in results if isinstance(r, Outcome)]
         if errors:
@@ -279,7 +279,8 @@ def dry_run(target: Target, bundle: Bundle | None, release: str, echo: Echo) -> 
             elif name in target.hooks:
                 hook = target.hooks[name]  # type: ignore[index]
                 command = substitute(hook, dest, release, target.root)
-                steps.append(f"{name}: " + (command + "  (here)" if hook.where == "local" else shlex.join(conn.argv(["sh", "-c", command]))))
+                shown = command + "  (here)" if hook.where == "local" else shlex.join(conn.argv(["sh", "-c", command]))
+                steps.append(f"{name}: {shown}")
         if bundle is not None:
             steps.append(shlex.join(conn.argv([target.python, script, "prune", target.root, str(target.keep)])))
         for step in steps:

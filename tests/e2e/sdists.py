@@ -19,7 +19,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from builder.backends.docker import listed
+from builder.machines.engine import listed
 
 from .conftest import FIXTURES, REPO
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from builder.ssh import Destination
+from builder.machines.ssh import Destination
 
 LABEL = "io.builder.test"
 

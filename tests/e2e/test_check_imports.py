@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import config
-from builder.backends.docker import DockerBackend
+from builder.machines.docker import DockerBackend
+from builder.matrix import load as config
 
 from .conftest import FIXTURES, REPO, builder, docker_run, project
 

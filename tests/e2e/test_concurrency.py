@@ -7,8 +7,15 @@ import time
 from pathlib import Path
 
 from .conftest import builder, project
-from .sdists import containers, entry, fixture_sdist, guest_running, matrix_text, start
-from .sdists import no_strays  # noqa: F401 - an autouse fixture: no builder outlives its test
+from .sdists import (
+    containers,
+    entry,
+    fixture_sdist,
+    guest_running,
+    matrix_text,
+    no_strays,  # noqa: F401 - an autouse fixture: no builder outlives its test
+    start,
+)
 
 
 def test_a_second_run_waits_for_the_first_and_corrupts_nothing(tmp_path: Path) -> None:

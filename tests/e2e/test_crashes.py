@@ -7,8 +7,18 @@ import json
 from pathlib import Path
 
 from .conftest import builder, project
-from .sdists import CALM, containers, entry, fixture_sdist, guest_running, matrix_text, sdist, snapshot, start
-from .sdists import no_strays  # noqa: F401 - an autouse fixture: no builder outlives its test
+from .sdists import (
+    CALM,
+    containers,
+    entry,
+    fixture_sdist,
+    guest_running,
+    matrix_text,
+    no_strays,  # noqa: F401 - an autouse fixture: no builder outlives its test
+    sdist,
+    snapshot,
+    start,
+)
 
 
 def test_kill_9_during_build_and_during_test_loses_nothing(tmp_path: Path) -> None:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from builder.machines.ssh import Destination
+
 from .conftest import REPO, builder, project
 from .sshd import _wait_for_sshd, keypair, sshd_image
-
-from builder.ssh import Destination
 
 LABEL = "io.builder-deploy.test"
 APP = REPO / "examples" / "deploy" / "app"

@@ -15,8 +15,17 @@ from pathlib import Path
 import pytest
 
 from .conftest import REPO, builder, project
-from .sdists import CALM, containers, entry, fixture_sdist, guest_running, matrix_text, sdist, start
-from .sdists import no_strays  # noqa: F401 - an autouse fixture: no builder outlives its test
+from .sdists import (
+    CALM,
+    containers,
+    entry,
+    fixture_sdist,
+    guest_running,
+    matrix_text,
+    no_strays,  # noqa: F401 - an autouse fixture: no builder outlives its test
+    sdist,
+    start,
+)
 
 pytestmark = [
     pytest.mark.skipif(bool(os.environ.get("BUILDER_TEST_NO_ENGINE_RESTART")), reason="BUILDER_TEST_NO_ENGINE_RESTART"),

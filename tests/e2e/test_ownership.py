@@ -46,7 +46,7 @@ def test_a_user_in_the_docker_group_owns_what_the_guest_wrote(tmp_path: Path, re
     imported: another user may not be able to read this interpreter's own files."""
     import docker
 
-    from builder.backends.docker import GUEST_USER, LABEL, DockerMachine
+    from builder.machines.docker import GUEST_USER, LABEL, DockerMachine
 
     engine = docker.from_env()
     container = engine.containers.run(

@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from xml.etree import ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 from .conftest import REPO, builder, docker_run, in_terminal, project
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import OutputTooLarge, TransportError
-from builder.ssh import Connection, Destination
+from builder.machines.ssh import Connection, Destination
 
 from .sshd import keypair, sshd_container, sshd_image
 

@@ -21,9 +21,10 @@ import docker
 import docker.errors
 import pytest
 
-from builder import backends, config
-from builder.backends.docker import listed
-from builder.model import Limits
+from builder.machines import registry as backends
+from builder.machines.engine import listed
+from builder.matrix import load as config
+from builder.matrix.model import Limits
 
 from .conftest import REPO, builder, in_terminal, project
 from .sdists import containers

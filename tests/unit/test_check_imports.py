@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from builder import config, imports, published
 from builder.errors import ConfigError, NotPublished
-from builder.publish import PublishRecord, publish
+from builder.imports import check as imports
+from builder.matrix import load as config
+from builder.output import published
+from builder.output.publish import PublishRecord, publish
 
 from .archives import make_zip
 
@@ -31,7 +33,7 @@ def wheel(folder: Path, project: str, version: str, files: list[str], requires: 
     info = f"{project}-{version}.dist-info"
     metadata = f"Name: {project}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
     record = "".join(f"{name},,\n" for name in files) + f"{info}/METADATA,,\n{info}/RECORD,,\n"
-    members = {name: "" for name in files} | {f"{info}/METADATA": metadata, f"{info}/RECORD": record}
+    members = dict.fromkeys(files, "") | {f"{info}/METADATA": metadata, f"{info}/RECORD": record}
     return make_zip(folder / f"{project}-{version}-{tag}-none-any.whl", members)
 
 
@@ -244,7 +246,7 @@ def test_cli_with_nothing_published_says_how_to_publish(matrix: config.Matrix) -
 def test_appenv_installs_eggs_as_the_test_stage_does_and_tries_with_the_envs_python(tmp_path: Path) -> None:
     import json
 
-    from builder.cells import GUEST_DIR
+    from builder.cells.cell import GUEST_DIR
 
     artifact = make_zip(tmp_path / "in" / "fakepkg-1.0-py3.11.egg",
                         {"EGG-INFO/PKG-INFO": "Name: fakepkg\n", "fakepkg/__init__.py": "VALUE = 1\n",

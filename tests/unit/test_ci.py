@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from builder.ci import matrix_document
 from builder.errors import SelectionError
-from builder.model import Base, BuildSpec, Matrix, Package, Pin, Platform, Settings
-from builder.plan import Cell, all_cells
+from builder.matrix.ci import matrix_document
+from builder.matrix.model import Base, BuildSpec, Matrix, Package, Pin, Platform, Settings
+from builder.matrix.plan import Cell, all_cells
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "ci"
 
@@ -62,7 +62,7 @@ def test_github_is_one_line_of_strategy_matrix(cells: list[Cell]) -> None:
     text = matrix_document(cells, "github")
     assert "\n" not in text  # it goes through `echo "matrix=…" >> $GITHUB_OUTPUT`
     assert json.loads(text) == {
-        "include": [{"cell": i, "platform": i.split("/")[0], "package": c.package.name} for i, c in zip(IDS, cells)]
+        "include": [{"cell": i, "platform": i.split("/")[0], "package": c.package.name} for i, c in zip(IDS, cells, strict=True)]
     }
 
 

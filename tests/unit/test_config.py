@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.config import load, loads
 from builder.errors import ConfigError
-from builder.model import Base, BuildSpec, Limits, Pin, SystemPackages
+from builder.matrix.load import load, loads
+from builder.matrix.model import Base, BuildSpec, Limits, Pin, SystemPackages
 
 A, B, C, D = "a" * 64, "b" * 64, "c" * 64, "d" * 64
 ENV_VARS = ("BUILDER_INDEX_URL", "BUILDER_DEBIAN_MIRROR", "BUILDER_REGISTRY_MIRROR", "BUILDER_CACHE")

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
-from builder.config import loads
 from builder.errors import ConfigError
-from builder.model import Matrix
+from builder.matrix.load import loads
+from builder.matrix.model import Matrix
 
 from .test_config import ENV_VARS, FULL
 

@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tarfile
-import json
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from builder import config
-from builder.deploy import targets
 from builder.deploy.resolve import resolve
 from builder.errors import ConfigError, NotPublished
+from builder.matrix import deploy as targets
+from builder.matrix import load as config
+from builder.matrix.model import Hook, Target
 
 MATRIX = """\
 platforms:
@@ -42,10 +43,10 @@ deploy:
 """
 
 
-def load(tmp_path: Path, deploy: str) -> tuple[targets.Target, ...]:
+def load(tmp_path: Path, deploy: str) -> tuple[Target, ...]:
     path = tmp_path / "matrix.yaml"
     path.write_text(MATRIX + deploy)
-    return targets.load(config.load(path))
+    return config.load(path).targets
 
 
 def test_a_target_is_read_with_defaults(tmp_path: Path) -> None:
@@ -54,7 +55,7 @@ def test_a_target_is_read_with_defaults(tmp_path: Path) -> None:
     assert [str(h) for h in target.hosts] == ["deploy@10.0.0.1", "deploy@10.0.0.2:2222"]
     assert target.hosts[1].identity == tmp_path / "keys" / "id"
     assert target.hosts[0].options == (("StrictHostKeyChecking", "accept-new"),)
-    assert target.hooks["out"] == targets.Hook("lb-ctl out {host}", "local")
+    assert target.hooks["out"] == Hook("lb-ctl out {host}", "local")
     assert [len(b) for b in target.batch.split(target.hosts)] == [1, 1]
     assert target.app == tmp_path / "app"
 
@@ -107,8 +108,7 @@ def _publish(tmp_path: Path, eggs: dict[str, str]) -> config.Matrix:
         data = (folder / name).read_bytes()
         artifacts[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "format": "egg",
                            "package": package, "version": version, "cell": f"debian11-py27/{package}",
-                           **{k: "x" for k in ("source_sha256", "input_key", "build_image", "runtime_image",
-                                                "builder_version", "finished_at")}}
+                           **dict.fromkeys(("source_sha256", "input_key", "build_image", "runtime_image", "builder_version", "finished_at"), "x")}
     (folder / "manifest.json").write_text(json.dumps({"manifest_version": 1, "platform": "debian11-py27",
                                                       "artifacts": artifacts, "cells": {}}))
     return matrix

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-HOST = Path(__file__).resolve().parents[2] / "builder" / "guest" / "host.py"
+HOST = Path(__file__).resolve().parents[2] / "builder" / "server" / "host.py"
 MARK = "@@builder-host-result@@ "
 
 

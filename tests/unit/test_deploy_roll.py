@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.backends import Exec
 from builder.deploy import roll
-from builder.deploy.targets import Batch, Hook, Target
 from builder.errors import DeployError
-from builder.ssh import Destination
+from builder.machines.base import Exec
+from builder.machines.ssh import Destination
+from builder.matrix.model import Batch, Hook, Target
 
 
 class LocalConnection:

@@ -5,7 +5,7 @@ import os
 
 import docker.errors
 
-from builder.backends import docker as backend
+from builder.machines import engine as backend
 
 
 class Container:

@@ -8,7 +8,7 @@ import pytest
 
 from builder.errors import FetchError
 from builder.fetch import Fetcher, index_files, sha256_file
-from builder.model import Pin
+from builder.matrix.model import Pin
 
 
 def make_index(root: Path, project: str, files: dict[str, bytes], with_hashes: bool = True) -> str:

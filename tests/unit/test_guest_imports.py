@@ -272,7 +272,7 @@ def test_usage_errors_exit_2(args: tuple[str, ...], message: str) -> None:
 def test_scripts_beside_the_cell_scripts_leave_cells_up_to_date(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from builder import cells
+    from builder.cells import cell as cells
 
     copy = tmp_path / "guest"
     shutil.copytree(cells.GUEST_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))

@@ -10,10 +10,12 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from builder import pipeline, report, reports
-from builder.model import Base, BuildSpec, Matrix, Package, Pin, Platform, Settings
-from builder.plan import Cell, all_cells
-from builder.state import StageResult
+from builder.cells import pipeline
+from builder.cells.state import StageResult
+from builder.matrix.model import Base, BuildSpec, Matrix, Package, Pin, Platform, Settings
+from builder.matrix.plan import Cell, all_cells
+from builder.report import files as reports
+from builder.report import terminal as report
 
 FINISHED = "2026-01-02T03:04:05Z"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import SelectionError
-from builder.model import Base, BuildSpec, Matrix, Package, Pin, Platform, Settings, SystemPackages
-from builder.plan import all_cells, build_packages, dependencies, input_key, runtime_packages, select, dependency_order
+from builder.matrix.model import Base, BuildSpec, Matrix, Package, Pin, Platform, Settings, SystemPackages
+from builder.matrix.plan import all_cells, build_packages, dependencies, dependency_order, input_key, runtime_packages, select
 
 
 def platform(name: str, enabled: bool = True) -> Platform:

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import backends, config, pipeline, plan
+from builder.cells import pipeline
 from builder.errors import ImageError
+from builder.matrix import load as config
+from builder.matrix import plan
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,26 +34,25 @@ def matrix() -> config.Matrix:
 
 def test_only_blocked_platforms_are_refused_and_the_rest_run(matrix: config.Matrix, monkeypatch: pytest.MonkeyPatch) -> None:
     checker = Checker({"centos6"})
-    monkeypatch.setattr(backends, "get", lambda name: checker)
     cells = plan.select(matrix, platforms=["centos6", "debian12"], packages=["six"])
-    blocked = pipeline.preflight(matrix, cells)
+    blocked = pipeline.preflight(matrix, cells, {"docker": checker})
     assert sorted(checker.asked) == ["centos6", "debian12"] and list(blocked) == ["centos6"]
     pipeline.refuse_if_blocked(blocked, cells)  # debian12 can run: no refusal
     lines: list[str] = []
-    monkeypatch.setattr("builder.state.save", lambda *a: None)
+    monkeypatch.setattr("builder.cells.state.save", lambda *a: None)
     run = pipeline.Run(matrix, cells, echo=lines.append, blocked=blocked)
     pipeline.unavailable(run)
     assert [c.id for c in run.live()] == ["debian12/six"]
     assert lines == ["[centos6/six] images: failed — base of centos6 missing (provide centos6's base)"]
 
 
-def test_when_nothing_selected_can_run_the_reason_is_the_whole_answer(matrix: config.Matrix, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backends, "get", lambda name: Checker({"centos6", "freebsd"}))
+def test_when_nothing_selected_can_run_the_reason_is_the_whole_answer(matrix: config.Matrix) -> None:
+    checkers = {name: Checker({"centos6", "freebsd"}) for name in ("docker", "vagrant")}
     one = plan.select(matrix, platforms=["centos6"])
     with pytest.raises(ImageError) as caught:
-        pipeline.refuse_if_blocked(pipeline.preflight(matrix, one), one)
+        pipeline.refuse_if_blocked(pipeline.preflight(matrix, one, checkers), one)
     assert caught.value.message == "base of centos6 missing" and caught.value.hint == "provide centos6's base"
     two = plan.select(matrix, platforms=["centos6", "freebsd"])
     with pytest.raises(ImageError) as caught:
-        pipeline.refuse_if_blocked(pipeline.preflight(matrix, two), two)
+        pipeline.refuse_if_blocked(pipeline.preflight(matrix, two, checkers), two)
     assert "centos6: base of centos6 missing" in caught.value.message and "freebsd: base of freebsd missing" in caught.value.message

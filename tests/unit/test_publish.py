@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from builder import _journal
 from builder.errors import BuilderError, LockError
-from builder.publish import PublishRecord, output_lock, publish, read_manifest, recover, verify
+from builder.output import journal as _journal
+from builder.output.publish import PublishRecord, output_lock, publish, read_manifest, recover, verify
 
 from .archives import make_zip
 
@@ -322,7 +322,7 @@ def test_verify_flags_an_edited_index_and_an_interrupted_publish(tmp_path: Path)
 CHILD_PUBLISH = """
 import json, sys
 from pathlib import Path
-from builder.publish import PublishRecord, publish
+from builder.output.publish import PublishRecord, publish
 spec = json.loads(Path(sys.argv[1]).read_text())
 records = [PublishRecord(**{**r, "artifacts": tuple(Path(a) for a in r["artifacts"])}) for r in spec["records"]]
 publish(Path(spec["output"]), "p", records)
@@ -433,7 +433,7 @@ def test_recover_refuses_a_journal_whose_files_are_gone(
 CHILD_LOCK = """
 import sys
 from pathlib import Path
-from builder.publish import output_lock
+from builder.output.publish import output_lock
 with output_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     sys.stdin.read()

@@ -13,11 +13,11 @@ from urllib.parse import unquote
 
 import pytest
 
-from builder.model import Base, BuildSpec, Matrix, Package, Pin, Platform, Settings
-from builder.pipeline import Run
-from builder.plan import all_cells
-from builder.reports import ArtifactInfo, CellReport, from_run, write_reports
-from builder.state import StageResult
+from builder.cells.pipeline import Run
+from builder.cells.state import StageResult
+from builder.matrix.model import Base, BuildSpec, Matrix, Package, Pin, Platform, Settings
+from builder.matrix.plan import all_cells
+from builder.report.files import ArtifactInfo, CellReport, from_run, write_reports
 
 NASTY = 'gcc said <&> "no" \x1b[31mred\x1b[0m'
 
@@ -139,7 +139,7 @@ def test_html_grid_statuses_and_links(folder: Path, cells: list[CellReport]) -> 
     }
     _, links, text = grid.cells["debian12/pyyaml"]
     assert len(links) == 2
-    for link, info in zip(links, cells[0].artifacts):
+    for link, info in zip(links, cells[0].artifacts, strict=True):
         assert not link.startswith("/")
         target = (folder / unquote(link)).resolve()
         assert target.is_file() and target == Path(info.path).resolve()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.ssh import Connection, Destination, remote_command
+from builder.machines.ssh import Connection, Destination, remote_command
 
 VAGRANT_SSH_CONFIG = """\
 Host debian12-vm-build

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import config
-from builder.cells import check_inputs
+from builder.cells.cell import checks_inputs
 from builder.guest import check
-from builder.plan import all_cells
+from builder.matrix import load as config
+from builder.matrix.plan import all_cells
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,9 +61,9 @@ def test_the_check_spec_carries_the_family_and_the_build_only_packages() -> None
     cells = {c.id: c for c in all_cells(matrix)}
     artifact = Path("/tmp/PyYAML-5.4.1-py2.7.egg")
     sources = {p.sha256: Path(f"/cache/{p.name}") for c in cells.values() for p in c.platform.tools}
-    spec, _ = check_inputs(cells["debian12/pyyaml"], artifact, "egg", [], sources)
+    spec, _ = checks_inputs(cells["debian12/pyyaml"], [(artifact, "egg", [])], sources)
     assert spec["family"] == "debian" and spec["build_only"] == ["libyaml-dev"]
-    spec, _ = check_inputs(cells["freebsd/psycopg2"], artifact, "egg", [], sources)
+    spec, _ = checks_inputs(cells["freebsd/psycopg2"], [(artifact, "egg", [])], sources)
     assert spec["family"] == "freebsd" and spec["build_only"] == []
-    spec, _ = check_inputs(cells["centos6/pyyaml"], artifact, "egg", [], sources)
+    spec, _ = checks_inputs(cells["centos6/pyyaml"], [(artifact, "egg", [])], sources)
     assert spec["family"] == "redhat" and spec["build_only"] == ["libyaml-devel"]

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import backends
-from builder.backends import vagrant
-from builder.cells import GUEST_ROOT, GUEST_WORK
+from builder.machines import base, vagrant
+from builder.machines import registry as backends
+from builder.machines.base import GUEST_ROOT, GUEST_WORK
+from builder.matrix.model import Limits
 
 
 def test_guest_paths_map_into_the_cells_folder_and_nothing_else_does() -> None:
@@ -57,7 +58,7 @@ def test_the_limited_command_sets_both_limits_on_each_shell(shell: str) -> None:
 
 def test_the_backend_is_one_per_process_so_machines_outlive_a_cell() -> None:
     assert backends.get("vagrant") is backends.get("vagrant")
-    assert set(backends.iter_names()) == {"docker", "vagrant"}
+    assert set(backends.FACTORIES) == {"docker", "vagrant"}
 
 
 def test_a_copied_in_spec_names_the_cells_folder(tmp_path: Path) -> None:
@@ -76,11 +77,11 @@ def test_a_copied_in_spec_names_the_cells_folder(tmp_path: Path) -> None:
             sent["spec"] = json.loads((src / "spec.json").read_text())
             sent["sdist"] = (src / "in" / "six.tar.gz").read_bytes()
 
-        def run(self, argv: list[str], **kwargs: object) -> backends.Exec:
+        def run(self, argv: list[str], **kwargs: object) -> base.Exec:
             sent.setdefault("runs", []).append(argv)  # type: ignore[union-attr]
-            return backends.Exec(0, "")
+            return base.Exec(0, "")
 
-    machine = vagrant.VagrantMachine(Wire(), "bc00000001", backends.Limits())  # type: ignore[arg-type]
+    machine = vagrant.VagrantMachine(Wire(), "bc00000001", Limits())  # type: ignore[arg-type]
     machine.copy_in(staged, "/builder")
     root = "/var/tmp/builder/bc00000001"
     assert sent["dest"] == f"{root}/builder" and sent["sdist"] == b"sdist"

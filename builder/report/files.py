@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import quote
 
-from .state import Status
+from ..cells.state import Status
 
 if TYPE_CHECKING:
-    from .pipeline import Run
+    from ..cells.pipeline import Run
 
 LOG_TAIL = 50
 
@@ -51,7 +51,7 @@ class CellReport:
 def from_run(run: Run) -> list[CellReport]:
     # Imported here: builder.report pulls in the pipeline and the Docker client, which the
     # writers (and a merge of reports from several CI jobs) have no use for.
-    from .report import outcome
+    from .terminal import outcome
 
     reports = []
     for cell in run.cells:

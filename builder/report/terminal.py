@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from .cells import reproduce
-from .pipeline import Run
-from .plan import Cell
+from ..cells.cell import reproduce
+from ..cells.pipeline import Run
+from ..matrix.plan import Cell
 
 MARKS = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "skipped": "[yellow]skipped[/]"}
 

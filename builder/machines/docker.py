@@ -1,6 +1,6 @@
 """The docker backend: platform images from images/<platform>/Dockerfile, one container per step.
 
-The only module that imports the docker SDK.
+With builder.machines.engine, the only module that imports the docker SDK.
 """
 from __future__ import annotations
 
@@ -15,93 +15,16 @@ from pathlib import Path, PurePosixPath
 
 import docker
 import docker.errors
-from requests.exceptions import ConnectionError as RequestsConnectionError
-from requests.exceptions import RequestException
-from urllib3.exceptions import HTTPError as Urllib3Error
+import docker.models.containers
 
-from .. import images as host_images
 from ..errors import BuilderError, EngineError, ImageError, OutputTooLarge
-from ..model import Limits, Matrix, Platform
-from . import Exec, Images, Role
+from ..matrix.model import Limits, Matrix, Platform
+from . import engine
+from . import images as host_images
+from .base import Exec, Images, Role
+from .engine import ENGINE_FAULTS, LABEL, client
 
-# What talking to an engine that went away (stopped, restarted, crashed) raises: the SDK's own
-# errors, requests' and urllib3's, and plain socket errors from a streamed exec.
-ENGINE_FAULTS = (docker.errors.DockerException, RequestException, Urllib3Error, OSError)
-LABEL = "io.builder"  # every container and image we create carries it, for `clean`
 GUEST_USER = "65534:65534"  # nobody: guests never run as root
-API_TIMEOUT = 900
-
-
-def client() -> docker.DockerClient:
-    try:
-        engine = docker.from_env(timeout=API_TIMEOUT)
-        engine.ping()
-    except (docker.errors.DockerException, RequestsConnectionError) as exc:
-        raise EngineError(
-            f"the Docker engine is not reachable ({exc.__class__.__name__})",
-            hint="start it as root (`dockerd &`, or `systemctl start docker`), or set DOCKER_HOST; "
-            "the README's set-up command installs and starts it",
-        ) from exc
-    return engine
-
-
-def _image_id(engine: docker.DockerClient, ref: str) -> str | None:
-    try:
-        return str(engine.images.get(ref).id)
-    except docker.errors.ImageNotFound:
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def listed(engine: docker.DockerClient, **filters: str) -> list[docker.models.containers.Container]:
-    """The containers matching `filters`, skipping any removed while we look.
-
-    A plain `containers.list(all=True)` inspects each container after listing them and raises
-    NotFound for one removed in between; ours are removed in the background as cells end.
-    """
-    found = []
-    for container in engine.containers.list(all=True, sparse=True, filters=filters):
-        try:
-            container.reload()
-        except docker.errors.NotFound:
-            continue
-        found.append(container)
-    return found
-
-
-def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> list[str]:
-    """Remove builder's containers: those of `pid`, or else those whose builder process is gone.
-
-    Every container we start carries our labels and our pid, so a run killed with -9 leaves
-    nothing that the next run (or `builder clean`) cannot find.
-    """
-    removed = []
-    for container in listed(engine, label=LABEL):
-        owner = container.labels.get(f"{LABEL}.pid", "")
-        if not owner.isdigit():
-            # Not one we started: every guest carries its run's pid. A step of an image build
-            # FROM a builder image inherits that image's labels, and must not be killed here.
-            continue
-        if pid is not None and owner != str(pid):
-            continue
-        if pid is None and owner.isdigit() and _alive(int(owner)) and int(owner) != os.getpid():
-            continue
-        try:
-            container.remove(force=True)
-            removed.append(container.name)
-        except docker.errors.APIError:
-            pass  # gone, or its removal already under way (a finished guest)
-    return removed
-
 
 @contextmanager
 def _engine(doing: str) -> Iterator[None]:
@@ -156,7 +79,7 @@ class DockerBackend:
         assert platform.base is not None
         if platform.base.kind == "debootstrap":
             ref = host_images.base_tag(platform.base.value)
-            found = _image_id(self.engine, ref)
+            found = engine.image_id(self.engine, ref)
             if found:
                 return ref, found
             log(f"making base image {ref} with debootstrap (once per machine)")
@@ -168,12 +91,12 @@ class DockerBackend:
                 self.engine.api.import_image_from_file(str(tarball), repository=repo, tag=tag)
             finally:
                 tarball.unlink(missing_ok=True)
-            made = _image_id(self.engine, ref)
+            made = engine.image_id(self.engine, ref)
             if made is None:
                 raise ImageError(f"docker import of {ref} produced no image")
             return ref, made
         ref = (matrix.settings.registry_mirror or "") + platform.base.value
-        found = _image_id(self.engine, ref)
+        found = engine.image_id(self.engine, ref)
         if found:
             return ref, found
         log(f"pulling base image {ref}")
@@ -202,46 +125,18 @@ class DockerBackend:
         base_ref, base_id = self.base(matrix, platform, log)
         digest = host_images.context_digest(matrix, platform, base_id)[:16]
         tags = {role: f"builder/{platform.name}:{role}-{digest}" for role in ("runtime", "build")}
-        ids = {role: _image_id(self.engine, tag) for role, tag in tags.items()}
+        ids = {role: engine.image_id(self.engine, tag) for role, tag in tags.items()}
         context: Path | None = None
         for role in ("runtime", "build"):  # runtime first: build is FROM runtime and reuses its layers
             if ids[role] is None:
                 log(f"building image {tags[role]}")
                 context = context or host_images.build_context(matrix, platform, files)
                 args = host_images.build_args(matrix, platform, base_ref)
-                ids[role] = self._build(platform, context, role, tags[role], args)
+                ids[role] = engine.build_image(self.engine, platform, context, role, tags[role], args)
         return Images(build=str(ids["build"]), runtime=str(ids["runtime"]))
 
-    def image_for(self, platform: Platform, context: Path, target: str, tags: Sequence[str]) -> str:
-        """The id of `context`'s Dockerfile `target`, built once per first tag (a digest of its
-        inputs) and also given the other tags. For the vagrant backend's docker-provider machines."""
-        found = _image_id(self.engine, tags[0]) or self._build(platform, context, target, tags[0], {})
-        for ref in tags[1:]:
-            repository, _, tag = ref.rpartition(":")
-            self.engine.images.get(found).tag(repository, tag)
-        return found
-
-    def _build(self, platform: Platform, context: Path, target: str, tag: str, args: dict[str, str]) -> str:
-        try:
-            image, _ = self.engine.images.build(
-                path=str(context),
-                target=target,
-                tag=tag,
-                buildargs=args,
-                labels={LABEL: "image", f"{LABEL}.platform": platform.name},
-                rm=True,
-                forcerm=True,
-                pull=False,
-            )
-        except docker.errors.BuildError as exc:
-            tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)[-3000:]
-            raise ImageError(
-                f"the {target} image of {platform.name} failed to build: {exc.msg}",
-                hint=f"fix {platform.image_dir / 'Dockerfile'} or the system packages in matrix.yaml\n{tail}",
-            ) from exc
-        except ENGINE_FAULTS as exc:  # the engine refused, or went away while building
-            raise ImageError(f"the {target} image of {platform.name} failed to build: {exc}") from exc
-        return str(image.id)
+    def leftovers(self) -> list[str]:
+        return engine.remove_containers(self.engine)
 
     # -- machines -----------------------------------------------------------------------------
 
@@ -315,7 +210,9 @@ class DockerMachine:
         timeout: float | None,
         log: Callable[[str], None] | None,
     ) -> Exec:
-        api = self.container.client.api
+        client = self.container.client
+        assert client is not None  # a container the SDK listed or made has its client
+        api = client.api
         exec_id = api.exec_create(
             self.container.id, list(argv), environment=dict(env or {}), user=user or "", workdir="/"
         )["Id"]
@@ -395,7 +292,7 @@ class DockerMachine:
                 for chunk in stream:
                     size += len(chunk)
                     if self.max_output is not None and size > self.max_output:
-                        stream.close()
+                        stream.close()  # type: ignore[attr-defined]  # typed Iterator, really a generator
                         raise OutputTooLarge(src, self.max_output)
                     spool.write(chunk)
             spool.seek(0)

@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import _journal, _lock
-from ._index import (
+from ..errors import BuilderError, LockError
+from ..fetch import sha256_file
+from . import journal as _journal
+from . import lock as _lock
+from .index import (
     ArtifactEntry,
     CellEntry,
     Manifest,
@@ -28,8 +31,6 @@ from ._index import (
     load_manifest,
     render_pages,
 )
-from .errors import BuilderError, LockError
-from .fetch import sha256_file
 
 __all__ = [
     "ArtifactEntry", "CellEntry", "Manifest", "Problem", "PublishRecord",

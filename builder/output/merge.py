@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..errors import BuilderError
+from ..fetch import sha256_file
+from ..matrix.model import Matrix
+from ..matrix.plan import Cell, all_cells
 from . import publish as publisher
-from .errors import BuilderError
-from .fetch import sha256_file
-from .model import Matrix
-from .plan import Cell, all_cells
 
 
 def _manifests(part: Path) -> list[Path]:
@@ -34,7 +34,9 @@ def records(matrix: Matrix, parts: Sequence[Path]) -> dict[str, list[publisher.P
             for cell_id, entry in sorted(manifest.cells.items()):
                 cell = cells.get(cell_id)
                 if cell is None:
-                    raise BuilderError(f"{path}: cell {cell_id} is not in {matrix.path.name}", hint="merge only parts built from this matrix")
+                    raise BuilderError(
+                        f"{path}: cell {cell_id} is not in {matrix.path.name}", hint="merge only parts built from this matrix"
+                    )
                 files = [folder / name for name in entry.artifacts]
                 first = manifest.artifacts[entry.artifacts[0]] if entry.artifacts else None
                 if first is None or entry.version != cell.spec.source.version or first.source_sha256 != cell.spec.source.sha256:

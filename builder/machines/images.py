@@ -8,10 +8,10 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from . import runner
-from .errors import CommandError, ConfigError, ImageError
-from .model import Matrix, Platform
-from .plan import build_packages, runtime_packages
+from .. import runner
+from ..errors import CommandError, ConfigError, ImageError
+from ..matrix.model import Matrix, Platform
+from ..matrix.plan import build_packages, runtime_packages
 
 BASE_REPOSITORY = "builder/base"
 

@@ -40,17 +40,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import vagrant as pyvagrant
 
 from .. import runner
-from ..cells import GUEST_ROOT, GUEST_WORK
 from ..errors import BuilderError, CommandError, ImageError
-from ..images import hash_folder
-from ..model import Limits, Matrix, Platform
-from ..plan import build_packages, runtime_packages
-from ..ssh import Connection, Destination
-from . import Exec, Images, Role
+from ..matrix.model import Limits, Matrix, Platform, size_bytes
+from ..matrix.plan import build_packages, runtime_packages
+from .base import GUEST_ROOT, GUEST_WORK, Exec, Images, Role
+from .images import hash_folder
+from .ssh import Connection, Destination
 
 VAGRANTFILE = "Vagrantfile"
 CELLS = "/var/tmp/builder"  # each cell's folder is CELLS/<its user>
@@ -88,11 +88,7 @@ if command -v userdel >/dev/null 2>&1; then userdel "$u"; else pw userdel -n "$u
 
 def memory_kb(text: str) -> int:
     """limits.memory ("2g", "512m", "1048576k", bytes) in KiB, for `ulimit -v`."""
-    units = {"k": 1, "m": 1024, "g": 1024**2, "t": 1024**3}
-    value = text.strip().lower().removesuffix("b")
-    if value and value[-1] in units:
-        return int(float(value[:-1]) * units[value[-1]])
-    return max(1, int(value) // 1024)
+    return max(1, size_bytes(text) // 1024)
 
 
 def translate(path: str, root: str) -> str:
@@ -114,6 +110,31 @@ def translate_spec(value: object, root: str) -> object:
     return value
 
 
+@dataclass(frozen=True)
+class Described:
+    """One machine as the Vagrantfile's MACHINES table describes it (written to $BUILDER_DESCRIBE)."""
+
+    box: str | None = None  # None: the docker provider needs no box
+    box_variable: str | None = None  # the environment variable that chooses the box
+    family: str | None = None
+    image: str | None = None  # docker-provider machines: the image builder builds for them,
+    build_dir: str | None = None  # from this folder's Dockerfile,
+    target: str | None = None  # and this target
+    as_written: str = ""  # the entry's own JSON, sorted: part of the machines' image key
+
+    @classmethod
+    def table(cls, found: object) -> dict[str, Described]:
+        """The table as read from JSON; a value that is not a string reads as absent."""
+        if not isinstance(found, dict):
+            return {}
+        keys = cls.__dataclass_fields__
+        return {
+            str(name): cls(**{k: v for k, v in fields.items() if k in keys and k != "as_written" and isinstance(v, str)},
+                           as_written=json.dumps(fields, sort_keys=True))
+            for name, fields in found.items() if isinstance(fields, dict)
+        }
+
+
 @dataclass
 class _Project:
     """Where a platform's machines are declared and what they are provisioned with."""
@@ -123,11 +144,11 @@ class _Project:
     key: Path
     runtime_packages: tuple[str, ...] = ()
     build_packages: tuple[str, ...] = ()
-    machines: dict[str, dict[str, object]] = field(default_factory=dict)  # what the Vagrantfile describes
+    machines: dict[str, Described] = field(default_factory=dict)  # what the Vagrantfile describes
 
     @property
     def machines_use_docker(self) -> bool:
-        return any(m.get("image") for m in self.machines.values())
+        return any(m.image for m in self.machines.values())
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
@@ -251,10 +272,10 @@ class _Fleet:
         if _STOPPING.is_set() and self.project.machines_use_docker:
             # A `vagrant up` stopped half-way may have left a container Vagrant never recorded;
             # it carries our pid, as builder's own containers do.
-            from . import docker
+            from . import engine
 
             try:
-                docker.remove_containers(docker.client(), os.getpid())
+                engine.remove_containers(engine.client(), os.getpid())
             except BuilderError:
                 pass
 
@@ -268,7 +289,7 @@ class _Fleet:
 
 
 class VagrantBackend:
-    """One per process (backends.get returns it): the machines outlive a cell, not the run."""
+    """One per process (the registry hands out one): the machines outlive a cell, not the run."""
 
     same_paths = False  # each cell's paths are mapped into its own user's folder
 
@@ -276,6 +297,21 @@ class VagrantBackend:
         self._lock = threading.Lock()
         self._fleets: dict[str, _Fleet] = {}
         self._projects: dict[tuple[Path, str], _Project] = {}
+        self._docker: Any = None
+
+    def _engine(self) -> Any:
+        """The Docker engine, made once, for the images of docker-provider machines."""
+        from . import engine
+
+        with self._lock:
+            if self._docker is None:
+                self._docker = engine.client()
+            return self._docker
+
+    def leftovers(self) -> list[str]:
+        # Its docker-provider machines carry the engine's labels: the docker backend's leftovers
+        # remove them; other machines are destroyed when their run ends, or by the next run.
+        return []
 
     # -- before anything is fetched -----------------------------------------------------------
 
@@ -316,7 +352,7 @@ class VagrantBackend:
             self._projects[key] = project
         return project
 
-    def _describe(self, project: _Project, platform: Platform) -> dict[str, dict[str, object]]:
+    def _describe(self, project: _Project, platform: Platform) -> dict[str, Described]:
         """The machines the Vagrantfile declares, and their boxes (the Vagrantfile writes them).
 
         Asking Vagrant costs about 2 s (it starts Ruby and loads every plugin), which would be
@@ -328,19 +364,19 @@ class VagrantBackend:
         digest = hashlib.sha256(vagrantfile + json.dumps(environment).encode()).hexdigest()[:16]
         kept = project.work / f"machines-{digest}.json"
         try:
-            machines = json.loads(kept.read_text())
-            if isinstance(machines, dict):
-                return machines
+            kept_table = json.loads(kept.read_text())
+            if isinstance(kept_table, dict):
+                return Described.table(kept_table)
         except (OSError, ValueError):
             pass
-        machines = self._ask_vagrant(project)
+        asked = self._ask_vagrant(project)
         project.work.mkdir(parents=True, exist_ok=True)
         partial = kept.with_suffix(".partial")
-        partial.write_text(json.dumps(machines))
+        partial.write_text(json.dumps(asked))
         os.replace(partial, kept)
-        return machines
+        return Described.table(asked)
 
-    def _ask_vagrant(self, project: _Project) -> dict[str, dict[str, object]]:
+    def _ask_vagrant(self, project: _Project) -> object:
         log = project.work / "describe.log"
         with tempfile.TemporaryDirectory() as folder:
             described = Path(folder) / "machines.json"
@@ -357,11 +393,11 @@ class VagrantBackend:
                     f"{project.root / VAGRANTFILE} did not describe its machines",
                     hint="it must write its MACHINES table to $BUILDER_DESCRIBE (see the shipped Vagrantfile)",
                 ) from None
-        return {str(k): dict(v) for k, v in found.items()} if isinstance(found, dict) else {}
+        return found if isinstance(found, dict) else {}
 
     def _check_boxes(self, project: _Project, platform: Platform) -> None:
         assert platform.machines is not None
-        wanted = {str(project.machines[m]["box"]): project.machines[m] for m in platform.machines if project.machines[m].get("box")}
+        wanted = {box: project.machines[m] for m in platform.machines if (box := project.machines[m].box)}
         if not wanted:
             return  # the docker provider needs no box
         log = project.work / "boxes.log"
@@ -372,7 +408,7 @@ class VagrantBackend:
         for box, machine in wanted.items():
             if box in have:
                 continue
-            variable = machine.get("box_variable")
+            variable = machine.box_variable
             choose = f", or set {variable} to a box you have (vagrant box list)" if variable else ""
             raise ImageError(
                 f"the Vagrant box {box} of platform {platform.name} is not on this machine, and boxes cannot be "
@@ -399,10 +435,10 @@ class VagrantBackend:
         digest.update((project.root / VAGRANTFILE).read_bytes())
         assert platform.machines is not None
         for name in platform.machines:
-            digest.update(json.dumps(project.machines[name], sort_keys=True).encode())
+            digest.update(project.machines[name].as_written.encode())
         # What docker-provider machines are built from (the build_dir the Vagrantfile reports).
         for name in platform.machines:
-            build_dir = project.machines[name].get("build_dir")
+            build_dir = project.machines[name].build_dir
             if build_dir and (project.root / str(build_dir)).is_dir():
                 hash_folder(digest, project.root / str(build_dir))
         digest.update(" ".join(project.runtime_packages).encode() + b"\0" + " ".join(project.build_packages).encode())
@@ -415,7 +451,7 @@ class VagrantBackend:
         """For a docker-provider machine, build the image the Vagrantfile names (once per inputs);
         "" for a box machine, whose box is checked in `check`."""
         described = project.machines[name]
-        image, build_dir, target = (described.get(k) for k in ("image", "build_dir", "target"))
+        image, build_dir, target = described.image, described.build_dir, described.target
         if not (image and build_dir and target):
             return ""
         folder = project.root / str(build_dir)
@@ -426,10 +462,10 @@ class VagrantBackend:
         hash_folder(digest, folder)
         repository = str(image).rpartition(":")[0] or str(image)
         pinned = f"{repository}:{target}-{digest.hexdigest()[:16]}"
-        from . import docker  # only docker-provider machines need the engine
+        from . import engine  # only docker-provider machines need the engine
 
         log(f"[{platform.name}] image {pinned} for machine {name}")
-        found = docker.DockerBackend().image_for(platform, folder, str(target), [pinned, str(image)])
+        found = engine.image_for(self._engine(), platform, folder, str(target), [pinned, str(image)])
         return f"@{found}"
 
     def _fleet(self, platform: Platform) -> _Fleet:

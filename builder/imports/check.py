@@ -13,19 +13,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from . import backends, published
-from .backends import Machine
-from .cells import GUEST_DIR, GUEST_ROOT, GUEST_WORK, _Log, _mkdir, _tool
-from .errors import BuilderError, ImportsFailed, SelectionError
-from .fetch import Fetcher
-from .model import Format, Matrix, Platform
-from .state import fresh_dir
+from ..cells import contract
+from ..cells.cell import GUEST_DIR, _Log, _tool
+from ..cells.contract import AppEnvSpec
+from ..cells.state import fresh_dir
+from ..errors import BuilderError, ImportsFailed, SelectionError
+from ..fetch import Fetcher
+from ..machines.base import GUEST_ROOT, GUEST_WORK, Backend, Machine
+from ..matrix.model import Format, Matrix, Platform
+from ..output import published
 
 Echo = Callable[[str], None]
 GUEST_ENV = {"HOME": f"{GUEST_WORK}/home", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
@@ -78,6 +80,8 @@ def check(
     echo: Echo = print,
     log_echo: Echo | None = None,
     excludes: Sequence[str] = (),
+    *,
+    backends: Mapping[str, Backend],
 ) -> Report:
     """Check every import of the application tree `app` on the platform; raise NotPublished
     when a requirement has no published artifact. The Report says which imports fail."""
@@ -88,7 +92,7 @@ def check(
     artifacts = published.load(matrix, platform.name)  # every file hashed against the manifest
     published.precheck(matrix, platform.name, artifacts, reqs)
     sources = _platform_files(matrix, platform)
-    backend = backends.get(platform.backend)
+    backend = backends[platform.backend]
     images = backend.prepare(matrix, platform, sources, echo)
     work = fresh_dir(matrix.settings.work / "check-imports" / platform.name / _safe(app.resolve().name))
     log = _Log(work / "check-imports.log", log_echo)
@@ -181,7 +185,7 @@ def _in_guest(
     count = stage_app(app, stage / "app" / _safe(app.name))
     machine.copy_in(stage, GUEST_ROOT)
     shutil.rmtree(stage)
-    _mkdir(machine, f"{GUEST_ROOT}/out")
+    machine.mkdir(f"{GUEST_ROOT}/out")
     echo(f"scanning {count} file(s) of {app} with {platform.python} in the {platform.name} runtime image")
     argv = [platform.python, f"{GUEST_ROOT}/guest/imports.py", "scan", app_dir, "--out", f"{GUEST_ROOT}/out/scan.json"]
     for pattern in excludes:
@@ -203,10 +207,10 @@ def _in_guest(
         if path:
             shutil.copyfile(path, env_stage / path.name)
         tools[name] = f"{GUEST_ROOT}/in/{path.name}" if path else None
-    spec = {"format": fmt, "artifacts": [f"{GUEST_ROOT}/in/artifacts/{a.filename}" for a in chosen],
-            "virtualenv": tools["virtualenv"], "pip": tools["pip"], "work": GUEST_WORK,
-            "out": f"{GUEST_ROOT}/out", "try": specs}
-    (env_stage / "spec.json").write_text(json.dumps(spec, indent=2))
+    spec: AppEnvSpec = {"format": fmt, "artifacts": [f"{GUEST_ROOT}/in/artifacts/{a.filename}" for a in chosen],
+                        "virtualenv": tools["virtualenv"], "pip": tools["pip"], "work": GUEST_WORK,
+                        "out": f"{GUEST_ROOT}/out", "try": specs}
+    (env_stage / "spec.json").write_text(contract.spec_text(spec))
     machine.copy_in(env_stage, f"{GUEST_ROOT}/in")
     shutil.rmtree(env_stage)
     echo(f"installing {len(chosen)} published {fmt}(s) offline and trying {len(specs)} import(s)")

@@ -14,8 +14,8 @@ from typing import Any
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from .errors import BuilderError
-from .model import Format
+from ..errors import BuilderError
+from ..matrix.model import Format
 
 MANIFEST_VERSION = 1
 
@@ -145,7 +145,7 @@ def _page(title: str, lines: list[str], pep503: bool) -> bytes:
     return (
         "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
         f"{meta}<title>{html.escape(title)}</title>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 def render_pages(manifest: Manifest) -> dict[str, bytes]:

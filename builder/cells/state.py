@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from packaging.utils import canonicalize_name
 
-from .model import Matrix
-from .plan import Cell
+from ..matrix.model import Matrix
+from ..matrix.plan import Cell
 
 Stage = Literal["fetch", "images", "build", "test", "publish"]
 Status = Literal["passed", "failed", "skipped", "pending"]

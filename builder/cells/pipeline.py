@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, backends, cells, plan, state
-from .backends import Images
-from .errors import BuilderError, FetchError, ImageError
-from .fetch import Fetcher
-from .model import Matrix, Pin
-from .plan import Cell
+from .. import __version__
+from ..errors import BuilderError, FetchError, ImageError
+from ..fetch import Fetcher
+from ..machines.base import Backend, Images
+from ..matrix import plan
+from ..matrix.model import Matrix, Pin
+from ..matrix.plan import Cell
+from . import cell as cells
+from . import state
 from .state import StageResult
 
 Echo = Callable[[str], None]
@@ -39,6 +42,11 @@ class Run:
     done: set[str] = field(default_factory=set)  # cells already complete (published, unchanged)
     running: dict[str, tuple[str, float]] = field(default_factory=dict)  # cell id -> (stage, start)
     blocked: dict[str, ImageError] = field(default_factory=dict)  # platform -> why it cannot run here
+    # The run's backends by name, made once by the caller (the command line) and shared by all.
+    backends: Mapping[str, Backend] = field(default_factory=dict)
+
+    def backend(self, cell: Cell) -> Backend:
+        return self.backends[cell.platform.backend]
 
     def record(self, cell: Cell, result: StageResult) -> None:
         self.results.setdefault(cell.id, {})[result.stage] = result
@@ -69,7 +77,7 @@ def pins_of(cell: Cell) -> list[Pin]:
     return [spec.source, *spec.build_requires, *cell.platform.tools, *cell.platform.context]
 
 
-def preflight(matrix: Matrix, selected: Sequence[Cell]) -> dict[str, ImageError]:
+def preflight(matrix: Matrix, selected: Sequence[Cell], backends: Mapping[str, Backend]) -> dict[str, ImageError]:
     """Platforms whose machines cannot be made here (base image or box missing), and why.
 
     Asked of each backend before anything is fetched, so a missing base stops its platform at
@@ -78,7 +86,7 @@ def preflight(matrix: Matrix, selected: Sequence[Cell]) -> dict[str, ImageError]
     blocked: dict[str, ImageError] = {}
     for platform in dict.fromkeys(c.platform for c in selected):
         try:
-            backends.get(platform.backend).check(matrix, platform)
+            backends[platform.backend].check(matrix, platform)
         except ImageError as exc:
             blocked[platform.name] = exc
     return blocked
@@ -123,15 +131,15 @@ def fetch(run: Run) -> None:
 
 
 def images(run: Run) -> None:
-    if any(c.platform.backend == "docker" for c in run.live()):
-        for name in backends.clean():  # what a killed run left behind
-            run.echo(f"removed leftover container {name}")
+    for name in dict.fromkeys(c.platform.backend for c in run.live()):
+        for left in run.backends[name].leftovers():  # what a killed run left behind
+            run.echo(f"removed leftover container {left}")
     for platform in dict.fromkeys(c.platform for c in run.live()):
         if run.stopping():
             return
         started = time.monotonic()
         try:
-            backend = backends.get(platform.backend)
+            backend = run.backends[platform.backend]
             run.images[platform.name] = backend.prepare(run.matrix, platform, run.sources, run.echo)
         except ImageError as exc:
             for cell in run.live():
@@ -162,8 +170,8 @@ def up_to_date(run: Run) -> None:
     The input key covers the source, tools, options, images and in-guest scripts, so equal keys
     mean the published artifacts are what a rebuild would test and publish. --force rebuilds.
     """
-    from . import publish as publisher
-    from .fetch import sha256_file
+    from ..fetch import sha256_file
+    from ..output import publish as publisher
 
     if run.force:
         return
@@ -210,7 +218,11 @@ def _parallel(run: Run, stage: state.Stage, todo: Sequence[Cell], work: Callable
 
 def build(run: Run) -> None:
     echo = run.echo if run.verbose else None
-    _parallel(run, "build", run.live(), lambda c: cells.build(run.matrix, c, run.images[c.platform.name], run.sources, echo))
+
+    def work(cell: Cell) -> StageResult:
+        return cells.build(run.backend(cell), run.matrix, cell, run.images[cell.platform.name], run.sources, echo)
+
+    _parallel(run, "build", run.live(), work)
 
 
 def test(run: Run) -> None:
@@ -230,7 +242,7 @@ def test(run: Run) -> None:
     def work(cell: Cell) -> StageResult:
         deps = {d.id: _build_of(run, d) for d in needs.of(cell)}
         built = run.results[cell.id]["build"]
-        return cells.test(run.matrix, cell, run.images[cell.platform.name], built, deps, run.sources, echo)
+        return cells.test(run.backend(cell), run.matrix, cell, run.images[cell.platform.name], built, deps, run.sources, echo)
 
     _parallel(run, "test", run.live(), work)
 
@@ -241,7 +253,7 @@ def _build_of(run: Run, cell: Cell) -> StageResult:
 
 
 def publish(run: Run) -> None:
-    from . import publish as publisher
+    from ..output import publish as publisher
 
     passing: dict[str, list[publisher.PublishRecord]] = {}
     for cell in run.cells:

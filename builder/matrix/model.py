@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .hosts import Destination
+
 Format = Literal["egg", "wheel"]
 FORMATS: tuple[Format, ...] = ("egg", "wheel")
 Family = Literal["debian", "redhat", "freebsd"]
@@ -90,9 +92,10 @@ class Limits:
 
 
 def size_bytes(text: str) -> int:
-    """An amount such as "512m", "2g", "1048576k" or "4096" (bytes) in bytes."""
+    """An amount such as "512m", "2g" (or "2gb"), "1048576k" or "4096" (bytes) in bytes: limits.memory and
+    limits.output, for every backend."""
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    value = text.strip().lower()
+    value = text.strip().lower().removesuffix("b")
     if value and value[-1] in units:
         return int(value[:-1]) * units[value[-1]]
     return int(value)
@@ -126,12 +129,56 @@ class Settings:
     work: Path = Path(".builder/work")
 
 
+# -- deploy targets (the deploy: part) --------------------------------------------------------
+
+HookName = Literal["out", "stop", "start", "smoke", "in"]
+# In the order a host goes through them: out of the balancer, stop, (switch), start, smoke test, back in.
+HOOKS: tuple[HookName, ...] = ("out", "stop", "start", "smoke", "in")
+
+
+@dataclass(frozen=True)
+class Hook:
+    command: str  # {host}, {hostname}, {port}, {release}, {root} are substituted
+    where: Literal["local", "remote"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    size: int
+    percent: bool = False
+
+    def split(self, hosts: tuple[Destination, ...]) -> list[tuple[Destination, ...]]:
+        """`1`: one host at a time; `50%`: half of the pool at a time (at least one)."""
+        per = max(1, len(hosts) * self.size // 100) if self.percent else self.size
+        return [hosts[i:i + per] for i in range(0, len(hosts), per)]
+
+    def __str__(self) -> str:
+        return f"{self.size}%" if self.percent else str(self.size)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    platform: str
+    hosts: tuple[Destination, ...]
+    root: str  # on each host, e.g. /srv/myapp
+    python: str  # on each host
+    app: Path  # the application's source tree, or its sdist
+    requirements: tuple[str, ...]
+    format: Format = "egg"
+    hooks: Mapping[HookName, Hook] = field(default_factory=dict)
+    batch: Batch = Batch(1)
+    keep: int = 5
+    location: str = ""
+
+
 @dataclass(frozen=True)
 class Matrix:
     path: Path
     settings: Settings
     platforms: tuple[Platform, ...]
     packages: tuple[Package, ...]
+    targets: tuple[Target, ...] = ()  # deploy:
 
     @property
     def root(self) -> Path:

@@ -1,16 +1,22 @@
-"""Backends: each one module behind the same small protocol; a plain dict is the registry."""
+"""The machine protocol every backend implements, and the paths every guest shares.
+
+The lowest module of builder.machines: the backends, the stages and the tests import it; it
+imports no backend."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from ..errors import ImageError
-from ..model import Limits, Matrix, Platform
+from ..matrix.model import Limits, Matrix, Platform
 
 Role = Literal["build", "runtime"]
+
+# Where every guest keeps builder's inputs (read-only) and does its work (writable).
+GUEST_ROOT = "/builder"
+GUEST_WORK = "/tmp/builder-work"
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,9 @@ class Machine(Protocol):
 
     def copy_out(self, src: str, dest: Path) -> None: ...
 
+    def mkdir(self, path: str) -> None:
+        """Make a folder the guest's user can write (for its output)."""
+
 
 class Backend(Protocol):
     # True when every guest of a platform sees the same paths (/builder, /tmp/builder-work):
@@ -71,39 +80,10 @@ class Backend(Protocol):
     ) -> AbstractContextManager[Machine]:
         """A fresh guest with no network; gone when the context ends."""
 
+    def leftovers(self) -> list[str]:
+        """Remove what runs killed before their clean-up left of this backend's guests; name it."""
+
     def interactive(
         self, platform: Platform, images: Images, role: Role, mounts: Mapping[str, str], env: Mapping[str, str]
     ) -> list[str]:
         """The command that opens a shell in a fresh guest of that role, as a cell's guest is."""
-
-
-def get(name: str) -> Backend:
-    # Imported lazily so that `import docker` happens only when a docker platform is used.
-    if name == "docker":
-        from . import docker
-
-        return docker.DockerBackend()
-    if name == "vagrant":
-        # One per process: a platform's machines are up once per run and shared by its cells.
-        from . import vagrant
-
-        return vagrant.backend()
-    raise ImageError(
-        f"the {name} backend is declared in matrix.yaml but not available in this version of builder",
-        hint=f"leave {name} platforms disabled, or build them with the docker backend",
-    )
-
-
-def clean(pid: int | None = None) -> list[str]:
-    """Remove the containers of run `pid`, or of runs that are no longer alive.
-
-    Machines of the vagrant backend's docker provider carry the same labels, so they are among
-    them; other Vagrant machines are destroyed when their run ends, or by the next run.
-    """
-    from . import docker
-
-    return docker.remove_containers(docker.client(), pid)
-
-
-def iter_names() -> Iterator[str]:
-    yield from ("docker", "vagrant")

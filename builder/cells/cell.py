@@ -3,7 +3,6 @@ cell's own failure, so one cell never stops the others."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import threading
@@ -13,21 +12,21 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from . import backends
-from .backends import Images, Machine
-from .errors import BuilderError
-from .model import Matrix, Pin
-from .plan import Cell
+from ..errors import BuilderError
+from ..machines.base import GUEST_ROOT, GUEST_WORK, Backend, Images, Role
+from ..matrix.model import Matrix, Pin
+from ..matrix.plan import Cell
+from . import contract
+from .contract import BuildSpec, CheckItem, CheckSpec, Prepared, PrepareSpec
 from .state import StageResult, cell_dir, fresh_dir
 
-GUEST_DIR = Path(__file__).parent / "guest"
-GUEST_ROOT = "/builder"
-GUEST_WORK = "/tmp/builder-work"
+GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
 
 
 # The in-guest scripts a cell's build and test run. The other scripts beside them (the import
 # check, deploy's per-host steps) do not change an artifact, so they are no part of its key
-# (and a new one leaves published cells up to date).
+# (and a new one leaves published cells up to date). guest/__init__.py is empty on purpose: it is
+# one of them, so every word in it would change every key.
 CELL_SCRIPTS = ("__init__.py", "_common.py", "build.py", "check.py")
 
 
@@ -50,7 +49,7 @@ def _tool(pins: Sequence[Pin], sources: Mapping[str, Path], name: str) -> Path |
     return None
 
 
-def stage_inputs(stage_dir: Path, spec: dict[str, object], files: Mapping[str, Path]) -> Path:
+def stage_inputs(stage_dir: Path, spec: Mapping[str, object], files: Mapping[str, Path]) -> Path:
     """Lay out what the guest gets under /builder in one folder, so it is copied in one go."""
     root = fresh_dir(stage_dir)
     shutil.copytree(GUEST_DIR, root / "guest", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -61,7 +60,7 @@ def stage_inputs(stage_dir: Path, spec: dict[str, object], files: Mapping[str, P
             os.link(src, dest)
         except OSError:
             shutil.copyfile(src, dest)
-    (root / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+    (root / "spec.json").write_text(contract.spec_text(spec))
     return root
 
 
@@ -81,9 +80,10 @@ class _Log:
 
 
 def _run_guest(
+    backend: Backend,
     cell: Cell,
     images: Images,
-    role: backends.Role,
+    role: Role,
     inputs: Path,
     script: str,
     out: Path,
@@ -91,7 +91,6 @@ def _run_guest(
 ) -> tuple[int, bool, dict[str, float]]:
     """Run one in-guest script in a fresh machine; also say where the time went (seconds per
     step: start, copy in, run, copy out, stop), so fixed costs can be seen beside the work."""
-    backend = backends.get(cell.platform.backend)
     limits = cell.platform.limits
     timings: dict[str, float] = {}
     mark = time.monotonic()
@@ -105,7 +104,7 @@ def _run_guest(
     with backend.machine(cell.platform, images, role, limits, cell.id) as machine:
         lap("start")
         machine.copy_in(inputs, GUEST_ROOT)
-        _mkdir(machine, f"{GUEST_ROOT}/out")
+        machine.mkdir(f"{GUEST_ROOT}/out")
         lap("copy_in")
         env = {"HOME": f"{GUEST_WORK}/home", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
         result = machine.run(
@@ -122,14 +121,7 @@ def _run_guest(
     return result.returncode, result.timed_out, timings
 
 
-def _mkdir(machine: Machine, path: str) -> None:
-    make = getattr(machine, "mkdir", None)
-    if make is None:
-        raise BuilderError("this backend cannot make a writable folder")  # pragma: no cover
-    make(path)
-
-
-def build_inputs(cell: Cell, sources: Mapping[str, Path]) -> tuple[dict[str, object], dict[str, Path]]:
+def build_inputs(cell: Cell, sources: Mapping[str, Path]) -> tuple[BuildSpec, dict[str, Path]]:
     """The build guest's spec and files (paths under /builder), as a cell and a shell get them."""
     spec = cell.spec
     sdist = sources[spec.source.sha256]
@@ -141,7 +133,7 @@ def build_inputs(cell: Cell, sources: Mapping[str, Path]) -> tuple[dict[str, obj
     virtualenv = _tool(cell.platform.tools, sources, "virtualenv")
     if virtualenv:
         files[f"tools/{virtualenv.name}"] = virtualenv
-    guest_spec = {
+    guest_spec: BuildSpec = {
         "sdist": f"{GUEST_ROOT}/in/{sdist.name}",
         "name": cell.package.name,
         "version": spec.source.version,
@@ -157,7 +149,12 @@ def build_inputs(cell: Cell, sources: Mapping[str, Path]) -> tuple[dict[str, obj
 
 
 def build(
-    matrix: Matrix, cell: Cell, images: Images, sources: Mapping[str, Path], echo: Callable[[str], None] | None = None
+    backend: Backend,
+    matrix: Matrix,
+    cell: Cell,
+    images: Images,
+    sources: Mapping[str, Path],
+    echo: Callable[[str], None] | None = None,
 ) -> StageResult:
     started = time.monotonic()
     base = cell_dir(matrix, cell)
@@ -169,13 +166,13 @@ def build(
     result = StageResult(cell.id, "build", "failed", log=str(log_path), images={"build": images.build})
     try:
         # A build virtualenv (Python 2: setuptools) costs 2-4 s to make; made once per platform.
-        prepared = prepared_env(matrix, cell, images, sources, log, "build") if guest_spec["virtualenv"] else None
+        prepared = prepared_env(backend, matrix, cell, images, sources, log, "build") if guest_spec["virtualenv"] else None
         if prepared is not None:
             files["prepared/tree.tar"] = prepared[0]
-            guest_spec.update(prepared[1], prepared_tar=f"{GUEST_ROOT}/prepared/tree.tar")
+            guest_spec.update(prepared[1])
         inputs = stage_inputs(base / "stage-build", guest_spec, files)
-        code, timed_out, timings = _run_guest(cell, images, "build", inputs, "build.py", out, log)
-        report = _read_json(out / "build-result.json")
+        code, timed_out, timings = _run_guest(backend, cell, images, "build", inputs, "build.py", out, log)
+        report = contract.read_result(out / contract.BUILD_RESULT)
         result.details["timings"] = {"host": timings, "guest": report.get("timings", {}), "compile_cpu": report.get("cpu", {})}
         if timed_out:
             result.reason = f"build stopped after {cell.platform.limits.timeout} s (limits.timeout)"
@@ -194,19 +191,12 @@ def build(
     return result
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def artifact_format(path: str) -> str:
     return "egg" if path.endswith(".egg") else "wheel"
 
 
 def test(
+    backend: Backend,
     matrix: Matrix,
     cell: Cell,
     images: Images,
@@ -246,7 +236,7 @@ def test(
                 continue
             items.append((Path(artifact), fmt, [Path(d) for d in dep_files]))
         if items:
-            checks, timings = _check_all(matrix, cell, images, items, sources, log)
+            checks, timings = _check_all(backend, matrix, cell, images, items, sources, log)
             for report in checks.values():
                 reasons.extend(_reasons(cell, report))
     except BuilderError as exc:
@@ -263,11 +253,20 @@ def test(
     return result
 
 
-def _check_spec(
-    cell: Cell, artifact: Path, fmt: str, dep_files: Sequence[Path], sources: Mapping[str, Path]
-) -> tuple[dict[str, object], dict[str, Path]]:
-    files: dict[str, Path] = {f"in/{artifact.name}": artifact}
-    files.update({f"deps/{d.name}": d for d in dep_files})
+def checks_inputs(
+    cell: Cell, items: Sequence[tuple[Path, str, Sequence[Path]]], sources: Mapping[str, Path]
+) -> tuple[CheckSpec, dict[str, Path]]:
+    """The test guest's spec and files for checking several artifacts (one per format) and the
+    artifacts each needs, in one guest: each item's result goes to out/<format>/check-result.json."""
+    files: dict[str, Path] = {}
+    entries: list[CheckItem] = []
+    for artifact, fmt, dep_files in items:
+        files[f"in/{artifact.name}"] = artifact
+        files.update({f"deps/{d.name}": d for d in dep_files})
+        entries.append({
+            "artifact": f"{GUEST_ROOT}/in/{artifact.name}", "format": fmt,
+            "deps": [f"{GUEST_ROOT}/deps/{d.name}" for d in dep_files], "out": f"{GUEST_ROOT}/out/{fmt}",
+        })
     tools = {}
     for name in ("virtualenv", "pip"):
         path = _tool(cell.platform.tools, sources, name)
@@ -275,10 +274,8 @@ def _check_spec(
             files[f"tools/{path.name}"] = path
             tools[name] = f"{GUEST_ROOT}/tools/{path.name}"
     spec = cell.spec
-    guest_spec = {
-        "artifact": f"{GUEST_ROOT}/in/{artifact.name}",
-        "format": fmt,
-        "deps": [f"{GUEST_ROOT}/deps/{d.name}" for d in dep_files],
+    guest_spec: CheckSpec = {
+        "items": entries,
         "virtualenv": tools.get("virtualenv"),
         "pip": tools.get("pip"),
         "extensions": None if spec.extensions is None else list(spec.extensions),
@@ -294,32 +291,8 @@ def _check_spec(
     return guest_spec, files
 
 
-def check_inputs(
-    cell: Cell, artifact: Path, fmt: str, dep_files: Sequence[Path], sources: Mapping[str, Path]
-) -> tuple[dict[str, object], dict[str, Path]]:
-    """The test guest's spec and files for one artifact and the artifacts it needs."""
-    return _check_spec(cell, artifact, fmt, dep_files, sources)
-
-
-def checks_inputs(
-    cell: Cell, items: Sequence[tuple[Path, str, Sequence[Path]]], sources: Mapping[str, Path]
-) -> tuple[dict[str, object], dict[str, Path]]:
-    """The spec and files for checking several artifacts (one per format) in one guest: each
-    item's result goes to out/<format>/check-result.json."""
-    files: dict[str, Path] = {}
-    entries = []
-    guest_spec: dict[str, object] = {}
-    for artifact, fmt, dep_files in items:
-        one, more = _check_spec(cell, artifact, fmt, dep_files, sources)
-        files.update(more)
-        entries.append({"artifact": one["artifact"], "format": fmt, "deps": one["deps"], "out": f"{GUEST_ROOT}/out/{fmt}"})
-        guest_spec = one
-    guest_spec = {k: v for k, v in guest_spec.items() if k not in ("artifact", "format", "deps")}
-    guest_spec["items"] = entries
-    return guest_spec, files
-
-
 def _check_all(
+    backend: Backend,
     matrix: Matrix,
     cell: Cell,
     images: Images,
@@ -333,19 +306,19 @@ def _check_all(
     # The prepared environment pays where an environment is dear (a virtualenv, on Python 2)
     # or pip installs a wheel; an egg on Python 3 needs only `venv --without-pip` (0.1 s).
     dear = _tool(cell.platform.tools, sources, "virtualenv") is not None or any(fmt == "wheel" for _, fmt, _ in items)
-    prepared = prepared_env(matrix, cell, images, sources, log, "runtime") if dear else None
+    prepared = prepared_env(backend, matrix, cell, images, sources, log, "runtime") if dear else None
     if prepared is not None:
         files["prepared/tree.tar"] = prepared[0]
-        guest_spec.update(prepared[1], prepared_tar=f"{GUEST_ROOT}/prepared/tree.tar")
+        guest_spec.update(prepared[1])
     log("== checking " + ", ".join(artifact.name for artifact, _, _ in items) + " in the runtime image")
     try:
         inputs = stage_inputs(base / "stage-test", guest_spec, files)
-        code, timed_out, timings = _run_guest(cell, images, "runtime", inputs, "check.py", out, log)
+        code, timed_out, timings = _run_guest(backend, cell, images, "runtime", inputs, "check.py", out, log)
     finally:
         shutil.rmtree(base / "stage-test", ignore_errors=True)
     reports: dict[str, dict] = {}
     for artifact, fmt, _ in items:
-        report = _read_json(out / fmt / "check-result.json")
+        report = contract.read_result(out / fmt / contract.CHECK_RESULT)
         if timed_out:
             report = {"ok": False, "reasons": [f"test stopped after {cell.platform.limits.timeout} s (limits.timeout)"]}
         elif not report:
@@ -371,16 +344,15 @@ _PREPARED = {
 
 
 def prepared_env(
-    matrix: Matrix, cell: Cell, images: Images, sources: Mapping[str, Path], log: _Log, role: backends.Role
-) -> tuple[Path, dict[str, object]] | None:
+    backend: Backend, matrix: Matrix, cell: Cell, images: Images, sources: Mapping[str, Path], log: _Log, role: Role
+) -> tuple[Path, Prepared] | None:
     """What every guest of the platform's `role` starts from, made once (the script's prepare():
     a fresh environment, byte-compiled, as a tar the guest wrote) in a guest of that image that no
     sdist or artifact touches, and kept in the cache keyed by the image, the Python, the tools and
     the in-guest scripts; the host never opens it. Each guest unpacks its own copy at the path
     it was made at, so every cell still starts from an untouched environment. Returns (tar, spec
-    keys for the guest), or None to let each guest make its own, which the log then says."""
+    keys for the guest, the tar's guest path among them), or None to let each guest make its own, which the log then says."""
     script, names, where, what = _PREPARED[role]
-    backend = backends.get(cell.platform.backend)
     tools = {name: _tool(cell.platform.tools, sources, name) for name in names}
     if tools.get("virtualenv") and not backend.same_paths:
         # A virtualenv 16 environment holds its own absolute path (scripts' #! lines): it is used
@@ -396,11 +368,12 @@ def prepared_env(
         lock = _PREPARING.setdefault(digest, threading.Lock())
     with lock:
         if tar.is_file() and about.is_file():
-            return tar, _read_json(about)
+            return tar, _prepared_keys(contract.read_result(about))
         files = {f"tools/{path.name}": path for path in tools.values() if path}
-        spec = {
+        paths = {name: f"{GUEST_ROOT}/tools/{path.name}" for name, path in tools.items() if path}
+        spec: PrepareSpec = {
             "prepare": True, "work": GUEST_WORK, "out": f"{GUEST_ROOT}/out",
-            **{name: f"{GUEST_ROOT}/tools/{path.name}" if path else None for name, path in tools.items()},
+            "virtualenv": paths.get("virtualenv"), "pip": paths.get("pip"),
         }
         stage = fresh_dir(folder / f".stage-{digest}-{os.getpid()}-{threading.get_ident()}")
         try:
@@ -408,22 +381,22 @@ def prepared_env(
             label = f"{cell.platform.name}/{what}-env"
             with backend.machine(cell.platform, images, role, cell.platform.limits, label) as machine:
                 machine.copy_in(inputs, GUEST_ROOT)
-                _mkdir(machine, f"{GUEST_ROOT}/out")
+                machine.mkdir(f"{GUEST_ROOT}/out")
                 env = {"HOME": f"{GUEST_WORK}/home", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
                 done = machine.run([cell.platform.python, f"{GUEST_ROOT}/guest/{script}", f"{GUEST_ROOT}/spec.json"],
                                    env=env, timeout=cell.platform.limits.timeout, log=log)
                 if not done.timed_out:
                     machine.copy_out(f"{GUEST_ROOT}/out", stage / "out")
-            result = _read_json(stage / "out" / "prepare-result.json")
+            result = contract.read_result(stage / "out" / contract.PREPARE_RESULT)
             if done.returncode != 0 or not result.get("ok") or not (stage / "out" / "tree.tar").is_file():
                 why = "; ".join(result.get("reasons") or []) or f"{script} exited {done.returncode}"
                 log(f"the platform's shared {what} environment could not be made ({why}): this {what} makes its own")
                 return None
             keys = {"prepared_env": result["how"], **(result.get("spec") or {})}
-            (stage / "about.json").write_text(json.dumps(keys))
+            (stage / "about.json").write_text(contract.spec_text(keys))
             os.replace(stage / "out" / "tree.tar", tar)  # the tar first: about.json says it is whole
             os.replace(stage / "about.json", about)
-            return tar, keys
+            return tar, _prepared_keys(keys)
         except BuilderError as exc:
             log(f"the platform's shared {what} environment could not be made ({exc.message}): this {what} makes its own")
             return None
@@ -431,9 +404,20 @@ def prepared_env(
             shutil.rmtree(stage, ignore_errors=True)
 
 
+def _prepared_keys(about: Mapping[str, object]) -> Prepared:
+    """The spec keys a guest gets from its platform's prepared environment (what the preparing
+    guest reported, as kept in the cache), with where the tar is in the guest."""
+    keys: Prepared = {"prepared_tar": f"{GUEST_ROOT}/prepared/tree.tar"}
+    for name in ("prepared_env", "pip_dir"):
+        value = about.get(name)
+        if isinstance(value, str):
+            keys[name] = value
+    return keys
+
+
 def _any_failed(out: Path, items: Sequence[tuple[Path, str, Sequence[Path]]]) -> bool:
     """check.py exits 1 when any item failed; that is no reason to fail the items that passed."""
-    return any(not _read_json(out / fmt / "check-result.json").get("ok") for _, fmt, _ in items)
+    return any(not contract.read_result(out / fmt / contract.CHECK_RESULT).get("ok") for _, fmt, _ in items)
 
 
 def _reasons(cell: Cell, report: dict) -> list[str]:

@@ -15,9 +15,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from .errors import ConfigError, NotPublished
-from .fetch import sha256_file
-from .model import Format, Matrix
+from ..errors import ConfigError, NotPublished
+from ..fetch import sha256_file
+from ..matrix.model import Format, Matrix
 from .publish import read_manifest
 
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import backends, cells, pipeline, plan, state
-from .backends import Role
-from .errors import BuilderError
-from .model import Matrix
+from ..errors import BuilderError
+from ..machines.base import Backend, Role
+from ..matrix import plan
+from ..matrix.model import Matrix
+from . import cell as cells
+from . import pipeline, state
 
 GUEST_ENV = {"HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -25,11 +28,13 @@ class Shell:
     hint: str  # what to type inside
 
 
-def prepare(matrix: Matrix, target: str, role: Role | None, echo: pipeline.Echo) -> Shell:
+def prepare(
+    matrix: Matrix, target: str, role: Role | None, echo: pipeline.Echo, backends: Mapping[str, Backend]
+) -> Shell:
     cell_id = target if "/" in target else None
     selected = plan.select(matrix, cells=[cell_id]) if cell_id else plan.select(matrix, platforms=[target])
-    pipeline.refuse_if_blocked(pipeline.preflight(matrix, selected[-1:]), selected[-1:])
-    run = pipeline.Run(matrix, selected, echo=echo)
+    pipeline.refuse_if_blocked(pipeline.preflight(matrix, selected[-1:], backends), selected[-1:])
+    run = pipeline.Run(matrix, selected, echo=echo, backends=backends)
     pipeline.fetch(run)
     pipeline.images(run)
     platform = selected[-1].platform
@@ -38,7 +43,7 @@ def prepare(matrix: Matrix, target: str, role: Role | None, echo: pipeline.Echo)
         failed = next(iter(run.results.values()))
         reason = next(iter(failed.values())).reason
         raise BuilderError(f"no images for {platform.name}: {reason}")
-    backend = backends.get(platform.backend)
+    backend = backends[platform.backend]
     if cell_id is None:
         chosen: Role = role or "runtime"
         mounts = {str(cells.GUEST_DIR): "/builder/guest:ro"}
@@ -48,6 +53,7 @@ def prepare(matrix: Matrix, target: str, role: Role | None, echo: pipeline.Echo)
     tested = state.load(matrix, cell, "test")
     chosen = role or ("runtime" if built and built.ok and tested and not tested.ok else "build")
     folder = state.cell_dir(matrix, cell) / f"shell-{chosen}"
+    spec: Mapping[str, object]
     if chosen == "build":
         spec, files = cells.build_inputs(cell, run.sources)
         script = "build.py"
@@ -62,7 +68,7 @@ def prepare(matrix: Matrix, target: str, role: Role | None, echo: pipeline.Echo)
             if not (dep_build and dep_build.ok):
                 raise BuilderError(f"{cell.id} needs {dep.id}, which has no build", hint=f"run: python -m builder build --cell {dep.id}")
             deps += [Path(a) for a in dep_build.artifacts if cells.artifact_format(a) == fmt]
-        spec, files = cells.check_inputs(cell, artifact, fmt, deps, run.sources)
+        spec, files = cells.checks_inputs(cell, [(artifact, fmt, deps)], run.sources)
         script = "check.py"
     stage = cells.stage_inputs(folder, spec, files)
     out = stage / "out"

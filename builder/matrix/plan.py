@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
 
-from .errors import SelectionError
+from ..errors import SelectionError
 from .model import BuildSpec, Matrix, Package, Platform, SystemPackages
 
 

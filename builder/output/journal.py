@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import BuilderError
-from .fetch import sha256_file
+from ..errors import BuilderError
+from ..fetch import sha256_file
 
 JOURNAL = ".publish-journal.json"
 CRASH_STEPS = (

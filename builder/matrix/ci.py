@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import SelectionError
+from ..errors import SelectionError
 from .plan import Cell
 
 Format = Literal["github", "gitlab", "json"]

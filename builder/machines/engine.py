@@ -1,0 +1,136 @@
+"""The Docker engine: the client, builder's labelled containers, and building an image.
+
+The only modules that import the docker SDK are this one and the docker backend. Both backends
+use it: the docker backend for its images and guests, the vagrant backend for the images of its
+docker-provider machines.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import docker
+import docker.errors
+import docker.models.containers
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import RequestException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from ..errors import EngineError, ImageError
+from ..matrix.model import Platform
+
+# What talking to an engine that went away (stopped, restarted, crashed) raises: the SDK's own
+# errors, requests' and urllib3's, and plain socket errors from a streamed exec.
+ENGINE_FAULTS = (docker.errors.DockerException, RequestException, Urllib3Error, OSError)
+LABEL = "io.builder"  # every container and image we create carries it, for `clean`
+API_TIMEOUT = 900
+
+
+def client() -> docker.DockerClient:
+    try:
+        engine = docker.from_env(timeout=API_TIMEOUT)
+        engine.ping()
+    except (docker.errors.DockerException, RequestsConnectionError) as exc:
+        raise EngineError(
+            f"the Docker engine is not reachable ({exc.__class__.__name__})",
+            hint="start it as root (`dockerd &`, or `systemctl start docker`), or set DOCKER_HOST; "
+            "the README's set-up command installs and starts it",
+        ) from exc
+    return engine
+
+
+def image_id(engine: docker.DockerClient, ref: str) -> str | None:
+    try:
+        return str(engine.images.get(ref).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def listed(engine: docker.DockerClient, **filters: str) -> list[docker.models.containers.Container]:
+    """The containers matching `filters`, skipping any removed while we look.
+
+    A plain `containers.list(all=True)` inspects each container after listing them and raises
+    NotFound for one removed in between; ours are removed in the background as cells end.
+    """
+    found = []
+    wanted: dict[str, str | list[str] | bool] = dict(filters)
+    for container in engine.containers.list(all=True, sparse=True, filters=wanted):
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            continue
+        found.append(container)
+    return found
+
+
+def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> list[str]:
+    """Remove builder's containers: those of `pid`, or else those whose builder process is gone.
+
+    Every container we start carries our labels and our pid, so a run killed with -9 leaves
+    nothing that the next run (or `builder clean`) cannot find.
+    """
+    removed = []
+    for container in listed(engine, label=LABEL):
+        owner = container.labels.get(f"{LABEL}.pid", "")
+        if not owner.isdigit():
+            # Not one we started: every guest carries its run's pid. A step of an image build
+            # FROM a builder image inherits that image's labels, and must not be killed here.
+            continue
+        if pid is not None and owner != str(pid):
+            continue
+        if pid is None and owner.isdigit() and _alive(int(owner)) and int(owner) != os.getpid():
+            continue
+        try:
+            container.remove(force=True)
+            removed.append(str(container.name))
+        except docker.errors.APIError:
+            pass  # gone, or its removal already under way (a finished guest)
+    return removed
+
+
+
+def build_image(
+    engine: docker.DockerClient, platform: Platform, context: Path, target: str, tag: str, args: dict[str, str]
+) -> str:
+    """Build `target` of the Dockerfile in `context` as `tag`; the build log's tail is the hint."""
+    try:
+        image, _ = engine.images.build(
+            path=str(context),
+            target=target,
+            tag=tag,
+            buildargs=args,
+            labels={LABEL: "image", f"{LABEL}.platform": platform.name},
+            rm=True,
+            forcerm=True,
+            pull=False,
+        )
+    except docker.errors.BuildError as exc:
+        tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)[-3000:]
+        raise ImageError(
+            f"the {target} image of {platform.name} failed to build: {exc.msg}",
+            hint=f"fix {platform.image_dir / 'Dockerfile'} or the system packages in matrix.yaml\n{tail}",
+        ) from exc
+    except ENGINE_FAULTS as exc:  # the engine refused, or went away while building
+        raise ImageError(f"the {target} image of {platform.name} failed to build: {exc}") from exc
+    return str(image.id)
+
+
+def image_for(engine: docker.DockerClient, platform: Platform, context: Path, target: str, tags: Sequence[str]) -> str:
+    """The id of `context`'s Dockerfile `target`, built once per first tag (a digest of its
+    inputs) and also given the other tags. For the vagrant backend's docker-provider machines."""
+    found = image_id(engine, tags[0]) or build_image(engine, platform, context, target, tags[0], {})
+    for ref in tags[1:]:
+        repository, _, tag = ref.rpartition(":")
+        engine.images.get(found).tag(repository, tag)
+    return found

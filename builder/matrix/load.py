@@ -1,0 +1,409 @@
+"""Read matrix.yaml into the frozen model, or raise ConfigError naming the file, the line and the key.
+
+The YAML is composed, not constructed: every value keeps its line and its original text, so
+`version: 1.10` stays "1.10" and each error can say `matrix.yaml:42: packages[2].sha256: ...`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, TypeVar, cast
+
+import yaml
+from packaging.utils import canonicalize_name
+
+from ..errors import ConfigError
+from . import _yaml as y
+from . import deploy
+from .model import (
+    BACKENDS,
+    FAMILIES,
+    FORMATS,
+    BackendName,
+    Base,
+    BuildSpec,
+    Family,
+    Format,
+    Limits,
+    Matrix,
+    Package,
+    Pin,
+    Platform,
+    Settings,
+    SystemPackages,
+)
+
+T = TypeVar("T")
+
+# Scalars read as text: a version may be written 1.10 (a float) or a date-like 2024-01-02.
+_PLATFORM_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+# Not PEP 440: old sdists predate it, and the version is only compared with file names.
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# OS package lists reach the Dockerfile as one space-separated build argument.
+_OS_PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_:~=@/-]*")
+_MEMORY = re.compile(r"[0-9]+[kmg]?")
+# deploy: targets are read by builder.deploy.targets, with the helpers below.
+_TOP_KEYS = ("settings", "platforms", "packages", "deploy")
+_SETTINGS_KEYS = ("index_url", "debian_mirror", "registry_mirror", "output", "cache", "work")
+_PLATFORM_KEYS = ("name", "backend", "family", "python", "base", "image", "machines", "enabled", "tools", "context", "limits")
+_PIN_KEYS = ("name", "version", "sha256", "url", "path")
+_OVERRIDE_KEYS = (
+    "version", "sha256", "url", "path", "build_requires", "setup_args", "env", "extensions", "skip_imports", "test",
+)
+_PACKAGE_KEYS = ("name", *_OVERRIDE_KEYS, "formats", "system", "depends", "platforms", "overrides")
+_ENV = {"index_url": "BUILDER_INDEX_URL", "debian_mirror": "BUILDER_DEBIAN_MIRROR",
+        "registry_mirror": "BUILDER_REGISTRY_MIRROR", "cache": "BUILDER_CACHE"}
+
+
+def load(path: str | os.PathLike[str]) -> Matrix:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"matrix file not found: {path} (run from the folder holding matrix.yaml or pass --matrix)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read matrix file {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError("the file is not UTF-8 text", location=f"{path.name}:{line}", hint="save it as UTF-8") from None
+    return loads(text, path)
+
+
+def loads(text: str, path: Path) -> Matrix:
+    path = Path(os.path.abspath(path))
+    doc = y.Doc(path.name, path.parent)
+    top = y.At(y.compose(text, doc), "", doc)
+    if not isinstance(top.node, yaml.MappingNode):
+        top.fail(f"expected a mapping with platforms: and packages:, got {y.kind(top.node)}")
+    fields = y.mapping(top, _TOP_KEYS, required=("platforms", "packages"))
+    settings = _settings(fields.get("settings"), doc)
+    platforms = _platforms(fields["platforms"])
+    packages = _packages(fields["packages"], platforms)
+    targets = deploy.targets(fields["deploy"], platforms) if "deploy" in fields else ()
+    return Matrix(path, settings, platforms, packages, targets)
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def _settings(at: y.At | None, doc: y.Doc) -> Settings:
+    # `settings:` with every key commented out is null: the defaults.
+    empty = at is None or isinstance(at.node, yaml.ScalarNode) and at.node.tag == y.TAG + "null"
+    fields = {} if at is None or empty else y.mapping(at, _SETTINGS_KEYS)
+    index_url = _env_or("index_url", fields, y.url)
+    debian_mirror = _env_or("debian_mirror", fields, y.url)
+    registry_mirror = _env_or("registry_mirror", fields, lambda a: y.matching(a, y.WORD, "a registry prefix"))
+    if registry_mirror and not registry_mirror.endswith("/"):
+        registry_mirror += "/"  # it is a prefix of image references: host:5000/ + centos:6
+    paths = {key: _env_or(key, fields, y.path) or Path(os.path.normpath(doc.root / default))
+             for key, default in (("output", Settings.output), ("cache", Settings.cache), ("work", Settings.work))}
+    return Settings(index_url, debian_mirror, registry_mirror, paths["output"], paths["cache"], paths["work"])
+
+
+def _env_or(key: str, fields: Mapping[str, y.At], read: Callable[[y.At], T]) -> T | None:
+    """The setting's environment variable if set and not empty, else its value in the file."""
+    variable = _ENV.get(key)
+    value = os.environ.get(variable, "").strip() if variable else ""
+    if value:
+        # Relative paths from the environment are relative to where builder runs.
+        return read(y.At(yaml.ScalarNode(y.TAG + "str", value), "", y.Doc(f"environment {variable}", Path.cwd())))
+    return read(fields[key]) if key in fields else None
+
+
+# -- platforms --------------------------------------------------------------------------------
+
+
+def _platforms(at: y.At) -> tuple[Platform, ...]:
+    platforms = y.listed(at, _platform, key=lambda p: p.name)
+    if not platforms:
+        at.fail("at least one platform is needed")
+    return platforms
+
+
+def _platform(at: y.At) -> Platform:
+    fields = y.mapping(at, _PLATFORM_KEYS, required=("name", "family", "python"))
+    name = y.matching(fields["name"], _PLATFORM_NAME, "a platform name", "use [a-z0-9][a-z0-9._-]*")
+    backend = cast(BackendName, y.choice(fields["backend"], BACKENDS) if "backend" in fields else "docker")
+    python = y.text(fields["python"])
+    if not PurePosixPath(python).is_absolute():
+        fields["python"].fail(f"{python!r} is not an absolute path", "e.g. /usr/bin/python2.7")
+    return Platform(
+        name=name,
+        backend=backend,
+        family=cast(Family, y.choice(fields["family"], FAMILIES)),
+        python=python,
+        base=_base(at, fields, backend),
+        image_dir=y.path(fields["image"]) if "image" in fields else at.doc.root / "images" / name,
+        tools=_pins(fields["tools"]) if "tools" in fields else (),
+        context=_pins(fields["context"]) if "context" in fields else (),
+        enabled=y.boolean(fields["enabled"]) if "enabled" in fields else True,
+        limits=_limits(fields["limits"]) if "limits" in fields else Limits(),
+        machines=_machines(at, fields, backend),
+        location=at.location,
+    )
+
+
+def _base(at: y.At, fields: Mapping[str, y.At], backend: BackendName) -> Base | None:
+    if backend != "docker":
+        if "base" in fields:
+            fields["base"].fail(f"base is for docker platforms, not {backend}")
+        return None
+    if "base" not in fields:
+        at.fail("a docker platform needs base: {debootstrap: SUITE} or {image: REF}")
+    kinds = y.mapping(fields["base"], ("debootstrap", "image"))
+    if len(kinds) != 1:
+        fields["base"].fail("give exactly one of debootstrap: SUITE or image: REF")
+    (kind, value), = kinds.items()
+    what = "a suite" if kind == "debootstrap" else "an image reference"
+    return Base(cast(Literal["debootstrap", "image"], kind), y.matching(value, y.WORD, what))
+
+
+def _machines(at: y.At, fields: Mapping[str, y.At], backend: BackendName) -> tuple[str, str] | None:
+    if backend != "vagrant":
+        if "machines" in fields:
+            fields["machines"].fail(f"machines are for vagrant platforms, not {backend}")
+        return None
+    if "machines" not in fields:
+        at.fail("a vagrant platform needs machines: [BUILD-MACHINE, RUNTIME-MACHINE]")
+    names = y.listed(fields["machines"], lambda a: y.matching(a, y.WORD, "a machine name"))
+    if len(names) != 2 or names[0] == names[1]:
+        fields["machines"].fail("give two different machines: [BUILD-MACHINE, RUNTIME-MACHINE]")
+    return names[0], names[1]
+
+
+def _limits(at: y.At) -> Limits:
+    fields = y.mapping(at, ("memory", "pids", "timeout", "output"))
+    limits = Limits()
+    for key in ("memory", "output"):
+        if key in fields:
+            amount = y.text(fields[key]).lower()
+            digits = amount.rstrip("kmg")
+            if not _MEMORY.fullmatch(amount) or not digits.strip("0") or len(digits) > 15:
+                what = "an amount of memory" if key == "memory" else "a size"
+                fields[key].fail(f"{amount!r} is not {what}", "e.g. 512m or 2g")
+            limits = replace(limits, memory=amount) if key == "memory" else replace(limits, output=amount)
+    if "pids" in fields:
+        limits = replace(limits, pids=y.integer(fields["pids"]))
+    if "timeout" in fields:
+        limits = replace(limits, timeout=y.integer(fields["timeout"]))
+    return limits
+
+
+# -- pins and build specs ---------------------------------------------------------------------
+
+
+def _pins(at: y.At) -> tuple[Pin, ...]:
+    return y.listed(at, _pin, key=lambda p: canonicalize_name(p.name))
+
+
+def _pin(at: y.At) -> Pin:
+    fields = y.mapping(at, _PIN_KEYS, required=("name", "version", "sha256"))
+    return _source(fields, _project_name(fields["name"]), None)
+
+
+def _project_name(at: y.At) -> str:
+    return y.matching(at, _PROJECT_NAME, "a project name")
+
+
+def _source(fields: Mapping[str, y.At], name: str, base: Pin | None) -> Pin:
+    """The pin `fields` give; in an override, the keys given replace those of `base`."""
+    if "url" in fields and "path" in fields:
+        fields["path"].fail("give url or path, not both")
+    pin = base or Pin(name, "", "")  # without a base, version and sha256 are required keys
+    if "version" in fields:
+        pin = replace(pin, version=y.matching(fields["version"], _VERSION, "a version"))
+        if base is not None and pin.version != base.version and "sha256" not in fields:
+            fields["version"].fail(
+                "an override that changes version must give its sha256", f"add the sha256 of {name} {pin.version}"
+            )
+    if "sha256" in fields:
+        pin = replace(pin, sha256=_sha256(fields["sha256"]))
+    if "url" in fields or "path" in fields:
+        url = y.url(fields["url"]) if "url" in fields else None
+        pin = replace(pin, url=url, path=str(y.path(fields["path"])) if "path" in fields else None)
+    return pin
+
+
+def _sha256(at: y.At) -> str:
+    value = y.text(at).lower()
+    if not _SHA256.fullmatch(value):
+        at.fail("sha256 must be 64 hex digits", f"got {len(value)} characters; `sha256sum FILE` prints the digest")
+    return value
+
+
+def _spec(fields: Mapping[str, y.At], name: str, base: BuildSpec | None) -> BuildSpec:
+    readers: dict[str, Callable[[y.At], object]] = {
+        "build_requires": _pins,
+        "setup_args": lambda a: y.listed(a, y.text),
+        "env": _env,
+        "extensions": _modules,
+        "skip_imports": _modules,
+        "test": y.text,
+    }
+    changes: dict[str, Any] = {key: read(fields[key]) for key, read in readers.items() if key in fields}
+    source = _source(fields, name, base.source if base else None)
+    return replace(base, source=source, **changes) if base else BuildSpec(source, **changes)
+
+
+def _env(at: y.At) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for key, value in y.pairs(at):
+        name = y.matching(key, _ENV_NAME, "an environment variable name")
+        is_bool = isinstance(value.node, yaml.ScalarNode) and value.node.tag == y.TAG + "bool"
+        env[name] = str(value.node.value) if is_bool else y.text(value, empty=True)
+    return env
+
+
+def _modules(at: y.At) -> tuple[str, ...]:
+    return y.listed(at, lambda a: y.matching(a, _DOTTED, "a dotted module name", "e.g. yaml._yaml"), key=str)
+
+
+# -- packages ---------------------------------------------------------------------------------
+
+
+def _packages(at: y.At, platforms: Sequence[Platform]) -> tuple[Package, ...]:
+    items = y.items(at)
+    if not items:
+        at.fail("at least one package is needed")
+    parsed = [_package(item, platforms) for item in items]
+    by_name: dict[str, tuple[Package, y.At]] = {}
+    for (package, _), item in zip(parsed, items, strict=True):
+        first = by_name.setdefault(canonicalize_name(package.name), (package, item))
+        if first[1] is not item:
+            item.fail(
+                f"duplicate package: {first[0].name!r} (line {first[1].line}) and {package.name!r} "
+                f"(line {item.line}) are the same package",
+                "names are compared after PEP 503 normalisation: keep one of them",
+            )
+    packages = tuple(replace(p, depends=_depends(p, deps, by_name, platforms)) for p, deps in parsed)
+    _check_cycles(packages, items)
+    return packages
+
+
+def _package(at: y.At, platforms: Sequence[Platform]) -> tuple[Package, list[y.At]]:
+    """The package, and its `depends` entries: they are checked once every package is known."""
+    fields = y.mapping(at, _PACKAGE_KEYS, required=("name", "version", "sha256"))
+    name = _project_name(fields["name"])
+    spec = _spec(fields, name, None)
+    only = _package_platforms(fields["platforms"], platforms) if "platforms" in fields else None
+    package = Package(
+        name=name,
+        formats=_formats(fields["formats"]) if "formats" in fields else FORMATS,
+        spec=spec,
+        overrides=_overrides(fields["overrides"], name, spec, only, platforms) if "overrides" in fields else {},
+        system=_system(fields["system"]) if "system" in fields else {},
+        platforms=only,
+        location=at.location,
+    )
+    return package, y.items(fields["depends"]) if "depends" in fields else []
+
+
+def _formats(at: y.At) -> tuple[Format, ...]:
+    chosen = y.listed(at, lambda a: y.choice(a, FORMATS), key=str)
+    if not chosen:
+        at.fail(f"must list at least one of {', '.join(FORMATS)}")
+    return tuple(f for f in FORMATS if f in chosen)
+
+
+def _system(at: y.At) -> dict[Family, SystemPackages]:
+    return {cast(Family, family): _system_packages(value) for family, value in y.mapping(at, FAMILIES).items()}
+
+
+def _system_packages(at: y.At) -> SystemPackages:
+    fields = y.mapping(at, ("build", "runtime"))
+
+    def names(key: str) -> tuple[str, ...]:
+        if key not in fields:
+            return ()
+        return y.listed(fields[key], lambda a: y.matching(a, _OS_PACKAGE, "an OS package name"), key=str)
+
+    return SystemPackages(names("build"), names("runtime"))
+
+
+def _known_platform(at: y.At, platforms: Sequence[Platform]) -> str:
+    return y.known(at, [p.name for p in platforms], "platform")
+
+
+def _package_platforms(at: y.At, platforms: Sequence[Platform]) -> tuple[str, ...]:
+    only = y.listed(at, lambda a: _known_platform(a, platforms), key=str)
+    if not only:
+        at.fail("lists no platform", "leave platforms: out to build on every platform")
+    return only
+
+
+def _overrides(
+    at: y.At, name: str, spec: BuildSpec, only: tuple[str, ...] | None, platforms: Sequence[Platform]
+) -> dict[str, BuildSpec]:
+    overrides: dict[str, BuildSpec] = {}
+    for key, value in y.pairs(at):
+        platform = _known_platform(key, platforms)
+        if only is not None and platform not in only:
+            key.fail(
+                f"{name} is not built on {platform} (see its platforms:)",
+                f"add {platform} to its platforms: or remove this override",
+            )
+        overrides[platform] = _spec(y.mapping(value, _OVERRIDE_KEYS), name, spec)
+    return overrides
+
+
+def _depends(
+    package: Package, deps: list[y.At], by_name: Mapping[str, tuple[Package, y.At]], platforms: Sequence[Platform]
+) -> tuple[str, ...]:
+    mine = package.platforms or tuple(p.name for p in platforms)
+    found: list[str] = []
+    for dep in deps:
+        wanted = y.text(dep)
+        key = canonicalize_name(wanted)
+        if key not in by_name:
+            dep.fail(f"unknown package {wanted!r}", y.did_you_mean(key, by_name) or "depends names packages of this matrix")
+        target = by_name[key][0]
+        if target is package:
+            dep.fail(f"{package.name} depends on itself")
+        if target.name in found:
+            dep.fail(f"{wanted!r} is listed twice")
+        missing = [p for p in mine if target.platforms is not None and p not in target.platforms]
+        if missing:
+            dep.fail(
+                f"{package.name} needs {target.name}, which is not built for {', '.join(missing)}",
+                f"add {', '.join(missing)} to {target.name}'s platforms:, or leave them out of {package.name}'s",
+            )
+        found.append(target.name)
+    return tuple(found)
+
+
+def _check_cycles(packages: Sequence[Package], items: Sequence[y.At]) -> None:
+    """Depth first, without recursion: a long chain of depends must not exhaust the stack."""
+    graph = {canonicalize_name(p.name): [canonicalize_name(d) for d in p.depends] for p in packages}
+    shown = {canonicalize_name(p.name): (p.name, item) for p, item in zip(packages, items, strict=True)}
+    done: set[str] = set()
+    for start in graph:
+        if start in done:
+            continue
+        trail, todo = [start], [iter(graph[start])]
+        while todo:
+            dep = next(todo[-1], None)
+            if dep is None:
+                done.add(trail.pop())
+                todo.pop()
+            elif dep in trail:
+                cycle = " -> ".join(shown[n][0] for n in [*trail[trail.index(dep):], dep])
+                item = shown[dep][1]
+                raise ConfigError(
+                    f"{item.path}.depends: dependency cycle: {cycle}",
+                    location=item.location,
+                    hint="a package cannot need, directly or not, itself at run time",
+                )
+            elif dep not in done:
+                trail.append(dep)
+                todo.append(iter(graph[dep]))
