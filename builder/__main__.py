@@ -100,9 +100,9 @@ def err_print(line: str) -> None:
 
 def _interrupted(signum: int, frame: object) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C leaves at once
-    if "builder.machines.vagrant" in sys.modules:
+    if "builder.machines.vagrant.cell" in sys.modules:
         # Stop waiting on Vagrant machines (their commands end); they are destroyed at exit.
-        sys.modules["builder.machines.vagrant"].interrupt()
+        sys.modules["builder.machines.vagrant.cell"].interrupt()
     if "builder.machines.engine" in sys.modules:
         try:
             registry.clean(os.getpid())

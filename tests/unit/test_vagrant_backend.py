@@ -13,22 +13,23 @@ import pytest
 from builder.machines import base, vagrant
 from builder.machines import registry as backends
 from builder.machines.base import GUEST_ROOT, GUEST_WORK
+from builder.machines.vagrant import cell as vagrant_cell
 from builder.matrix.model import Limits
 
 
 def test_guest_paths_map_into_the_cells_folder_and_nothing_else_does() -> None:
     root = "/var/tmp/builder/bc0123abcd"
-    assert vagrant.translate(GUEST_ROOT, root) == f"{root}/builder"
-    assert vagrant.translate(f"{GUEST_ROOT}/guest/build.py", root) == f"{root}/builder/guest/build.py"
-    assert vagrant.translate(f"{GUEST_WORK}/home", root) == f"{root}/work/home"
+    assert vagrant_cell.translate(GUEST_ROOT, root) == f"{root}/builder"
+    assert vagrant_cell.translate(f"{GUEST_ROOT}/guest/build.py", root) == f"{root}/builder/guest/build.py"
+    assert vagrant_cell.translate(f"{GUEST_WORK}/home", root) == f"{root}/work/home"
     for untouched in ("/usr/bin/python3", "/builderx", "/tmp/builder-workshop", "-c", "C.UTF-8"):
-        assert vagrant.translate(untouched, root) == untouched
+        assert vagrant_cell.translate(untouched, root) == untouched
 
 
 def test_a_spec_is_mapped_everywhere_it_names_a_guest_path() -> None:
     spec = {"sdist": "/builder/in/six.tar.gz", "work": "/tmp/builder-work", "deps": ["/builder/deps/a.egg"],
             "env": {"X": "/builder/tools"}, "extensions": None, "formats": ["egg"], "count": 2}
-    mapped = vagrant.translate_spec(spec, "/r")
+    mapped = vagrant_cell.translate_spec(spec, "/r")
     assert mapped == {"sdist": "/r/builder/in/six.tar.gz", "work": "/r/work", "deps": ["/r/builder/deps/a.egg"],
                       "env": {"X": "/r/builder/tools"}, "extensions": None, "formats": ["egg"], "count": 2}
 
@@ -36,7 +37,7 @@ def test_a_spec_is_mapped_everywhere_it_names_a_guest_path() -> None:
 @pytest.mark.parametrize("text, kib", [("2g", 2 * 1024 * 1024), ("512m", 512 * 1024), ("1536K", 1536), ("1gb", 1024 * 1024),
                                        ("1048576", 1024)])
 def test_memory_limits_become_kib_for_ulimit(text: str, kib: int) -> None:
-    assert vagrant.memory_kb(text) == kib
+    assert vagrant_cell.memory_kb(text) == kib
 
 
 @pytest.mark.parametrize("shell", ["sh", "bash", "dash"])
@@ -45,12 +46,12 @@ def test_the_limited_command_sets_both_limits_on_each_shell(shell: str) -> None:
     if shutil.which(shell) is None:
         pytest.skip(f"no {shell} here")
     done = subprocess.run(
-        [shell, "-c", vagrant.LIMITED, "sh", "77", "3000000", "sh", "-c", "ulimit -v; pwd"],
+        [shell, "-c", vagrant_cell.LIMITED, "sh", "77", "3000000", "sh", "-c", "ulimit -v; pwd"],
         capture_output=True, text=True, timeout=30, check=False,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["3000000", "/"]
-    nproc = subprocess.run([shell, "-c", vagrant.LIMITED, "sh", "77", "3000000", "python3", "-c",
+    nproc = subprocess.run([shell, "-c", vagrant_cell.LIMITED, "sh", "77", "3000000", "python3", "-c",
                             "import resource; print(resource.getrlimit(resource.RLIMIT_NPROC)[0])"],
                            capture_output=True, text=True, timeout=30, check=False)
     assert nproc.stdout.strip() == "77", nproc.stderr
@@ -81,7 +82,7 @@ def test_a_copied_in_spec_names_the_cells_folder(tmp_path: Path) -> None:
             sent.setdefault("runs", []).append(argv)  # type: ignore[union-attr]
             return base.Exec(0, "")
 
-    machine = vagrant.VagrantMachine(Wire(), "bc00000001", Limits())  # type: ignore[arg-type]
+    machine = vagrant_cell.VagrantMachine(Wire(), "bc00000001", Limits())  # type: ignore[arg-type]
     machine.copy_in(staged, "/builder")
     root = "/var/tmp/builder/bc00000001"
     assert sent["dest"] == f"{root}/builder" and sent["sdist"] == b"sdist"
@@ -94,7 +95,7 @@ def test_a_copied_in_spec_names_the_cells_folder(tmp_path: Path) -> None:
     argv = sent["runs"][-1]  # type: ignore[index]
     assert argv[:5] == ["sudo", "-n", "-u", "bc00000001", "--"] and f"HOME={root}/work/home" in argv
     assert argv[-3:] == ["/usr/bin/python3", f"{root}/builder/guest/build.py", f"{root}/builder/spec.json"]
-    assert argv[argv.index(vagrant.LIMITED) + 2: argv.index(vagrant.LIMITED) + 4] == ["1024", str(2 * 1024 * 1024)]
+    assert argv[argv.index(vagrant_cell.LIMITED) + 2: argv.index(vagrant_cell.LIMITED) + 4] == ["1024", str(2 * 1024 * 1024)]
 
 
 def test_ctrl_c_finds_the_commands_a_run_waits_on_down_to_grandchildren() -> None:
@@ -105,7 +106,7 @@ def test_ctrl_c_finds_the_commands_a_run_waits_on_down_to_grandchildren() -> Non
 
         deadline = time.monotonic() + 10
         while True:
-            found = vagrant._descendants(os.getpid())
+            found = vagrant_cell._descendants(os.getpid())
             grandchildren = [p for p in found if p != child.pid]
             if child.pid in found and grandchildren or time.monotonic() > deadline:
                 break
