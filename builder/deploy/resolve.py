@@ -1,6 +1,6 @@
 """Requirements to published artifacts, before any host is touched.
 
-check-imports' resolver (builder.published) does the choosing: every published artifact of the
+check-imports' resolver (builder.output.published) does the choosing: every published artifact of the
 platform is hashed against its manifest, then each requirement and, through each artifact's own
 metadata, what it requires, resolves to the newest published artifact of the target's format
 for the platform's Python; what is missing is refused (NotPublished) with the `builder all`

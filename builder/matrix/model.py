@@ -1,4 +1,4 @@
-"""The validated matrix: frozen dataclasses. Nothing past builder.config sees a raw dict."""
+"""The validated matrix: frozen dataclasses. Nothing past builder.matrix.load sees a raw dict."""
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -2,7 +2,7 @@
 
 output/<platform>/ holds the artifacts (flat), index.html (links with sha256 for pip
 --find-links and easy_install -f), simple/ (a PEP 503 index of the wheels) and manifest.json.
-Writes are crash-safe (see _journal) and serialized by output_lock(); output/README.md and any
+Writes are crash-safe (see journal.py) and serialized by output_lock(); output/README.md and any
 other file of the users' is never touched.
 """
 from __future__ import annotations

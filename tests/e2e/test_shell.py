@@ -32,7 +32,7 @@ def test_a_cell_shell_gets_the_cells_guest_and_inputs(tmp_path: Path) -> None:
     done = builder(matrix, "shell", "debian12/six", "--print")
     argv = shlex.split(done.stdout.strip().splitlines()[-1])
     stage = Path(argv[argv.index("-v") + 1].split(":")[0])
-    assert stage.name == "shell-runtime" and json.loads((stage / "spec.json").read_text())["format"] == "egg"
+    assert stage.name == "shell-runtime" and json.loads((stage / "spec.json").read_text())["items"][0]["format"] == "egg"
 
 
 def test_an_interactive_shell_in_the_runtime_image_has_no_compiler(tmp_path: Path) -> None:
