@@ -284,8 +284,12 @@ class DockerMachine:
             self.copy_in(Path(empty), dest, writable=True)
 
     def copy_out(self, src: str, dest: Path) -> None:
-        """Copy a guest folder's contents into dest; files end up owned by the invoking user."""
-        with tempfile.TemporaryFile() as spool:
+        """Copy a guest folder's contents into dest; files end up owned by the invoking user.
+
+        The archive is unpacked into a folder beside dest and moved into place only when all of
+        it passed, so a refused member (or an output over the limit) keeps nothing of the copy."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile() as spool, tempfile.TemporaryDirectory(dir=dest.parent, prefix=".copy-") as landing:
             with _engine(f"copying {src} out"):
                 stream, _ = self.container.get_archive(src)
                 size = 0
@@ -305,13 +309,15 @@ class DockerMachine:
                         continue
                     member.name = str(PurePosixPath(*parts[1:]))
                     members.append(member)
-                dest.mkdir(parents=True, exist_ok=True)
-                # The "data" filter refuses links out of dest, devices and absolute names, and
-                # drops the guest's ownership: a hostile build cannot write outside dest.
+                # The "data" filter refuses links out of the folder, devices and absolute names,
+                # and drops the guest's ownership: a hostile build cannot write outside it.
                 try:
-                    tar.extractall(dest, members=members, filter="data")
+                    tar.extractall(landing, members=members, filter="data")
                 except tarfile.FilterError as exc:
                     raise BuilderError(
-                        f"refused the guest's output {src}: {exc}",
+                        f"refused the guest's output {src}: {exc}; nothing of it was kept",
                         hint="the package's build or test wrote a link out of its folder or a special file there",
                     ) from exc
+            dest.mkdir(exist_ok=True)
+            for entry in os.listdir(landing):
+                os.replace(os.path.join(landing, entry), dest / entry)

@@ -36,7 +36,9 @@ def test_hostile_archives_are_refused_naming_the_file(tmp_path: Path) -> None:
     cases["truncated"] = (cut, digest(cut))
     # A build that leaves a link to a host file in its output folder: refused when copied out.
     cases["outlink"] = sdist(src, "outlink", {
-        "setup.py": "import os\nos.symlink('/etc/shadow', '/builder/out/shadow')\n" + SETUP.format("outlink"),
+        # Files beside the link, so some come before it in the archive: none of them may be kept.
+        "setup.py": "import os\nfor n in range(8):\n    open('/builder/out/a%d.egg' % n, 'w').write('x')\n"
+        "os.symlink('/etc/shadow', '/builder/out/shadow')\n" + SETUP.format("outlink"),
         "outlink.py": "X = 1\n",
     })
     # A build that hands back more than the platform's limits.output (8m here): refused.
@@ -73,7 +75,8 @@ def test_hostile_archives_are_refused_naming_the_file(tmp_path: Path) -> None:
     # Nothing landed outside the cells' folders, and the healthy cell is the only one published.
     assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
     assert (outside / "victim.txt").read_text() == "mine\n"
-    assert not (cells / "outlink" / "build" / "shadow").exists()
-    assert not (cells / "outlink" / "build" / "shadow").is_symlink()
+    # Nothing of the refused output is kept: not the link, not the files copied before it.
+    assert [p.name for p in (cells / "outlink" / "build").iterdir()] == []
+    assert not [p.name for p in (cells / "outlink").iterdir() if p.name.startswith(".copy-")]
     published = sorted(p.name for p in (tmp_path / "p" / "eggs" / "debian12").glob("*.egg"))
     assert published == ["calm-1.0-py3.11.egg"]
