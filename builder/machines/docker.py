@@ -16,15 +16,20 @@ from pathlib import Path, PurePosixPath
 import docker
 import docker.errors
 import docker.models.containers
+from docker.types import Mount
 
 from ..errors import BuilderError, EngineError, ImageError, OutputTooLarge
 from ..matrix.model import Limits, Matrix, Platform
 from . import engine
 from . import images as host_images
-from .base import Exec, Images, Role
+from .base import GUEST_ROOT, Exec, Images, Role
 from .engine import ENGINE_FAULTS, LABEL, client
 
 GUEST_USER = "65534:65534"  # nobody: guests never run as root
+# Every guest: a read-only root file system, no capabilities at all (not even for root in the
+# guest), and no gaining privileges through setuid or file capabilities (no-new-privileges).
+LOCKDOWN = {"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}
+LOCKDOWN_ARGV = ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
 
 @contextmanager
 def _engine(doing: str) -> Iterator[None]:
@@ -49,10 +54,12 @@ def _remove_soon(container: docker.models.containers.Container) -> None:
 
     def remove() -> None:
         try:
-            container.remove(force=True)
+            container.remove(force=True, v=True)  # v: its anonymous volumes (/builder, a build's /tmp) too
         except ENGINE_FAULTS:
-            # Gone already, being removed by `clean` (an interrupt), or the engine went away:
-            # what is left carries our labels, and the next run removes it.
+            # Safe to leave: gone already, being removed by `clean` (an interrupt), or the engine
+            # went away. The guest has finished (its limits no longer matter) and what is left
+            # carries our labels and pid, so the next run (or `builder clean`) removes it. There
+            # is no one to tell here: this thread outlives the cell.
             pass
 
     threading.Thread(target=remove, name=f"remove {container.name}").start()
@@ -145,16 +152,25 @@ class DockerBackend:
         self, platform: Platform, images: Images, role: Role, limits: Limits, label: str
     ) -> Iterator[DockerMachine]:
         image = images.build if role == "build" else images.runtime
+        # The root file system is read-only; a guest writes only /tmp (its work folder) and the
+        # folders under /builder it is given. /builder is an anonymous volume (removed with the
+        # container) because the engine copies files in (copy_in) only onto a volume of a
+        # read-only container: a copy into a tmpfs would land in the image's layer beneath it.
         # A test guest writes only its fresh environment and the installed artifact: keeping
         # /tmp in memory makes that faster and the container's removal instant (removing a
         # virtualenv's thousands of files from the overlay took 0.5-1.5 s per test). Builds
-        # keep /tmp on disk: a large build tree must not count against the memory limit.
+        # keep /tmp on disk, an anonymous volume: a build tree must not count against the memory limit.
+        mounts = [Mount(GUEST_ROOT, None, type="volume")]
         tmpfs = {"/tmp": "rw,exec,nosuid,nodev,mode=1777"} if role == "runtime" else {}
+        if role == "build":
+            mounts.append(Mount("/tmp", None, type="volume"))
         try:
             container = self.engine.containers.create(
                 image,
                 command=["sh", "-c", "exec sleep 2147483"],
                 tmpfs=tmpfs,
+                mounts=mounts,
+                **LOCKDOWN,  # type: ignore[arg-type]
                 network_mode="none",
                 mem_limit=limits.memory,
                 memswap_limit=limits.memory,
@@ -166,7 +182,7 @@ class DockerBackend:
         except ENGINE_FAULTS as exc:
             raise EngineError(f"cannot start a {role} container of {platform.name}: {exc}") from exc
         try:
-            yield DockerMachine(container, max_output=limits.output_bytes)
+            yield DockerMachine(container, max_output=limits.output_bytes, memory=limits.memory)
         finally:
             _remove_soon(container)
 
@@ -176,6 +192,7 @@ class DockerBackend:
         """docker run for a person: the cell's user, mounts and environment, and no network."""
         image = images.build if role == "build" else images.runtime
         argv = ["docker", "run", "--rm", "-i", "--network", "none", "--user", GUEST_USER, "-w", "/builder"]
+        argv += [*LOCKDOWN_ARGV, "--tmpfs", "/tmp:rw,exec,nosuid,nodev,mode=1777"]
         argv += ["--label", f"{LABEL}=shell", "--label", f"{LABEL}.pid={os.getpid()}"]
         for host, guest in mounts.items():
             argv += ["-v", f"{host}:{guest}"]
@@ -185,9 +202,13 @@ class DockerBackend:
 
 
 class DockerMachine:
-    def __init__(self, container: docker.models.containers.Container, max_output: int | None = None) -> None:
+    def __init__(
+        self, container: docker.models.containers.Container, max_output: int | None = None, memory: str | None = None
+    ) -> None:
         self.container = container
         self.max_output = max_output  # bytes copy_out accepts (limits.output)
+        self.memory = memory  # limits.memory, as the matrix says it
+        self._oom_kills = 0  # the container's OOM kills seen so far
 
     def run(
         self,
@@ -217,13 +238,16 @@ class DockerMachine:
             self.container.id, list(argv), environment=dict(env or {}), user=user or "", workdir="/"
         )["Id"]
         timed_out = threading.Event()
+        kill_failed: list[Exception] = []
 
         def expire() -> None:
             timed_out.set()
             try:
                 self.container.kill()
-            except docker.errors.APIError:
-                pass
+            except docker.errors.NotFound:
+                pass  # gone already: nothing of it runs on
+            except ENGINE_FAULTS as exc:
+                kill_failed.append(exc)  # the time limit was not enforced: said below, never ignored
 
         timer = threading.Timer(timeout, expire) if timeout else None
         if timer:
@@ -245,6 +269,11 @@ class DockerMachine:
                 timer.cancel()
         if log and pending:
             log(pending)
+        if kill_failed:
+            raise EngineError(
+                f"could not stop a guest at its time limit ({timeout} s, limits.timeout): {kill_failed[0]}",
+                hint=f"remove it by hand: docker rm -f -v {self.container.name}",
+            )
         code = api.exec_inspect(exec_id).get("ExitCode")
         if timed_out.is_set():
             return Exec(-9, "".join(chunks) + f"\n(stopped after {timeout} s)", timed_out=True)
@@ -254,16 +283,37 @@ class DockerMachine:
             self.container.reload()
             if self.container.status != "running":
                 raise docker.errors.DockerException(f"the container was {self.container.status} from outside")
+            if self._count_oom_kills() > self._oom_kills:
+                self._oom_kills = self._count_oom_kills()
+                return Exec(code if code is not None else -1,
+                            "".join(chunks) + f"\n(killed: over limits.memory ({self.memory}))", out_of_memory=True)
         return Exec(code if code is not None else -1, "".join(chunks))
+
+    def _count_oom_kills(self) -> int:
+        """How many processes the kernel killed in this guest for going over its memory limit
+        (cgroup v2's memory.events, or v1's memory.oom_control, as the guest sees its own)."""
+        client = self.container.client
+        assert client is not None
+        found = client.api.exec_create(
+            self.container.id,
+            ["sh", "-c", "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"],
+            user=GUEST_USER,
+        )["Id"]
+        text = client.api.exec_start(found).decode("utf-8", "replace")
+        counts = [int(line.split()[1]) for line in text.splitlines() if line.startswith("oom_kill ")]
+        return max(counts, default=0)
 
     def copy_in(self, src: Path, dest: str, *, writable: bool = False) -> None:
         """Copy a host file or folder to dest, owned by root and read-only unless writable."""
         buffer = io.BytesIO()
         owner = 65534 if writable else 0
+        volume = PurePosixPath(GUEST_ROOT)  # the only place of a read-only guest the engine copies onto
+        target = PurePosixPath(dest)
+        if target != volume and volume not in target.parents:
+            raise ValueError(f"copy_in: {dest} is not under {GUEST_ROOT}")
         with tarfile.open(fileobj=buffer, mode="w") as tar:
-            target = PurePosixPath(dest)
-            for parent in reversed(target.parents[:-1]):
-                info = tarfile.TarInfo(str(parent).lstrip("/"))
+            for parent in reversed(target.relative_to(volume).parents[:-1]):
+                info = tarfile.TarInfo(str(parent))
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
 
@@ -274,9 +324,13 @@ class DockerMachine:
                 info.mode = (0o755 if executable else 0o644) if writable else (0o555 if executable else 0o444)
                 return info
 
-            tar.add(str(src), arcname=str(target).lstrip("/"), filter=fix)
+            if target == volume:  # the volume's own folder stays root's, 0755
+                for child in sorted(src.iterdir()):
+                    tar.add(str(child), arcname=child.name, filter=fix)
+            else:
+                tar.add(str(src), arcname=str(target.relative_to(volume)), filter=fix)
         with _engine(f"copying {src.name} in"):
-            self.container.put_archive("/", buffer.getvalue())
+            self.container.put_archive(str(volume), buffer.getvalue())
 
     def mkdir(self, dest: str) -> None:
         """An empty folder the guest user may write: the only writable place we give it."""
