@@ -103,7 +103,7 @@ packages:
     hog = result("hog", "build")
     assert hog["status"] == "failed" and "limits.memory (512m)" in hog["reason"], hog
     assert "ALLOCATED" not in (cells / "hog" / "build.log").read_text()
-    assert "member 'evil-1.0/../../../../builder/out/escaped.txt' has '..' in its path" in result("evil", "build")["reason"]
     assert sorted(p.name for p in (cells / "evil" / "build").iterdir()) == ["build-result.json"]
+    assert "member 'evil-1.0/../../../../builder/out/escaped.txt' has '..' in its path" in result("evil", "build")["reason"]
     published = sorted(p.name for p in (tmp_path / "p" / "eggs" / "debian12").glob("*.egg"))
     assert published == ["probe-1.0-py3.11.egg"]
