@@ -9,6 +9,7 @@ import os
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -30,6 +31,7 @@ GUEST_USER = "65534:65534"  # nobody: guests never run as root
 # guest), and no gaining privileges through setuid or file capabilities (no-new-privileges).
 LOCKDOWN = {"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}
 LOCKDOWN_ARGV = ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+KILL_ATTEMPTS, KILL_RETRY = 3, 2.0  # at a guest's time limit: kill, kill again, then remove it
 
 @contextmanager
 def _engine(doing: str) -> Iterator[None]:
@@ -242,12 +244,20 @@ class DockerMachine:
 
         def expire() -> None:
             timed_out.set()
-            try:
-                self.container.kill()
-            except docker.errors.NotFound:
-                pass  # gone already: nothing of it runs on
-            except ENGINE_FAULTS as exc:
-                kill_failed.append(exc)  # the time limit was not enforced: said below, never ignored
+            for attempt in range(KILL_ATTEMPTS):  # the engine may be busy: try again, then remove it
+                try:
+                    if attempt < KILL_ATTEMPTS - 1:
+                        self.container.kill()
+                    else:
+                        self.container.remove(force=True, v=True)
+                    return
+                except docker.errors.NotFound:
+                    return  # gone already: nothing of it runs on
+                except ENGINE_FAULTS as exc:
+                    if attempt == KILL_ATTEMPTS - 1:
+                        kill_failed.append(exc)  # the time limit was not enforced: said below, never ignored
+                        return
+                    time.sleep(KILL_RETRY)
 
         timer = threading.Timer(timeout, expire) if timeout else None
         if timer:
@@ -257,6 +267,8 @@ class DockerMachine:
         pending = ""
         try:
             for chunk in api.exec_start(exec_id, stream=True):
+                if kill_failed:
+                    break
                 text = chunk.decode("utf-8", "replace")
                 chunks.append(text)
                 if log:
@@ -283,8 +295,9 @@ class DockerMachine:
             self.container.reload()
             if self.container.status != "running":
                 raise docker.errors.DockerException(f"the container was {self.container.status} from outside")
-            if self._count_oom_kills() > self._oom_kills:
-                self._oom_kills = self._count_oom_kills()
+            kills = self._count_oom_kills()
+            if kills > self._oom_kills:
+                self._oom_kills = kills
                 return Exec(code if code is not None else -1,
                             "".join(chunks) + f"\n(killed: over limits.memory ({self.memory}))", out_of_memory=True)
         return Exec(code if code is not None else -1, "".join(chunks))
