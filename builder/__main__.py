@@ -106,8 +106,8 @@ def _interrupted(signum: int, frame: object) -> None:
     if "builder.machines.engine" in sys.modules:
         try:
             registry.clean(os.getpid())
-        except BuilderError:
-            pass
+        except BuilderError as exc:  # not silent: "containers were stopped" would then be untrue
+            err_print(f"error: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""))
     raise KeyboardInterrupt
 
 

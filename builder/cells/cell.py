@@ -13,7 +13,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from ..errors import BuilderError
-from ..machines.base import GUEST_ROOT, GUEST_WORK, Backend, Images, Role
+from ..machines.base import GUEST_ROOT, GUEST_WORK, Backend, Exec, Images, Role
 from ..matrix.model import Matrix, Pin
 from ..matrix.plan import Cell
 from . import contract
@@ -88,7 +88,7 @@ def _run_guest(
     script: str,
     out: Path,
     log: _Log,
-) -> tuple[int, bool, dict[str, float]]:
+) -> tuple[Exec, dict[str, float]]:
     """Run one in-guest script in a fresh machine; also say where the time went (seconds per
     step: start, copy in, run, copy out, stop), so fixed costs can be seen beside the work."""
     limits = cell.platform.limits
@@ -118,7 +118,7 @@ def _run_guest(
             machine.copy_out(f"{GUEST_ROOT}/out", out)
         lap("copy_out")
     lap("stop")
-    return result.returncode, result.timed_out, timings
+    return result, timings
 
 
 def build_inputs(cell: Cell, sources: Mapping[str, Path]) -> tuple[BuildSpec, dict[str, Path]]:
@@ -171,11 +171,14 @@ def build(
             files["prepared/tree.tar"] = prepared[0]
             guest_spec.update(prepared[1])
         inputs = stage_inputs(base / "stage-build", guest_spec, files)
-        code, timed_out, timings = _run_guest(backend, cell, images, "build", inputs, "build.py", out, log)
+        done, timings = _run_guest(backend, cell, images, "build", inputs, "build.py", out, log)
+        code, timed_out = done.returncode, done.timed_out
         report = contract.read_result(out / contract.BUILD_RESULT)
         result.details["timings"] = {"host": timings, "guest": report.get("timings", {}), "compile_cpu": report.get("cpu", {})}
         if timed_out:
             result.reason = f"build stopped after {cell.platform.limits.timeout} s (limits.timeout)"
+        elif done.out_of_memory:
+            result.reason = f"build killed: it went over limits.memory ({cell.platform.limits.memory})"
         elif code != 0 or not report.get("ok"):
             result.reason = "build failed: " + str(report.get("error") or f"build.py exited {code}")
         else:
@@ -313,7 +316,8 @@ def _check_all(
     log("== checking " + ", ".join(artifact.name for artifact, _, _ in items) + " in the runtime image")
     try:
         inputs = stage_inputs(base / "stage-test", guest_spec, files)
-        code, timed_out, timings = _run_guest(backend, cell, images, "runtime", inputs, "check.py", out, log)
+        done, timings = _run_guest(backend, cell, images, "runtime", inputs, "check.py", out, log)
+        code, timed_out = done.returncode, done.timed_out
     finally:
         shutil.rmtree(base / "stage-test", ignore_errors=True)
     reports: dict[str, dict] = {}
@@ -321,6 +325,8 @@ def _check_all(
         report = contract.read_result(out / fmt / contract.CHECK_RESULT)
         if timed_out:
             report = {"ok": False, "reasons": [f"test stopped after {cell.platform.limits.timeout} s (limits.timeout)"]}
+        elif done.out_of_memory:
+            report = {"ok": False, "reasons": [f"test killed: it went over limits.memory ({cell.platform.limits.memory})"]}
         elif not report:
             report = {"ok": False, "reasons": [f"check.py exited {code} without a result for {artifact.name} (see the log)"]}
         elif code != 0 and report.get("ok") and not _any_failed(out, items):

@@ -112,7 +112,7 @@ def unavailable(run: Run) -> None:
 
 
 def fetch(run: Run) -> None:
-    fetcher = Fetcher(run.matrix.settings.cache, run.matrix.settings.index_url)
+    fetcher = Fetcher(run.matrix.settings.cache, run.matrix.settings.index_url, warn=run.echo)
     errors: dict[str, FetchError] = {}
 
     def one(pin: Pin) -> None:

@@ -34,6 +34,7 @@ class Exec:
     returncode: int
     output: str
     timed_out: bool = False
+    out_of_memory: bool = False  # the kernel killed a process of it over limits.memory
 
 
 class Machine(Protocol):

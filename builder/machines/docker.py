@@ -9,6 +9,7 @@ import os
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -16,15 +17,21 @@ from pathlib import Path, PurePosixPath
 import docker
 import docker.errors
 import docker.models.containers
+from docker.types import Mount
 
 from ..errors import BuilderError, EngineError, ImageError, OutputTooLarge
 from ..matrix.model import Limits, Matrix, Platform
 from . import engine
 from . import images as host_images
-from .base import Exec, Images, Role
+from .base import GUEST_ROOT, Exec, Images, Role
 from .engine import ENGINE_FAULTS, LABEL, client
 
 GUEST_USER = "65534:65534"  # nobody: guests never run as root
+# Every guest: a read-only root file system, no capabilities at all (not even for root in the
+# guest), and no gaining privileges through setuid or file capabilities (no-new-privileges).
+LOCKDOWN = {"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}
+LOCKDOWN_ARGV = ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+KILL_ATTEMPTS, KILL_RETRY = 3, 2.0  # at a guest's time limit: kill, kill again, then remove it
 
 @contextmanager
 def _engine(doing: str) -> Iterator[None]:
@@ -49,10 +56,12 @@ def _remove_soon(container: docker.models.containers.Container) -> None:
 
     def remove() -> None:
         try:
-            container.remove(force=True)
+            container.remove(force=True, v=True)  # v: its anonymous volumes (/builder, a build's /tmp) too
         except ENGINE_FAULTS:
-            # Gone already, being removed by `clean` (an interrupt), or the engine went away:
-            # what is left carries our labels, and the next run removes it.
+            # Safe to leave: gone already, being removed by `clean` (an interrupt), or the engine
+            # went away. The guest has finished (its limits no longer matter) and what is left
+            # carries our labels and pid, so the next run (or `builder clean`) removes it. There
+            # is no one to tell here: this thread outlives the cell.
             pass
 
     threading.Thread(target=remove, name=f"remove {container.name}").start()
@@ -145,16 +154,25 @@ class DockerBackend:
         self, platform: Platform, images: Images, role: Role, limits: Limits, label: str
     ) -> Iterator[DockerMachine]:
         image = images.build if role == "build" else images.runtime
+        # The root file system is read-only; a guest writes only /tmp (its work folder) and the
+        # folders under /builder it is given. /builder is an anonymous volume (removed with the
+        # container) because the engine copies files in (copy_in) only onto a volume of a
+        # read-only container: a copy into a tmpfs would land in the image's layer beneath it.
         # A test guest writes only its fresh environment and the installed artifact: keeping
         # /tmp in memory makes that faster and the container's removal instant (removing a
         # virtualenv's thousands of files from the overlay took 0.5-1.5 s per test). Builds
-        # keep /tmp on disk: a large build tree must not count against the memory limit.
+        # keep /tmp on disk, an anonymous volume: a build tree must not count against the memory limit.
+        mounts = [Mount(GUEST_ROOT, None, type="volume")]
         tmpfs = {"/tmp": "rw,exec,nosuid,nodev,mode=1777"} if role == "runtime" else {}
+        if role == "build":
+            mounts.append(Mount("/tmp", None, type="volume"))
         try:
             container = self.engine.containers.create(
                 image,
                 command=["sh", "-c", "exec sleep 2147483"],
                 tmpfs=tmpfs,
+                mounts=mounts,
+                **LOCKDOWN,  # type: ignore[arg-type]
                 network_mode="none",
                 mem_limit=limits.memory,
                 memswap_limit=limits.memory,
@@ -166,7 +184,7 @@ class DockerBackend:
         except ENGINE_FAULTS as exc:
             raise EngineError(f"cannot start a {role} container of {platform.name}: {exc}") from exc
         try:
-            yield DockerMachine(container, max_output=limits.output_bytes)
+            yield DockerMachine(container, max_output=limits.output_bytes, memory=limits.memory)
         finally:
             _remove_soon(container)
 
@@ -176,6 +194,7 @@ class DockerBackend:
         """docker run for a person: the cell's user, mounts and environment, and no network."""
         image = images.build if role == "build" else images.runtime
         argv = ["docker", "run", "--rm", "-i", "--network", "none", "--user", GUEST_USER, "-w", "/builder"]
+        argv += [*LOCKDOWN_ARGV, "--tmpfs", "/tmp:rw,exec,nosuid,nodev,mode=1777"]
         argv += ["--label", f"{LABEL}=shell", "--label", f"{LABEL}.pid={os.getpid()}"]
         for host, guest in mounts.items():
             argv += ["-v", f"{host}:{guest}"]
@@ -185,9 +204,13 @@ class DockerBackend:
 
 
 class DockerMachine:
-    def __init__(self, container: docker.models.containers.Container, max_output: int | None = None) -> None:
+    def __init__(
+        self, container: docker.models.containers.Container, max_output: int | None = None, memory: str | None = None
+    ) -> None:
         self.container = container
         self.max_output = max_output  # bytes copy_out accepts (limits.output)
+        self.memory = memory  # limits.memory, as the matrix says it
+        self._oom_kills = 0  # the container's OOM kills seen so far
 
     def run(
         self,
@@ -217,13 +240,24 @@ class DockerMachine:
             self.container.id, list(argv), environment=dict(env or {}), user=user or "", workdir="/"
         )["Id"]
         timed_out = threading.Event()
+        kill_failed: list[Exception] = []
 
         def expire() -> None:
             timed_out.set()
-            try:
-                self.container.kill()
-            except docker.errors.APIError:
-                pass
+            for attempt in range(KILL_ATTEMPTS):  # the engine may be busy: try again, then remove it
+                try:
+                    if attempt < KILL_ATTEMPTS - 1:
+                        self.container.kill()
+                    else:
+                        self.container.remove(force=True, v=True)
+                    return
+                except docker.errors.NotFound:
+                    return  # gone already: nothing of it runs on
+                except ENGINE_FAULTS as exc:
+                    if attempt == KILL_ATTEMPTS - 1:
+                        kill_failed.append(exc)  # the time limit was not enforced: said below, never ignored
+                        return
+                    time.sleep(KILL_RETRY)
 
         timer = threading.Timer(timeout, expire) if timeout else None
         if timer:
@@ -233,6 +267,8 @@ class DockerMachine:
         pending = ""
         try:
             for chunk in api.exec_start(exec_id, stream=True):
+                if kill_failed:
+                    break
                 text = chunk.decode("utf-8", "replace")
                 chunks.append(text)
                 if log:
@@ -245,6 +281,11 @@ class DockerMachine:
                 timer.cancel()
         if log and pending:
             log(pending)
+        if kill_failed:
+            raise EngineError(
+                f"could not stop a guest at its time limit ({timeout} s, limits.timeout): {kill_failed[0]}",
+                hint=f"remove it by hand: docker rm -f -v {self.container.name}",
+            )
         code = api.exec_inspect(exec_id).get("ExitCode")
         if timed_out.is_set():
             return Exec(-9, "".join(chunks) + f"\n(stopped after {timeout} s)", timed_out=True)
@@ -254,16 +295,38 @@ class DockerMachine:
             self.container.reload()
             if self.container.status != "running":
                 raise docker.errors.DockerException(f"the container was {self.container.status} from outside")
+            kills = self._count_oom_kills()
+            if kills > self._oom_kills:
+                self._oom_kills = kills
+                return Exec(code if code is not None else -1,
+                            "".join(chunks) + f"\n(killed: over limits.memory ({self.memory}))", out_of_memory=True)
         return Exec(code if code is not None else -1, "".join(chunks))
+
+    def _count_oom_kills(self) -> int:
+        """How many processes the kernel killed in this guest for going over its memory limit
+        (cgroup v2's memory.events, or v1's memory.oom_control, as the guest sees its own)."""
+        client = self.container.client
+        assert client is not None
+        found = client.api.exec_create(
+            self.container.id,
+            ["sh", "-c", "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"],
+            user=GUEST_USER,
+        )["Id"]
+        text = client.api.exec_start(found).decode("utf-8", "replace")
+        counts = [int(line.split()[1]) for line in text.splitlines() if line.startswith("oom_kill ")]
+        return max(counts, default=0)
 
     def copy_in(self, src: Path, dest: str, *, writable: bool = False) -> None:
         """Copy a host file or folder to dest, owned by root and read-only unless writable."""
         buffer = io.BytesIO()
         owner = 65534 if writable else 0
+        volume = PurePosixPath(GUEST_ROOT)  # the only place of a read-only guest the engine copies onto
+        target = PurePosixPath(dest)
+        if target != volume and volume not in target.parents:
+            raise ValueError(f"copy_in: {dest} is not under {GUEST_ROOT}")
         with tarfile.open(fileobj=buffer, mode="w") as tar:
-            target = PurePosixPath(dest)
-            for parent in reversed(target.parents[:-1]):
-                info = tarfile.TarInfo(str(parent).lstrip("/"))
+            for parent in reversed(target.relative_to(volume).parents[:-1]):
+                info = tarfile.TarInfo(str(parent))
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
 
@@ -274,9 +337,13 @@ class DockerMachine:
                 info.mode = (0o755 if executable else 0o644) if writable else (0o555 if executable else 0o444)
                 return info
 
-            tar.add(str(src), arcname=str(target).lstrip("/"), filter=fix)
+            if target == volume:  # the volume's own folder stays root's, 0755
+                for child in sorted(src.iterdir()):
+                    tar.add(str(child), arcname=child.name, filter=fix)
+            else:
+                tar.add(str(src), arcname=str(target.relative_to(volume)), filter=fix)
         with _engine(f"copying {src.name} in"):
-            self.container.put_archive("/", buffer.getvalue())
+            self.container.put_archive(str(volume), buffer.getvalue())
 
     def mkdir(self, dest: str) -> None:
         """An empty folder the guest user may write: the only writable place we give it."""
@@ -284,8 +351,12 @@ class DockerMachine:
             self.copy_in(Path(empty), dest, writable=True)
 
     def copy_out(self, src: str, dest: Path) -> None:
-        """Copy a guest folder's contents into dest; files end up owned by the invoking user."""
-        with tempfile.TemporaryFile() as spool:
+        """Copy a guest folder's contents into dest; files end up owned by the invoking user.
+
+        The archive is unpacked into a folder beside dest and moved into place only when all of
+        it passed, so a refused member (or an output over the limit) keeps nothing of the copy."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile() as spool, tempfile.TemporaryDirectory(dir=dest.parent, prefix=".copy-") as landing:
             with _engine(f"copying {src} out"):
                 stream, _ = self.container.get_archive(src)
                 size = 0
@@ -305,13 +376,15 @@ class DockerMachine:
                         continue
                     member.name = str(PurePosixPath(*parts[1:]))
                     members.append(member)
-                dest.mkdir(parents=True, exist_ok=True)
-                # The "data" filter refuses links out of dest, devices and absolute names, and
-                # drops the guest's ownership: a hostile build cannot write outside dest.
+                # The "data" filter refuses links out of the folder, devices and absolute names,
+                # and drops the guest's ownership: a hostile build cannot write outside it.
                 try:
-                    tar.extractall(dest, members=members, filter="data")
+                    tar.extractall(landing, members=members, filter="data")
                 except tarfile.FilterError as exc:
                     raise BuilderError(
-                        f"refused the guest's output {src}: {exc}",
+                        f"refused the guest's output {src}: {exc}; nothing of it was kept",
                         hint="the package's build or test wrote a link out of its folder or a special file there",
                     ) from exc
+            dest.mkdir(exist_ok=True)
+            for entry in os.listdir(landing):
+                os.replace(os.path.join(landing, entry), dest / entry)

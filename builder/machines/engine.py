@@ -80,7 +80,8 @@ def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> li
     Every container we start carries our labels and our pid, so a run killed with -9 leaves
     nothing that the next run (or `builder clean`) cannot find.
     """
-    removed = []
+    removed: list[str] = []
+    failed: list[str] = []
     for container in listed(engine, label=LABEL):
         owner = container.labels.get(f"{LABEL}.pid", "")
         if not owner.isdigit():
@@ -92,10 +93,18 @@ def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> li
         if pid is None and owner.isdigit() and _alive(int(owner)) and int(owner) != os.getpid():
             continue
         try:
-            container.remove(force=True)
+            container.remove(force=True, v=True)  # v: with its anonymous volumes
             removed.append(str(container.name))
-        except docker.errors.APIError:
-            pass  # gone, or its removal already under way (a finished guest)
+        except docker.errors.NotFound:
+            pass  # gone while we looked
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: its removal is already under way (a finished guest's)
+                failed.append(f"{container.name} ({exc.explanation or exc})")
+    if failed:  # a guest left running keeps its limits' worth of the machine: say so, never pass
+        raise EngineError(
+            "cannot remove container " + ", ".join(failed),
+            hint="remove by hand: docker rm -f -v " + " ".join(f.split(" ", 1)[0] for f in failed),
+        )
     return removed
 
 

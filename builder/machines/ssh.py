@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, cast
 
-from ..errors import OutputTooLarge, TransportError
+from ..errors import BuilderError, OutputTooLarge, TransportError
 from ..matrix.hosts import Destination
 from .base import Exec
 
@@ -225,6 +225,13 @@ class Connection:
                     proc.kill()
                     proc.wait()
                     raise
+                except tarfile.FilterError as exc:
+                    proc.kill()
+                    proc.wait()
+                    raise BuilderError(
+                        f"refused {self.dest}:{src}: {exc}; nothing of it was kept",
+                        hint="the remote folder holds a link out of it or a special file",
+                    ) from exc
                 except tarfile.ReadError as exc:
                     proc.wait()
                     errors.seek(0)

@@ -2,7 +2,9 @@
 local stand-in base then takes images/centos/Dockerfile, unchanged, through every stage.
 
 The stand-in (tests/fixtures/images/centos-standin) is a Debian 11 base answering the `rpm` and
-`yum` calls the Dockerfile makes; its Dockerfile says why that, and not a build argument.
+`yum` calls the Dockerfile makes, and `rpm -q NAME` from a package list (what its yum installed),
+so the runtime check's "no build-only package" is really asked; its Dockerfile says why a
+stand-in base, and not a build argument.
 """
 from __future__ import annotations
 
@@ -68,7 +70,7 @@ def test_an_unpullable_centos_base_stops_the_run_before_anything_is_fetched(tmp_
     assert not [p for p in cache.rglob("*") if p.is_file()]
 
 
-def test_a_local_standin_base_goes_through_every_centos_stage(tmp_path: Path) -> None:
+def _standin(tmp_path: Path) -> None:
     # The stand-in starts FROM the bullseye base: make sure this machine has it.
     shipped = project(tmp_path / "shipped", (REPO / "matrix.yaml").read_text())
     made = builder(shipped, "images", "--platform", "debian11-py27")
@@ -76,6 +78,9 @@ def test_a_local_standin_base_goes_through_every_centos_stage(tmp_path: Path) ->
     docker.from_env().images.build(
         path=str(FIXTURES / "images" / "centos-standin"), tag=STANDIN, labels={"io.builder": "test"}, rm=True
     )
+
+
+def _matrix(tmp_path: Path, simplejson_system: str = "") -> tuple[str, str]:
     tarball, sha256 = _python_tarball(tmp_path)
     text = f"""
 platforms:
@@ -106,6 +111,23 @@ packages:
     system:
       redhat: {{build: [libyaml-devel], runtime: [libyaml]}}
 """
+    return text.replace("    extensions: [simplejson._speedups]\n", "    extensions: [simplejson._speedups]\n" + simplejson_system), sha256
+
+
+def test_the_standin_rpm_answers_from_its_package_list() -> None:
+    docker.from_env().images.build(
+        path=str(FIXTURES / "images" / "centos-standin"), tag=STANDIN, labels={"io.builder": "test"}, rm=True
+    )
+    probe = "rpm -q python; echo $?; rpm -q libyaml-devel gcc; echo $?; echo libyaml-devel >> /var/lib/rpm-standin/installed; rpm -q libyaml-devel; echo $?"
+    out = docker.from_env().containers.run(STANDIN, ["sh", "-c", probe], remove=True, network_mode="none").decode().split("\n")
+    assert out[:6] == ["python-0-1.el6.x86_64", "0", "package libyaml-devel is not installed", "package gcc is not installed",
+                       "2", "libyaml-devel-0-1.el6.x86_64"], out
+    assert out[6] == "0", out
+
+
+def test_a_local_standin_base_goes_through_every_centos_stage(tmp_path: Path) -> None:
+    _standin(tmp_path)
+    text, sha256 = _matrix(tmp_path)
     matrix = project(tmp_path / "p", text)
     done = builder(matrix, "all", "--platform", "centos6")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -132,3 +154,21 @@ packages:
         remove=True, network_mode="none",
     ).decode()
     assert probe.split() == ["2.7.18", "no-gcc"], probe
+
+
+def test_a_build_only_package_in_the_runtime_image_fails_the_redhat_toolless_check(tmp_path: Path) -> None:
+    _standin(tmp_path)
+    # simplejson asks for libyaml-devel at run time, so the runtime image has it: PyYAML, which
+    # needs it only to build, must then fail its test, the package named.
+    text, _ = _matrix(tmp_path, "    system:\n      redhat: {runtime: [libyaml-devel]}\n")
+    matrix = project(tmp_path / "p", text)
+    done = builder(matrix, "all", "--platform", "centos6")
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    cells = matrix.parent / ".builder" / "work" / "cells" / "centos6"
+    checked = json.loads((cells / "pyyaml" / "test" / "egg" / "check-result.json").read_text())
+    assert not checked["ok"] and checked["build_only_installed"] == ["libyaml-devel"], checked
+    reason = json.loads((cells / "pyyaml" / "test.json").read_text())["reason"]
+    assert "libyaml-devel" in reason and "system.redhat.build" in reason, reason
+    assert json.loads((cells / "simplejson" / "test.json").read_text())["status"] == "passed"
+    assert sorted(p.name for p in (matrix.parent / "eggs" / "centos6").glob("*.egg")) == ["simplejson-3.19.3-py2.7-linux-x86_64.egg"]

@@ -1,4 +1,4 @@
-"""Ctrl-C stops the guests; a kill -9 leaves containers that the next run or `clean` removes."""
+"""Ctrl-C or TERM stops the guests; a kill -9 leaves containers that the next run or `clean` removes."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
 
 from .conftest import REPO, builder, project
 from .sdists import containers
@@ -21,22 +25,41 @@ def _start(matrix: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(argv, cwd=matrix.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for_container(proc: subprocess.Popen[str]) -> None:
+def _wait_for_container(proc: subprocess.Popen[str]) -> list[str]:
+    """Wait for a guest of `proc`; the names of its volumes (they must go with it)."""
     deadline = time.monotonic() + 300
-    while not containers(proc.pid):
+    while True:
+        found = containers(proc.pid)
+        if found:
+            return [m["Name"] for c in found for m in c.attrs.get("Mounts", []) if m.get("Type") == "volume"]
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         assert time.monotonic() < deadline, "no container started"
         time.sleep(0.2)
 
 
-def test_ctrl_c_stops_the_running_guests(tmp_path: Path) -> None:
+def _volumes(names: list[str]) -> list[str]:
+    left = []
+    for name in names:
+        try:
+            docker.from_env().volumes.get(name)
+            left.append(name)
+        except docker.errors.NotFound:
+            pass
+    return left
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
+def test_ctrl_c_or_term_stops_the_running_guests(tmp_path: Path, signum: signal.Signals) -> None:
     matrix = project(tmp_path / "p", (REPO / "matrix.yaml").read_text())
     proc = _start(matrix)
-    _wait_for_container(proc)
-    proc.send_signal(signal.SIGINT)
+    volumes = _wait_for_container(proc)
+    assert volumes, "a guest's /builder is an anonymous volume"
+    proc.send_signal(signum)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
+    assert "interrupted: running containers were stopped" in out, out
     assert containers(proc.pid) == []
+    assert _volumes(volumes) == []  # removed with their containers
     assert not (tmp_path / "p" / "eggs" / "debian12").exists()
 
 

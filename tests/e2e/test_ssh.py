@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import OutputTooLarge, TransportError
+from builder.errors import BuilderError, OutputTooLarge, TransportError
 from builder.machines.ssh import Connection, Destination
 
 from .sshd import keypair, sshd_container, sshd_image
@@ -74,6 +74,18 @@ def test_copies_both_ways(server: Destination, tmp_path: Path) -> None:
     assert not (tmp_path / "nothing").exists()
     assert not (tmp_path / "big").exists() and not list(tmp_path.glob(".get-*"))
     assert (tmp_path / "small" / "a.txt").read_text() == "alpha"
+
+
+def test_a_link_out_of_the_folder_is_refused_and_nothing_of_the_copy_kept(server: Destination, tmp_path: Path) -> None:
+    with Connection(server) as conn:
+        made = conn.run(["sh", "-c", "mkdir -p /tmp/linked && for n in 0 1 2 3 4 5 6 7; do echo x > /tmp/linked/a$n.egg; done"
+                         " && ln -s /etc/shadow /tmp/linked/shadow"])
+        assert made.returncode == 0, made.output
+        dest = tmp_path / "out"
+        dest.mkdir()
+        with pytest.raises(BuilderError, match="shadow"):
+            conn.get("/tmp/linked", dest)
+    assert list(dest.iterdir()) == [] and not list(tmp_path.glob(".get-*"))
 
 
 def test_refusals_are_clear(server: Destination, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ class Container:
         if self.gone:  # removed between the listing and the inspection
             raise docker.errors.NotFound(f"No such container: {self.name}")
 
-    def remove(self, force: bool = False) -> None:
+    def remove(self, force: bool = False, v: bool = False) -> None:
         self.removed = True
 
 

@@ -41,9 +41,51 @@ def test_the_hash_chooses_the_file_and_the_cache_is_content_addressed(tmp_path: 
     assert path.name == "demo-1.0-py3-none-any.whl"
     assert path.read_bytes() == b"wheel"
     assert path.parent.name == sha256_file(path)
-    # Second fetch: served from the cache even when the index is gone.
+    # Second fetch: served from the cache (re-hashed) even when the index is gone.
     (tmp_path / "simple" / "demo" / "index.html").unlink()
     assert fetcher.fetch(pin_for("demo", "1.0", b"wheel")) == path
+
+
+def test_a_cached_file_is_hashed_again_at_every_use_and_fetched_again_when_wrong(tmp_path: Path) -> None:
+    url = make_index(tmp_path, "demo", {"demo-1.0.tar.gz": b"sdist"})
+    said: list[str] = []
+    fetcher = Fetcher(tmp_path / "cache", url, warn=said.append)
+    pin = pin_for("demo", "1.0", b"sdist")
+    path = fetcher.fetch(pin)
+    assert said == []
+    path.write_bytes(b"poisoned")  # another user, a bad disk, a half-written file of an old version
+    again = fetcher.fetch(pin)
+    assert again == path and again.read_bytes() == b"sdist"
+    assert len(said) == 1, said
+    assert f"cached {path} no longer has sha256 {pin.sha256}" in said[0]
+    assert hashlib.sha256(b"poisoned").hexdigest() in said[0] and "fetching it again" in said[0]
+
+
+def test_a_wrong_cached_file_and_a_wrong_index_fail_naming_the_file_and_both_hashes(tmp_path: Path) -> None:
+    url = make_index(tmp_path, "demo", {"demo-1.0.tar.gz": b"sdist"})
+    said: list[str] = []
+    fetcher = Fetcher(tmp_path / "cache", url, warn=said.append)
+    pin = pin_for("demo", "1.0", b"sdist")
+    path = fetcher.fetch(pin)
+    path.write_bytes(b"poisoned")
+    (tmp_path / "simple" / "demo" / "demo-1.0.tar.gz").write_bytes(b"served wrong")
+    with pytest.raises(FetchError) as err:
+        fetcher.fetch(pin)
+    message = err.value.message
+    assert "demo-1.0.tar.gz" in message and pin.sha256 in message
+    assert hashlib.sha256(b"served wrong").hexdigest() in message
+    assert not path.exists()  # the poisoned copy is gone, not left for the next run
+    assert len(said) == 1
+
+
+def test_a_truncated_cached_file_is_replaced(tmp_path: Path) -> None:
+    src = tmp_path / "local-1.0.tar.gz"
+    src.write_bytes(b"local bytes")
+    pin = Pin("local", "1.0", hashlib.sha256(b"local bytes").hexdigest(), path=str(src))
+    fetcher = Fetcher(tmp_path / "cache", "file:///nonexistent", warn=lambda line: None)
+    path = fetcher.fetch(pin)
+    path.write_bytes(b"local")
+    assert fetcher.fetch(pin).read_bytes() == b"local bytes"
 
 
 def test_wrong_sha256_is_refused_naming_the_files(tmp_path: Path) -> None:
