@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (GuestError, environ, fresh_dir, load_spec, make_virtualenv, one_line,  # noqa: E402
-                     prepare_tree, python_version, run_tee, say, unpack, unpack_tree, write_json, capture,
+                     native_text, prepare_tree, python_version, run_tee, say, unpack, unpack_tree, write_json, capture,
                      describe_exit)
 
 # Run setup.py as __main__ with setuptools imported first, so a plain-distutils setup.py still
@@ -246,12 +246,12 @@ def main(argv):
                 result["artifacts"].append({"format": fmt, "filename": build_format(
                     fmt, python, src, work, out, spec, env, use_pip)})
             except GuestError as exc:
-                errors.append(str(exc))  # one format failing does not stop the other
+                errors.append(native_text(exc))  # one format failing does not stop the other
             lap(fmt)
     except GuestError as exc:
-        errors.append(str(exc))
+        errors.append(native_text(exc))
     except Exception as exc:  # a bug here must still leave a result the host can read
-        errors.append("build.py crashed: %s: %s" % (type(exc).__name__, one_line(str(exc))))
+        errors.append("build.py crashed: %s: %s" % (type(exc).__name__, one_line(native_text(exc))))
         import traceback
         traceback.print_exc()
     result["ok"] = not errors

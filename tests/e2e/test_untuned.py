@@ -1,0 +1,41 @@
+"""Packages nobody tuned for, on the real engine: what a build prints must never crash the guest
+script, and the one-line reason must be the real cause."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .conftest import builder, project
+from .sdists import PY27_PLATFORM, no_strays, sdist  # noqa: F401 (no_strays: a fixture)
+
+# A C++ extension: Debian 11's build image has gcc but no g++, so gcc cannot run cc1plus and says
+# so in its UTF-8 quotes (‘cc1plus’), which Python 2.7 must neither choke on nor hide.
+CPP = {
+    # ... and it says something that is not UTF-8 at all first.
+    "setup.py": "import sys\ngetattr(sys.stdout, 'buffer', sys.stdout).write(b'\\xff\\xfe not UTF-8\\n')\n"
+                "from setuptools import setup, Extension\n"
+                "setup(name='cppext', version='1.0', ext_modules=[Extension('cppext', ['cppext.cpp'])])\n",
+    "cppext.cpp": "#include <Python.h>\nextern \"C\" void initcppext(void) {}\n",
+}
+
+
+def test_a_cpp_sdist_without_gxx_fails_naming_cc1plus_not_a_crash(tmp_path: Path) -> None:
+    path, sha = sdist(tmp_path / "src", "cppext", CPP)
+    text = PY27_PLATFORM + f"""
+  - name: cppext
+    version: "1.0"
+    sha256: {sha}
+    path: {path}
+    formats: [egg, wheel]
+"""
+    matrix = project(tmp_path / "p", text)
+    done = builder(matrix, "all", "--cell", "debian11-py27/cppext")
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    result = json.loads((tmp_path / "p/.builder/work/cells/debian11-py27/cppext/build.json").read_text())
+    reason = result["reason"]
+    assert "crashed" not in reason and "UnicodeEncodeError" not in reason, reason
+    assert "cc1plus" in reason, reason
+    # Both formats were tried: the egg's failure did not stop the wheel.
+    assert "egg build failed" in reason and "wheel build failed" in reason, reason
+    assert "cc1plus" in out
