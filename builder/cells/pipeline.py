@@ -244,10 +244,53 @@ def test(run: Run) -> None:
         built = run.results[cell.id]["build"]
         return cells.test(run.backend(cell), run.matrix, cell, run.images[cell.platform.name], built, deps, run.sources, echo)
 
-    _parallel(run, "test", run.live(), work)
+    # A cell is tested against its dependencies only once they passed their own test (or are
+    # published, unchanged): so the cells are tested in waves, dependencies first.
+    for wave in _waves(run.live(), needs):
+        todo = []
+        for cell in wave:
+            why = _unpassed(run, needs.of(cell))
+            if why:
+                run.record(cell, StageResult(cell.id, "test", "failed", reason=why, input_key=run.keys.get(cell.id, "")))
+            else:
+                todo.append(cell)
+        _parallel(run, "test", todo, work)
+
+
+def _waves(todo: Sequence[Cell], needs: plan.Dependencies) -> list[list[Cell]]:
+    """`todo` in groups: each cell in a later group than every cell of `todo` it needs."""
+    ids = {c.id for c in todo}
+    depth: dict[str, int] = {}
+    for cell in plan.dependency_order(list(todo)):
+        depth[cell.id] = 1 + max([depth[d.id] for d in needs.of(cell) if d.id in ids and d.id in depth], default=-1)
+    waves: dict[int, list[Cell]] = {}
+    for cell in todo:
+        waves.setdefault(depth[cell.id], []).append(cell)
+    return [waves[n] for n in sorted(waves)]
+
+
+def _unpassed(run: Run, deps: Sequence[Cell], chosen: Sequence[str] | None = None) -> str:
+    """Why a cell must not be tested against (or, with `chosen`, published with) `deps`: the first
+    of them that neither passed its test in this run (for publishing: is published in it) nor is
+    published with its current inputs; "" if none."""
+    for dep in deps:
+        if dep.id in run.done:
+            continue
+        stages = run.results.get(dep.id, {})
+        bad = next((r for r in stages.values() if not r.ok), None)
+        if bad is not None:
+            return f"needs {dep.id}, which failed at {bad.stage}" + (f": {bad.reason}" if bad.reason else "")
+        if chosen is None and "test" not in stages:
+            return f"needs {dep.id}, which was not tested in this run"
+        if chosen is not None and dep.id not in chosen:
+            return f"needs {dep.id}, which did not pass its test with the current inputs"
+    return ""
 
 
 def _build_of(run: Run, cell: Cell) -> StageResult:
+    if cell.id in run.done:  # published and unchanged: its published files, verified by up_to_date
+        done = run.results[cell.id]["publish"]
+        return StageResult(cell.id, "build", "passed", artifacts=list(done.artifacts), input_key=done.input_key)
     found = run.results.get(cell.id, {}).get("build") or state.load(run.matrix, cell, "build")
     return found or StageResult(cell.id, "build", "failed", reason="not built")
 
@@ -256,7 +299,9 @@ def publish(run: Run) -> None:
     from ..output import publish as publisher
 
     passing: dict[str, list[publisher.PublishRecord]] = {}
-    for cell in run.cells:
+    needs = plan.Dependencies(run.cells)
+    chosen: list[str] = []
+    for cell in plan.dependency_order(run.cells):
         if cell.id in run.done:
             continue
         tested = run.results.get(cell.id, {}).get("test") or state.load(run.matrix, cell, "test")
@@ -264,6 +309,13 @@ def publish(run: Run) -> None:
             continue
         if run.keys and tested.input_key != run.keys.get(cell.id):
             continue  # tested with other inputs than the matrix now says: never publish that
+        # A server could not install it without its dependencies: publish it only with them.
+        why = _unpassed(run, needs.of(cell), chosen)
+        if why:
+            run.record(cell, StageResult(cell.id, "publish", "failed", reason=f"not published: {why}",
+                                         input_key=tested.input_key))
+            continue
+        chosen.append(cell.id)
         passing.setdefault(cell.platform.name, []).append(
             publisher.PublishRecord(
                 cell_id=cell.id,
@@ -279,6 +331,8 @@ def publish(run: Run) -> None:
                 finished_at=tested.finished_at,
             )
         )
+    order = {c.id: n for n, c in enumerate(run.cells)}  # chosen in dependency order, published in the matrix's
+    passing = {name: sorted(records, key=lambda r: order[r.cell_id]) for name, records in passing.items()}
     output = run.matrix.settings.output
     output.mkdir(parents=True, exist_ok=True)
     by_id = {c.id: c for c in run.cells}
