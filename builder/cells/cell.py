@@ -38,8 +38,11 @@ def guest_digest() -> str:
     return digest.hexdigest()
 
 
-def reproduce(cell: Cell) -> str:
-    return f"python -m builder all --cell {cell.id}; inside: python -m builder shell {cell.id}"
+def reproduce(cell: Cell, stage: str = "") -> str:
+    """The commands that reproduce a cell's failure at `stage`: no shell into a guest when the
+    cell failed before it had images (fetch, images), since there is none to enter."""
+    again = f"python -m builder all --cell {cell.id}"
+    return again if stage in ("fetch", "images") else f"{again}; inside: python -m builder shell {cell.id}"
 
 
 def _tool(pins: Sequence[Pin], sources: Mapping[str, Path], name: str) -> Path | None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from .. import __version__
 from ..errors import BuilderError, FetchError, ImageError
@@ -138,14 +139,27 @@ def images(run: Run) -> None:
         if run.stopping():
             return
         started = time.monotonic()
-        try:
-            backend = run.backends[platform.backend]
-            run.images[platform.name] = backend.prepare(run.matrix, platform, run.sources, run.echo)
-        except ImageError as exc:
-            for cell in run.live():
-                if cell.platform == platform:
-                    run.record(cell, StageResult(cell.id, "images", "failed", reason=_one_line(exc)))
-            continue
+        # The platform's log: what making its images said, and on a failure the build's tail.
+        log_path = run.matrix.settings.work / "images" / f"{platform.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "w", encoding="utf-8") as log:
+
+            def echo(line: str, log: TextIO = log) -> None:
+                log.write(line + "\n")
+                log.flush()
+                run.echo(line)
+
+            try:
+                backend = run.backends[platform.backend]
+                run.images[platform.name] = backend.prepare(run.matrix, platform, run.sources, echo)
+            except ImageError as exc:
+                log.write(f"{exc}\n")
+                if run.verbose:
+                    run.echo(str(exc))
+                for cell in run.live():
+                    if cell.platform == platform:
+                        run.record(cell, StageResult(cell.id, "images", "failed", reason=_one_line(exc), log=str(log_path)))
+                continue
         run.echo(f"[{platform.name}] images ready ({time.monotonic() - started:.1f} s)")
     _compute_keys(run)
 

@@ -57,7 +57,7 @@ def summary(run: Run, console: Console, final_stage: str) -> None:
             table.add_column(column, overflow="fold")
         for cell in failures:
             status, stage, reason, log = outcome(run, cell)
-            table.add_row(cell.id, f"{stage}: {reason}", log or "—", reproduce(cell))
+            table.add_row(cell.id, f"{stage}: {reason}", log or "—", reproduce(cell, stage))
         console.print(table)
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .conftest import builder, project
-from .sdists import PY27_PLATFORM, no_strays, sdist  # noqa: F401 (no_strays: a fixture)
+from .sdists import CALM, PLATFORM, PY27_PLATFORM, entry, no_strays, sdist  # noqa: F401 (no_strays: a fixture)
 
 # A C++ extension: Debian 11's build image has gcc but no g++, so gcc cannot run cc1plus and says
 # so in its UTF-8 quotes (‘cc1plus’), which Python 2.7 must neither choke on nor hide.
@@ -39,3 +39,17 @@ def test_a_cpp_sdist_without_gxx_fails_naming_cc1plus_not_a_crash(tmp_path: Path
     # Both formats were tried: the egg's failure did not stop the wheel.
     assert "egg build failed" in reason and "wheel build failed" in reason, reason
     assert "cc1plus" in out
+
+
+def test_an_image_that_fails_to_build_says_what_apt_said_and_exits_5(tmp_path: Path) -> None:
+    path, sha = sdist(tmp_path / "src", "calm", CALM)
+    text = PLATFORM + entry("calm", path, sha, "    system: {debian: {runtime: [libbuilder-nosuch0]}}\n")
+    matrix = project(tmp_path / "p", text)
+    done = builder(matrix, "all")
+    out = done.stdout + done.stderr
+    assert done.returncode == 5, out
+    result = json.loads((tmp_path / "p/.builder/work/cells/debian12/calm/images.json").read_text())
+    assert "Unable to locate package libbuilder-nosuch0" in result["reason"], result["reason"]
+    assert "Unable to locate package libbuilder-nosuch0" in Path(result["log"]).read_text()
+    assert "Unable to locate package libbuilder-nosuch0" in done.stdout
+    assert "builder shell" not in done.stdout, done.stdout  # there is no image to enter
