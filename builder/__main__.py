@@ -185,7 +185,7 @@ def _verify(ctx: Context) -> int:
         ctx.console.print(f"{problem.kind}: {problem.path} {problem.detail}", markup=False)
     if problems:
         raise BuilderError(f"{len(problems)} problem(s) in {output}", hint="rebuild and republish them")
-    ctx.console.print(f"{output}: every artifact matches its manifest")
+    ctx.console.print(f"{output}: every artifact matches its manifest", markup=False)
     return 0
 
 

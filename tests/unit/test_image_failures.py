@@ -108,3 +108,16 @@ def test_a_run_whose_cells_all_failed_at_images_exits_5_and_at_fetch_3(tmp_path:
     fetched = pipeline.Run(m, all_cells(m), echo=lambda line: None)
     fetched.record(fetched.cells[0], pipeline.StageResult(fetched.cells[0].id, "fetch", "failed", reason="sha256 mismatch"))
     assert cli.cells_failed(fetched, fetched.cells, "all").exit_code == FetchError.exit_code == 3
+
+
+def test_the_summary_prints_key_paths_as_they_are(tmp_path: Path) -> None:
+    m = matrix(tmp_path)
+    run = pipeline.Run(m, all_cells(m), echo=lambda line: None)
+    reason = "x.so needs libpq.so.5: add it to packages[psycopg2].system.debian.runtime in [bold]matrix.yaml"
+    run.record(run.cells[0], pipeline.StageResult(run.cells[0].id, "test", "failed", reason=reason, log="/w/[x]/test.log"))
+    screen = io.StringIO()
+    terminal.summary(run, Console(file=screen, width=400, color_system=None), "all")
+    terminal.cell_list(run.cells, run, Console(file=screen, width=400, color_system=None))
+    text = screen.getvalue()
+    assert text.count("packages[psycopg2].system.debian.runtime in [bold]matrix.yaml") == 2, text
+    assert "/w/[x]/test.log" in text
