@@ -125,7 +125,7 @@ def build_image(
             output += "\n"
         raise ImageError(
             f"the {target} image of {platform.name} failed to build: {_decisive(output, str(exc.msg))}",
-            hint=f"fix {platform.image_dir / 'Dockerfile'} or the system packages in matrix.yaml\n"
+            hint=f"fix {platform.image_dir / 'Dockerfile'} or the system packages in {_file_of(platform.location)}\n"
             f"the build's last lines:\n{_tail(output)}",
         ) from exc
     except ENGINE_FAULTS as exc:  # the engine refused, or went away while building
@@ -147,6 +147,11 @@ def _decisive(output: str, msg: str) -> str:
     found = _RUN_FAILED.match(msg.strip())
     summary = f"RUN {found.group(1).split()[0]} ... exited {found.group(2)}" if found else msg.strip()
     return f"{ours[-1]} ({summary})" if ours else summary
+
+
+def _file_of(location: str) -> str:
+    name, _, line = location.rpartition(":")
+    return name if name and line.isdigit() else (location or "matrix.yaml")
 
 
 def _tail(output: str, lines: int = 40, limit: int = 4000) -> str:

@@ -403,7 +403,7 @@ def test_sigkill_at_every_step_then_recover(
     assert recover(out) == []  # idempotent
 
 
-CHILD_RECOVER = "import sys; from pathlib import Path; from builder.publish import recover; recover(Path(sys.argv[1]))"
+CHILD_RECOVER = "import sys; from pathlib import Path; from builder.output.publish import recover; recover(Path(sys.argv[1]))"
 
 
 @pytest.mark.parametrize("step", ["renamed-one", "renamed-artifacts", "renamed-all"])
