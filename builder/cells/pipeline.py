@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from .. import __version__
 from ..errors import BuilderError, FetchError, ImageError
@@ -196,21 +196,35 @@ def up_to_date(run: Run) -> None:
         if name not in manifests:
             try:
                 manifests[name] = publisher.read_manifest(output, name)
-            except BuilderError:
+            except BuilderError as exc:
                 manifests[name] = None  # unreadable: rebuild, and publish will say why
+                run.echo(f"[{name}] {_one_line(exc)}: its cells are rebuilt")
         manifest = manifests[name]
         entry = manifest.cells.get(cell.id) if manifest else None
         if manifest is None or entry is None or entry.input_key != run.keys.get(cell.id):
             continue
         files = [output / name / a for a in entry.artifacts]
-        if all(f.is_file() and f.stat().st_size == manifest.artifacts[f.name].size for f in files) and all(
-            sha256_file(f) == manifest.artifacts[f.name].sha256 for f in files
-        ):
-            run.done.add(cell.id)
-            result = StageResult(cell.id, "publish", "passed", artifacts=[str(f) for f in files],
-                                 input_key=entry.input_key, details={"up_to_date": True})
-            run.results.setdefault(cell.id, {})["publish"] = result
-            run.echo(f"[{cell.id}] up to date: published with the same inputs")
+        changed = _unlike_manifest(files, manifest.artifacts, sha256_file)
+        if changed:
+            # Someone changed the output folder under us: say so, never mend it silently.
+            run.echo(f"[{cell.id}] {changed}; rebuilding")
+            continue
+        run.done.add(cell.id)
+        result = StageResult(cell.id, "publish", "passed", artifacts=[str(f) for f in files],
+                             input_key=entry.input_key, details={"up_to_date": True})
+        run.results.setdefault(cell.id, {})["publish"] = result
+        run.echo(f"[{cell.id}] up to date: published with the same inputs")
+
+
+def _unlike_manifest(files: Sequence[Path], listed: Mapping[str, Any], sha256: Callable[[Path], str]) -> str:
+    """How the first of a cell's published `files` differs from its manifest entry, or ""."""
+    for path in files:
+        if not path.is_file():
+            return f"{path} is listed in the manifest but missing: removed since it was published"
+        entry = listed.get(path.name)
+        if entry is None or path.stat().st_size != entry.size or sha256(path) != entry.sha256:
+            return f"{path} no longer matches the manifest (size or sha256): changed since it was published"
+    return ""
 
 
 def _parallel(run: Run, stage: state.Stage, todo: Sequence[Cell], work: Callable[[Cell], StageResult]) -> None:

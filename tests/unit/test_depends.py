@@ -81,3 +81,22 @@ def test_a_dependent_is_not_published_when_its_dependency_did_not_pass(tmp_path:
     assert not manifest.exists() or DATEUTIL not in json.loads(manifest.read_text()).get("cells", {})
     published = run.results[DATEUTIL].get("publish")
     assert published is not None and not published.ok and SIX in published.reason, published
+
+
+def test_a_tampered_published_file_is_rebuilt_and_said_so(tmp_path: Path) -> None:
+    run, matrix, _ = setup_run(tmp_path)
+    for cell in run.cells:
+        run.results[cell.id]["test"] = StageResult(cell.id, "test", "passed", artifacts=run.results[cell.id]["build"].artifacts,
+                                                   input_key=run.keys[cell.id], images={"build": "b", "runtime": "r"})
+    pipeline.publish(run)
+    published = matrix.settings.output / "debian12" / "six-1.0-py3.11.egg"
+    with open(published, "ab") as handle:
+        handle.write(b"x")
+    said: list[str] = []
+    again = pipeline.Run(matrix, run.cells, echo=said.append)
+    again.keys = dict(run.keys)
+    pipeline.up_to_date(again)
+    assert again.done == {DATEUTIL}
+    assert [line for line in said if line.startswith(f"[{SIX}]")] == [
+        f"[{SIX}] {published} no longer matches the manifest (size or sha256): changed since it was published; rebuilding"
+    ], said
