@@ -149,8 +149,20 @@ def catches_import_error(handlers):
     return False
 
 
+def is_feature_test(node):
+    """hasattr(module, NAME), or getattr(module, NAME, DEFAULT): a test of what a module offers,
+    which picks a branch per interpreter as a version test does. getattr without a default is a
+    plain attribute read (it raises if the name is missing), no test."""
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+        return False
+    wanted = {"hasattr": 2, "getattr": 3}.get(node.func.id)
+    return wanted is not None and len(node.args) == wanted and isinstance(node.args[0], (ast.Name, ast.Attribute))
+
+
 def is_condition(test):
     for node in ast.walk(test):
+        if is_feature_test(node):
+            return True
         name = getattr(node, "id", None) if isinstance(node, ast.Name) else getattr(node, "attr", None)
         if name and CONDITION.match(name):
             return True
@@ -282,7 +294,12 @@ class Scanner(object):
         for (module, own), alias, name in targets:
             entry = {"file": self.path, "line": node.lineno, "statement": statement(node, alias),
                      "module": module, "name": name, "spec": module + (":" + name if name else "")}
-            if own:
+            if own and guard and not self.found.provides(module):
+                # An own module the tree lacks, imported where its absence is handled (an
+                # optional compiled speedup built elsewhere): optional, like anyone else's.
+                entry["guard"] = guard
+                self.result["optional"].append(entry)
+            elif own:
                 # An own module the tree lacks fails wherever the application runs. (In
                 # `from pkg import name`, name may be an attribute: only pkg must exist.)
                 if not self.found.provides(module):
