@@ -257,7 +257,10 @@ def _list(ctx: Context) -> int:
     run = pipeline.Run(ctx.matrix, cells)
     for cell in cells:
         for stage in ("fetch", "images", "build", "test", "publish"):
-            saved = state.load(ctx.matrix, cell, stage)
+            try:
+                saved = state.load(ctx.matrix, cell, stage)
+            except state.CorruptState as exc:
+                saved = state.StageResult(cell.id, stage, "failed", reason=exc.message)
             if saved is not None:
                 run.results.setdefault(cell.id, {})[stage] = saved
     report.cell_list(cells, run, ctx.console)

@@ -258,7 +258,11 @@ def test(run: Run) -> None:
     todo = run.live()
     for cell in todo:  # `builder test` alone: take the builds a previous run left
         if "build" not in run.results.get(cell.id, {}):
-            saved = state.load(run.matrix, cell, "build")
+            try:
+                saved = state.load(run.matrix, cell, "build")
+            except state.CorruptState as exc:
+                run.record(cell, StageResult(cell.id, "test", "failed", reason=_one_line(exc)))
+                continue
             if saved is None or saved.input_key != run.keys.get(cell.id):
                 reason = "no build of this cell with the current inputs: run `python -m builder build` first"
                 run.record(cell, StageResult(cell.id, "test", "failed", reason=reason))
@@ -319,7 +323,10 @@ def _build_of(run: Run, cell: Cell) -> StageResult:
     if cell.id in run.done:  # published and unchanged: its published files, verified by up_to_date
         done = run.results[cell.id]["publish"]
         return StageResult(cell.id, "build", "passed", artifacts=list(done.artifacts), input_key=done.input_key)
-    found = run.results.get(cell.id, {}).get("build") or state.load(run.matrix, cell, "build")
+    try:
+        found = run.results.get(cell.id, {}).get("build") or state.load(run.matrix, cell, "build")
+    except state.CorruptState as exc:
+        return StageResult(cell.id, "build", "failed", reason=_one_line(exc))
     return found or StageResult(cell.id, "build", "failed", reason="not built")
 
 
@@ -332,7 +339,11 @@ def publish(run: Run) -> None:
     for cell in plan.dependency_order(run.cells):
         if cell.id in run.done:
             continue
-        tested = run.results.get(cell.id, {}).get("test") or state.load(run.matrix, cell, "test")
+        try:
+            tested = run.results.get(cell.id, {}).get("test") or state.load(run.matrix, cell, "test")
+        except state.CorruptState as exc:
+            run.record(cell, StageResult(cell.id, "publish", "failed", reason=_one_line(exc)))
+            continue
         if tested is None or not tested.ok or run.failed(cell):
             continue
         if run.keys and tested.input_key != run.keys.get(cell.id):

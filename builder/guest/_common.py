@@ -6,6 +6,7 @@
 # no str.format with `{}`.
 from __future__ import absolute_import, print_function
 
+import errno
 import json
 import os
 import shutil
@@ -267,6 +268,10 @@ def unpack(archive, dest, limit=MAX_UNPACKED):
         raise GuestError("refusing %s: %s" % (name, exc))
     except getattr(tarfile, "FilterError", GuestError) as exc:  # Python 3.12+'s own checks
         raise GuestError("refusing %s: %s" % (name, one_line(native_text(exc))))
+    except EnvironmentError as exc:
+        if getattr(exc, "errno", None) in SYSTEM_ERRNOS:  # the guest refused the write, not the archive
+            raise GuestError("could not unpack %s into %s: %s" % (name, dest, one_line(native_text(exc.strerror or exc))))
+        raise GuestError("%s is corrupt or truncated: %s: %s" % (name, type(exc).__name__, one_line(native_text(exc))))
     except Exception as exc:  # corrupt, truncated, CRC mismatch, unreadable: all one story
         raise GuestError("%s is corrupt or truncated: %s: %s" % (name, type(exc).__name__, one_line(native_text(exc))))
     # Whatever the checks above missed (links chained through links), nothing may resolve
@@ -277,6 +282,15 @@ def unpack(archive, dest, limit=MAX_UNPACKED):
             if os.path.islink(path) and not _inside(dest, path):
                 raise GuestError("refusing %s: link %r points outside the archive"
                                  % (name, os.path.relpath(path, dest)))
+
+
+# What the system says when it cannot take what is unpacked (a full disk, a quota, a read-only
+# or forbidden folder, no more files or memory, a failing disk): no fault of the archive's, and
+# told as it is. Any other error while unpacking (a truncated gzip stream is an IOError without
+# errno, a bad offset an EINVAL) means the archive is corrupt or truncated.
+SYSTEM_ERRNOS = tuple([getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EMFILE",
+                                                          "ENFILE", "ENOMEM", "EIO", "ENAMETOOLONG")
+                       if hasattr(errno, name)])
 
 
 def _unzip(archive, dest, limit):
