@@ -513,6 +513,17 @@ def write_text(path, text):
         handle.close()
 
 
+def write_err(line):
+    """A line to stderr, whatever it holds: on Python 2 a file or module name beyond ASCII
+    (an accented name) comes back from json as unicode, which a pipe's stderr cannot take."""
+    if PY2 and isinstance(line, unicode):  # noqa: F821 (Python 2 only)
+        line = line.encode("utf-8", "replace")
+    try:
+        sys.stderr.write(line)
+    except UnicodeEncodeError:
+        sys.stderr.write(line.encode("ascii", "backslashreplace").decode("ascii"))
+
+
 def emit(data, out):
     text = json.dumps(data, indent=2, sort_keys=True)
     if out:
@@ -580,7 +591,7 @@ def main(argv):
         result = check(rest[0], timeout=timeout, excludes=excludes)
         emit(result, out)
         for failure in result["failures"]:
-            sys.stderr.write("%s:%s: %s\n" % (failure["file"], failure["line"], failure["error"]))
+            write_err("%s:%s: %s\n" % (failure["file"], failure["line"], failure["error"]))
         return 0 if result["ok"] else 1
     except UsageError as exc:
         sys.stderr.write("imports.py: %s\n%s" % (exc, USAGE))

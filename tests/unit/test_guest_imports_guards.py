@@ -66,3 +66,32 @@ def test_a_branch_chosen_by_hasattr_or_getattr_is_optional(tmp_path: Path) -> No
     }
     required = {(e["line"], e["spec"]) for e in found["imports"] if e["file"] == "app/net.py"}
     assert required == {(1, "ssl"), (13, "required_one")}
+
+
+def python2() -> str | None:
+    """A Python 2.7 on this machine, if there is one (pyenv's, or one on PATH)."""
+    import os
+    import shutil
+    import subprocess
+
+    for candidate in (shutil.which("python2.7"), os.path.expanduser("~/.pyenv/versions/2.7.18/bin/python")):
+        if candidate and os.path.isfile(candidate):
+            if subprocess.run([candidate, "-c", "pass"], capture_output=True, check=False).returncode == 0:
+                return candidate
+    return None
+
+
+def test_check_reports_a_failure_in_a_file_named_beyond_ascii_on_python2(tmp_path: Path) -> None:
+    import subprocess
+
+    import pytest
+
+    found = python2()
+    if found is None:
+        pytest.skip("no Python 2.7 here; tests/e2e/test_check_imports.py runs the script on Debian 11's")
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "café.py").write_text("import nosuchmod_here\n")
+    done = subprocess.run([found, str(imports.__file__), "check", str(tmp_path / "tree")], capture_output=True,
+                          check=False, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"}, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr.decode(errors="replace")
+    assert "café.py:1: " in done.stderr.decode("utf-8") and b"Traceback" not in done.stderr
