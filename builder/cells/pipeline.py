@@ -292,9 +292,12 @@ def test(run: Run) -> None:
 def _waves(todo: Sequence[Cell], needs: plan.Dependencies) -> list[list[Cell]]:
     """`todo` in groups: each cell in a later group than every cell of `todo` it needs."""
     ids = {c.id for c in todo}
+    within = {c.id: [d.id for d in needs.of(c) if d.id in ids] for c in todo}
     depth: dict[str, int] = {}
-    for cell in plan.dependency_order(list(todo)):
-        depth[cell.id] = 1 + max([depth[d.id] for d in needs.of(cell) if d.id in ids and d.id in depth], default=-1)
+    # needs.of is transitive: a cell needs strictly more of `todo` than any cell it needs, so in
+    # that order every dependency's depth is known before its dependents'.
+    for cell in sorted(todo, key=lambda c: len(within[c.id])):
+        depth[cell.id] = 1 + max([depth[d] for d in within[cell.id]], default=-1)
     waves: dict[int, list[Cell]] = {}
     for cell in todo:
         waves.setdefault(depth[cell.id], []).append(cell)

@@ -100,3 +100,16 @@ def test_a_tampered_published_file_is_rebuilt_and_said_so(tmp_path: Path) -> Non
     assert [line for line in said if line.startswith(f"[{SIX}]")] == [
         f"[{SIX}] {published} no longer matches the manifest (size or sha256): changed since it was published; rebuilding"
     ], said
+
+
+def test_waves_order_dependencies_first_even_through_a_cell_not_run(tmp_path: Path) -> None:
+    from builder.matrix import plan
+
+    text = MATRIX.replace("depends: [six]}", "depends: [mid]}") + (
+        '  - {name: mid, version: "1.0", sha256: %s, formats: [egg], extensions: [], depends: [six]}\n' % ("c" * 64))
+    (tmp_path / "images" / "debian12").mkdir(parents=True)
+    (tmp_path / "images" / "debian12" / "Dockerfile").write_text("FROM scratch\n")
+    cells = {c.package.name: c for c in all_cells(loads(text, tmp_path / "matrix.yaml"))}
+    todo = [cells["python-dateutil"], cells["six"]]  # mid: published, not run
+    waves = pipeline._waves(todo, plan.Dependencies(list(cells.values())))
+    assert [[c.package.name for c in wave] for wave in waves] == [["six"], ["python-dateutil"]]
