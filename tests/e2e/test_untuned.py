@@ -53,3 +53,21 @@ def test_an_image_that_fails_to_build_says_what_apt_said_and_exits_5(tmp_path: P
     assert "Unable to locate package libbuilder-nosuch0" in Path(result["log"]).read_text()
     assert "Unable to locate package libbuilder-nosuch0" in done.stdout
     assert "builder shell" not in done.stdout, done.stdout  # there is no image to enter
+
+
+def test_a_package_is_not_published_when_the_package_it_depends_on_failed(tmp_path: Path) -> None:
+    base = {"setup.py": "from setuptools import setup\nsetup(name='base', version='1.0', py_modules=['base'])\n",
+            "base.py": "X = 1\n"}
+    user = {"setup.py": "from setuptools import setup\nsetup(name='user', version='1.0', py_modules=['user'])\n",
+            "user.py": "import base\n"}
+    text = PLATFORM + entry("base", *sdist(tmp_path / "src", "base", base), "    test: \"python -c 'raise SystemExit(3)'\"\n") \
+        + entry("user", *sdist(tmp_path / "src", "user", user), "    depends: [base]\n")
+    matrix = project(tmp_path / "p", text)
+    done = builder(matrix, "all", "-j", "2")
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    cells = tmp_path / "p/.builder/work/cells/debian12"
+    assert json.loads((cells / "base/test.json").read_text())["status"] == "failed"
+    dependent = json.loads((cells / "user/test.json").read_text())
+    assert dependent["status"] == "failed" and "needs debian12/base, which failed at test" in dependent["reason"], dependent
+    assert not list((tmp_path / "p/eggs").glob("*/*.egg")), out
