@@ -71,3 +71,24 @@ def test_a_package_is_not_published_when_the_package_it_depends_on_failed(tmp_pa
     dependent = json.loads((cells / "user/test.json").read_text())
     assert dependent["status"] == "failed" and "needs debian12/base, which failed at test" in dependent["reason"], dependent
     assert not list((tmp_path / "p/eggs").glob("*/*.egg")), out
+
+
+def test_a_tampered_published_file_is_rebuilt_and_the_run_says_so(tmp_path: Path) -> None:
+    matrix = project(tmp_path / "p", PLATFORM + entry("calm", *sdist(tmp_path / "src", "calm", CALM)))
+    first = builder(matrix, "all")
+    assert first.returncode == 0, first.stdout + first.stderr
+    (egg,) = (tmp_path / "p/eggs/debian12").glob("*.egg")
+    with open(egg, "ab") as handle:
+        handle.write(b"\0")
+    again = builder(matrix, "all")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"[debian12/calm] {egg} no longer matches the manifest" in again.stdout, again.stdout
+    assert builder(matrix, "verify").returncode == 0
+
+
+def test_a_wrong_sha256_alone_exits_3(tmp_path: Path) -> None:
+    path, _ = sdist(tmp_path / "src", "calm", CALM)
+    matrix = project(tmp_path / "p", PLATFORM + entry("calm", path, "0" * 64))
+    done = builder(matrix, "all")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "sha256" in done.stdout and "builder shell" not in done.stdout, done.stdout
