@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from . import __version__, ownership
 from .cells import pipeline, state
-from .errors import BuilderError, CellsFailed, ImageError
+from .errors import BuilderError, CellsFailed, FetchError, ImageError
 from .machines import registry
 from .matrix import load as config
 from .matrix import plan
@@ -185,7 +185,7 @@ def _verify(ctx: Context) -> int:
         ctx.console.print(f"{problem.kind}: {problem.path} {problem.detail}", markup=False)
     if problems:
         raise BuilderError(f"{len(problems)} problem(s) in {output}", hint="rebuild and republish them")
-    ctx.console.print(f"{output}: every artifact matches its manifest")
+    ctx.console.print(f"{output}: every artifact matches its manifest", markup=False)
     return 0
 
 
@@ -257,7 +257,10 @@ def _list(ctx: Context) -> int:
     run = pipeline.Run(ctx.matrix, cells)
     for cell in cells:
         for stage in ("fetch", "images", "build", "test", "publish"):
-            saved = state.load(ctx.matrix, cell, stage)
+            try:
+                saved = state.load(ctx.matrix, cell, stage)
+            except state.CorruptState as exc:
+                saved = state.StageResult(cell.id, stage, "failed", reason=exc.message)
             if saved is not None:
                 run.results.setdefault(cell.id, {})[stage] = saved
     report.cell_list(cells, run, ctx.console)
@@ -326,14 +329,30 @@ def _run(ctx: Context, cells: list[plan.Cell], blocked: dict[str, ImageError]) -
         written = reports.write_reports(matrix.settings.work / "report", f"builder {args.command}", reports.from_run(run))
         console.print(f"reports: {written['html']} (also {written['junit'].name}, {written['json'].name})", markup=False)
         report.summary(run, console, args.command)
-    final = {"all": "publish"}.get(args.command, args.command)
-    if args.command in ("fetch", "images"):
+    failed = cells_failed(run, cells, args.command)
+    if failed is not None:
+        raise failed
+    return 0
+
+
+def cells_failed(run: pipeline.Run, cells: Sequence[plan.Cell], command: str) -> CellsFailed | None:
+    """The error a run ends with when some cells did not pass, or None. Its exit status is the
+    README's for the stage they failed at when all failed at the same early one (3: fetch, a wrong
+    sha256 too; 5: images), else 1."""
+    final = {"all": "publish"}.get(command, command)
+    if command in ("fetch", "images"):
         bad = [c for c in cells if run.failed(c)]
     else:
         bad = [c for c in cells if not report.passed(run, c, final)]
-    if bad:
-        raise CellsFailed(f"{len(bad)} of {len(cells)} cell(s) did not pass: {', '.join(c.id for c in bad)}")
-    return 0
+    if not bad:
+        return None
+    failed = CellsFailed(f"{len(bad)} of {len(cells)} cell(s) did not pass: {', '.join(c.id for c in bad)}")
+    stages = {report.outcome(run, c)[1] for c in bad}
+    if stages == {"fetch"}:
+        failed.exit_code = FetchError.exit_code
+    elif stages == {"images"}:
+        failed.exit_code = ImageError.exit_code
+    return failed
 
 
 if __name__ == "__main__":

@@ -38,8 +38,11 @@ def guest_digest() -> str:
     return digest.hexdigest()
 
 
-def reproduce(cell: Cell) -> str:
-    return f"python -m builder all --cell {cell.id}; inside: python -m builder shell {cell.id}"
+def reproduce(cell: Cell, stage: str = "") -> str:
+    """The commands that reproduce a cell's failure at `stage`: no shell into a guest when the
+    cell failed before it had images (fetch, images), since there is none to enter."""
+    again = f"python -m builder all --cell {cell.id}"
+    return again if stage in ("fetch", "images") else f"{again}; inside: python -m builder shell {cell.id}"
 
 
 def _tool(pins: Sequence[Pin], sources: Mapping[str, Path], name: str) -> Path | None:
@@ -426,6 +429,12 @@ def _any_failed(out: Path, items: Sequence[tuple[Path, str, Sequence[Path]]]) ->
     return any(not contract.read_result(out / fmt / contract.CHECK_RESULT).get("ok") for _, fmt, _ in items)
 
 
+def file_of(location: str) -> str:
+    """The file of a `FILE:LINE` location, as the user named it (`--matrix cases/x.yaml`)."""
+    name, _, line = location.rpartition(":")
+    return name if name and line.isdigit() else (location or "matrix.yaml")
+
+
 def _reasons(cell: Cell, report: dict) -> list[str]:
     """One actionable line per problem; shared libraries are named with where to add them."""
     if report.get("ok"):
@@ -436,7 +445,7 @@ def _reasons(cell: Cell, report: dict) -> list[str]:
         for lib in libs:
             lines.append(
                 f"{so} needs {lib}, which the {cell.platform.name} runtime image lacks: add the OS package "
-                f"providing it to packages[{cell.package.name}].system.{family}.runtime in matrix.yaml"
+                f"providing it to packages[{cell.package.name}].system.{family}.runtime in {file_of(cell.package.location)}"
             )
     for so, versions in sorted((report.get("missing_versions") or {}).items()):
         lines.append(

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
 from .. import __version__
 from ..errors import BuilderError, FetchError, ImageError
@@ -138,14 +139,27 @@ def images(run: Run) -> None:
         if run.stopping():
             return
         started = time.monotonic()
-        try:
-            backend = run.backends[platform.backend]
-            run.images[platform.name] = backend.prepare(run.matrix, platform, run.sources, run.echo)
-        except ImageError as exc:
-            for cell in run.live():
-                if cell.platform == platform:
-                    run.record(cell, StageResult(cell.id, "images", "failed", reason=_one_line(exc)))
-            continue
+        # The platform's log: what making its images said, and on a failure the build's tail.
+        log_path = run.matrix.settings.work / "images" / f"{platform.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "w", encoding="utf-8") as log:
+
+            def echo(line: str, log: TextIO = log) -> None:
+                log.write(line + "\n")
+                log.flush()
+                run.echo(line)
+
+            try:
+                backend = run.backends[platform.backend]
+                run.images[platform.name] = backend.prepare(run.matrix, platform, run.sources, echo)
+            except ImageError as exc:
+                log.write(f"{exc}\n")
+                if run.verbose:
+                    run.echo(str(exc))
+                for cell in run.live():
+                    if cell.platform == platform:
+                        run.record(cell, StageResult(cell.id, "images", "failed", reason=_one_line(exc), log=str(log_path)))
+                continue
         run.echo(f"[{platform.name}] images ready ({time.monotonic() - started:.1f} s)")
     _compute_keys(run)
 
@@ -182,21 +196,35 @@ def up_to_date(run: Run) -> None:
         if name not in manifests:
             try:
                 manifests[name] = publisher.read_manifest(output, name)
-            except BuilderError:
+            except BuilderError as exc:
                 manifests[name] = None  # unreadable: rebuild, and publish will say why
+                run.echo(f"[{name}] {_one_line(exc)}: its cells are rebuilt")
         manifest = manifests[name]
         entry = manifest.cells.get(cell.id) if manifest else None
         if manifest is None or entry is None or entry.input_key != run.keys.get(cell.id):
             continue
         files = [output / name / a for a in entry.artifacts]
-        if all(f.is_file() and f.stat().st_size == manifest.artifacts[f.name].size for f in files) and all(
-            sha256_file(f) == manifest.artifacts[f.name].sha256 for f in files
-        ):
-            run.done.add(cell.id)
-            result = StageResult(cell.id, "publish", "passed", artifacts=[str(f) for f in files],
-                                 input_key=entry.input_key, details={"up_to_date": True})
-            run.results.setdefault(cell.id, {})["publish"] = result
-            run.echo(f"[{cell.id}] up to date: published with the same inputs")
+        changed = _unlike_manifest(files, manifest.artifacts, sha256_file)
+        if changed:
+            # Someone changed the output folder under us: say so, never mend it silently.
+            run.echo(f"[{cell.id}] {changed}; rebuilding")
+            continue
+        run.done.add(cell.id)
+        result = StageResult(cell.id, "publish", "passed", artifacts=[str(f) for f in files],
+                             input_key=entry.input_key, details={"up_to_date": True})
+        run.results.setdefault(cell.id, {})["publish"] = result
+        run.echo(f"[{cell.id}] up to date: published with the same inputs")
+
+
+def _unlike_manifest(files: Sequence[Path], listed: Mapping[str, Any], sha256: Callable[[Path], str]) -> str:
+    """How the first of a cell's published `files` differs from its manifest entry, or ""."""
+    for path in files:
+        if not path.is_file():
+            return f"{path} is listed in the manifest but missing: removed since it was published"
+        entry = listed.get(path.name)
+        if entry is None or path.stat().st_size != entry.size or sha256(path) != entry.sha256:
+            return f"{path} no longer matches the manifest (size or sha256): changed since it was published"
+    return ""
 
 
 def _parallel(run: Run, stage: state.Stage, todo: Sequence[Cell], work: Callable[[Cell], StageResult]) -> None:
@@ -230,7 +258,11 @@ def test(run: Run) -> None:
     todo = run.live()
     for cell in todo:  # `builder test` alone: take the builds a previous run left
         if "build" not in run.results.get(cell.id, {}):
-            saved = state.load(run.matrix, cell, "build")
+            try:
+                saved = state.load(run.matrix, cell, "build")
+            except state.CorruptState as exc:
+                run.record(cell, StageResult(cell.id, "test", "failed", reason=_one_line(exc)))
+                continue
             if saved is None or saved.input_key != run.keys.get(cell.id):
                 reason = "no build of this cell with the current inputs: run `python -m builder build` first"
                 run.record(cell, StageResult(cell.id, "test", "failed", reason=reason))
@@ -244,11 +276,60 @@ def test(run: Run) -> None:
         built = run.results[cell.id]["build"]
         return cells.test(run.backend(cell), run.matrix, cell, run.images[cell.platform.name], built, deps, run.sources, echo)
 
-    _parallel(run, "test", run.live(), work)
+    # A cell is tested against its dependencies only once they passed their own test (or are
+    # published, unchanged): so the cells are tested in waves, dependencies first.
+    for wave in _waves(run.live(), needs):
+        todo = []
+        for cell in wave:
+            why = _unpassed(run, needs.of(cell))
+            if why:
+                run.record(cell, StageResult(cell.id, "test", "failed", reason=why, input_key=run.keys.get(cell.id, "")))
+            else:
+                todo.append(cell)
+        _parallel(run, "test", todo, work)
+
+
+def _waves(todo: Sequence[Cell], needs: plan.Dependencies) -> list[list[Cell]]:
+    """`todo` in groups: each cell in a later group than every cell of `todo` it needs."""
+    ids = {c.id for c in todo}
+    within = {c.id: [d.id for d in needs.of(c) if d.id in ids] for c in todo}
+    depth: dict[str, int] = {}
+    # needs.of is transitive: a cell needs strictly more of `todo` than any cell it needs, so in
+    # that order every dependency's depth is known before its dependents'.
+    for cell in sorted(todo, key=lambda c: len(within[c.id])):
+        depth[cell.id] = 1 + max([depth[d] for d in within[cell.id]], default=-1)
+    waves: dict[int, list[Cell]] = {}
+    for cell in todo:
+        waves.setdefault(depth[cell.id], []).append(cell)
+    return [waves[n] for n in sorted(waves)]
+
+
+def _unpassed(run: Run, deps: Sequence[Cell], chosen: Sequence[str] | None = None) -> str:
+    """Why a cell must not be tested against (or, with `chosen`, published with) `deps`: the first
+    of them that neither passed its test in this run (for publishing: is published in it) nor is
+    published with its current inputs; "" if none."""
+    for dep in deps:
+        if dep.id in run.done:
+            continue
+        stages = run.results.get(dep.id, {})
+        bad = next((r for r in stages.values() if not r.ok), None)
+        if bad is not None:
+            return f"needs {dep.id}, which failed at {bad.stage}" + (f": {bad.reason}" if bad.reason else "")
+        if chosen is None and "test" not in stages:
+            return f"needs {dep.id}, which was not tested in this run"
+        if chosen is not None and dep.id not in chosen:
+            return f"needs {dep.id}, which did not pass its test with the current inputs"
+    return ""
 
 
 def _build_of(run: Run, cell: Cell) -> StageResult:
-    found = run.results.get(cell.id, {}).get("build") or state.load(run.matrix, cell, "build")
+    if cell.id in run.done:  # published and unchanged: its published files, verified by up_to_date
+        done = run.results[cell.id]["publish"]
+        return StageResult(cell.id, "build", "passed", artifacts=list(done.artifacts), input_key=done.input_key)
+    try:
+        found = run.results.get(cell.id, {}).get("build") or state.load(run.matrix, cell, "build")
+    except state.CorruptState as exc:
+        return StageResult(cell.id, "build", "failed", reason=_one_line(exc))
     return found or StageResult(cell.id, "build", "failed", reason="not built")
 
 
@@ -256,14 +337,27 @@ def publish(run: Run) -> None:
     from ..output import publish as publisher
 
     passing: dict[str, list[publisher.PublishRecord]] = {}
-    for cell in run.cells:
+    needs = plan.Dependencies(run.cells)
+    chosen: list[str] = []
+    for cell in plan.dependency_order(run.cells):
         if cell.id in run.done:
             continue
-        tested = run.results.get(cell.id, {}).get("test") or state.load(run.matrix, cell, "test")
+        try:
+            tested = run.results.get(cell.id, {}).get("test") or state.load(run.matrix, cell, "test")
+        except state.CorruptState as exc:
+            run.record(cell, StageResult(cell.id, "publish", "failed", reason=_one_line(exc)))
+            continue
         if tested is None or not tested.ok or run.failed(cell):
             continue
         if run.keys and tested.input_key != run.keys.get(cell.id):
             continue  # tested with other inputs than the matrix now says: never publish that
+        # A server could not install it without its dependencies: publish it only with them.
+        why = _unpassed(run, needs.of(cell), chosen)
+        if why:
+            run.record(cell, StageResult(cell.id, "publish", "failed", reason=f"not published: {why}",
+                                         input_key=tested.input_key))
+            continue
+        chosen.append(cell.id)
         passing.setdefault(cell.platform.name, []).append(
             publisher.PublishRecord(
                 cell_id=cell.id,
@@ -279,6 +373,8 @@ def publish(run: Run) -> None:
                 finished_at=tested.finished_at,
             )
         )
+    order = {c.id: n for n, c in enumerate(run.cells)}  # chosen in dependency order, published in the matrix's
+    passing = {name: sorted(records, key=lambda r: order[r.cell_id]) for name, records in passing.items()}
     output = run.matrix.settings.output
     output.mkdir(parents=True, exist_ok=True)
     by_id = {c.id: c for c in run.cells}

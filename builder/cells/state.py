@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from packaging.utils import canonicalize_name
 
+from ..errors import BuilderError
 from ..matrix.model import Matrix
 from ..matrix.plan import Cell
 
@@ -58,9 +59,30 @@ def save(matrix: Matrix, cell: Cell, result: StageResult) -> None:
     os.replace(tmp, path)
 
 
+class CorruptState(BuilderError):
+    """A stage's saved result is there but cannot be read: never taken for "the stage never ran"."""
+
+
 def load(matrix: Matrix, cell: Cell, stage: Stage) -> StageResult | None:
+    """The stage's saved result for the cell; None if the stage never ran for it (or the file was
+    written by another version of builder, whose input keys differ from ours anyway, so nothing
+    of it could be used). CorruptState if the file is there and damaged: save() replaces it
+    atomically, so that is a disk or a hand that changed it, and the user must hear of it."""
     path = cell_dir(matrix, cell) / f"{stage}.json"
+    hint = f"run the stage again (python -m builder {stage} --cell {cell.id}), or remove the file"
     try:
-        return StageResult(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorruptState(f"cannot read {path}, the saved {stage} result of {cell.id}: {exc}", hint=hint) from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise CorruptState(f"{path}, the saved {stage} result of {cell.id}, is damaged: {exc}", hint=hint) from exc
+    if not isinstance(data, dict):
+        raise CorruptState(f"{path}, the saved {stage} result of {cell.id}, is damaged: not an object", hint=hint)
+    try:
+        return StageResult(**data)
+    except TypeError:
+        return None  # other fields: another version of builder wrote it (see above)

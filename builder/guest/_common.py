@@ -6,6 +6,7 @@
 # no str.format with `{}`.
 from __future__ import absolute_import, print_function
 
+import errno
 import json
 import os
 import shutil
@@ -69,8 +70,7 @@ def write_json(path, data):
 
 def say(text):
     """One line to the log. Non-ASCII must never crash a run on a C-locale Python."""
-    if PY2 and isinstance(text, unicode):  # noqa: F821
-        text = text.encode("utf-8", "replace")
+    text = native_text(text)
     try:
         sys.stdout.write(text + "\n")
     except UnicodeEncodeError:
@@ -79,7 +79,30 @@ def say(text):
 
 
 def decode(data):
-    return data.decode("utf-8", "replace")
+    """A command's output bytes as the native str: undecodable bytes become U+FFFD. On Python 2
+    that is UTF-8 bytes, not unicode: str() of an exception holding unicode text beyond ASCII
+    raises UnicodeEncodeError there (gcc quotes names in U+2018 and U+2019), hiding the real error."""
+    text = data.decode("utf-8", "replace")
+    return text.encode("utf-8") if PY2 else text
+
+
+def native_text(value):
+    """Any text (unicode, bytes, an exception) as the native str, never raising: for messages."""
+    if PY2:
+        if isinstance(value, unicode):  # noqa: F821
+            return value.encode("utf-8", "replace")
+        if isinstance(value, str):
+            return value
+        try:
+            return str(value)
+        except UnicodeError:
+            try:
+                return unicode(value).encode("utf-8", "replace")  # noqa: F821
+            except Exception:
+                return repr(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
 
 
 def one_line(text, limit=300):
@@ -244,9 +267,13 @@ def unpack(archive, dest, limit=MAX_UNPACKED):
     except GuestError as exc:
         raise GuestError("refusing %s: %s" % (name, exc))
     except getattr(tarfile, "FilterError", GuestError) as exc:  # Python 3.12+'s own checks
-        raise GuestError("refusing %s: %s" % (name, one_line(str(exc))))
+        raise GuestError("refusing %s: %s" % (name, one_line(native_text(exc))))
+    except EnvironmentError as exc:
+        if getattr(exc, "errno", None) in SYSTEM_ERRNOS:  # the guest refused the write, not the archive
+            raise GuestError("could not unpack %s into %s: %s" % (name, dest, one_line(native_text(exc.strerror or exc))))
+        raise GuestError("%s is corrupt or truncated: %s: %s" % (name, type(exc).__name__, one_line(native_text(exc))))
     except Exception as exc:  # corrupt, truncated, CRC mismatch, unreadable: all one story
-        raise GuestError("%s is corrupt or truncated: %s: %s" % (name, type(exc).__name__, one_line(str(exc))))
+        raise GuestError("%s is corrupt or truncated: %s: %s" % (name, type(exc).__name__, one_line(native_text(exc))))
     # Whatever the checks above missed (links chained through links), nothing may resolve
     # outside dest once unpacked.
     for folder, dirs, files in os.walk(dest):
@@ -255,6 +282,15 @@ def unpack(archive, dest, limit=MAX_UNPACKED):
             if os.path.islink(path) and not _inside(dest, path):
                 raise GuestError("refusing %s: link %r points outside the archive"
                                  % (name, os.path.relpath(path, dest)))
+
+
+# What the system says when it cannot take what is unpacked (a full disk, a quota, a read-only
+# or forbidden folder, no more files or memory, a failing disk): no fault of the archive's, and
+# told as it is. Any other error while unpacking (a truncated gzip stream is an IOError without
+# errno, a bad offset an EINVAL) means the archive is corrupt or truncated.
+SYSTEM_ERRNOS = tuple([getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EMFILE",
+                                                          "ENFILE", "ENOMEM", "EIO", "ENAMETOOLONG")
+                       if hasattr(errno, name)])
 
 
 def _unzip(archive, dest, limit):
@@ -389,7 +425,7 @@ def prepare_tree(spec, names, make):
         say("prepared %s in %.1f s" % (result["how"], time.time() - started))
         result["ok"] = True
     except GuestError as exc:
-        result["reasons"].append(str(exc))
+        result["reasons"].append(native_text(exc))
     write_json(os.path.join(out, "prepare-result.json"), result)
     return 0 if result["ok"] else 1
 

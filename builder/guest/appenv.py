@@ -14,7 +14,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import GuestError, capture, describe_exit, fresh_dir, load_spec, one_line, say, tail, write_json  # noqa: E402
+from _common import (GuestError, capture, describe_exit, fresh_dir, load_spec, native_text, one_line, say, tail,  # noqa: E402
+                     write_json)
 from check import install_egg, install_wheel, make_env, site_dirs  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,11 +53,11 @@ def main(argv):
         result["python"] = env.python
         result["ok"] = True
     except GuestError as exc:
-        result["error"] = str(exc)
+        result["error"] = native_text(exc)
     except Exception as exc:  # a bug here must still leave a result the host can read
         import traceback
         traceback.print_exc()
-        result["error"] = "appenv.py crashed: %s: %s" % (type(exc).__name__, one_line(str(exc)))
+        result["error"] = "appenv.py crashed: %s: %s" % (type(exc).__name__, one_line(native_text(exc)))
     write_json(os.path.join(out, "env-result.json"), result)
     if not result["ok"]:
         say("the environment could not be made: %s" % result["error"])

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (GuestError, environ, fresh_dir, load_spec, make_virtualenv, one_line,  # noqa: E402
-                     prepare_tree, python_version, run_tee, say, unpack, unpack_tree, write_json, capture,
+                     native_text, prepare_tree, python_version, run_tee, say, unpack, unpack_tree, write_json, capture,
                      describe_exit)
 
 # Run setup.py as __main__ with setuptools imported first, so a plain-distutils setup.py still
@@ -115,11 +115,33 @@ def is_generic(line):
     return line.startswith("error: command ") or [g for g in GENERIC_ERRORS if g in line] != []
 
 
+def last_exception(lines):
+    """(index, line) of the exception line ending the last Python traceback in `lines`, or None."""
+    starts = [n for n, line in enumerate(lines) if line.strip() == "Traceback (most recent call last):"]
+    if not starts:
+        return None
+    for at in range(starts[-1] + 1, len(lines)):
+        if lines[at].strip() and not lines[at][:1].isspace():
+            return at, lines[at].strip()
+    return None
+
+
 def pick_error(lines):
     """The line of a failed build most worth showing: the first specific error line of the
     output's tail (gcc's "yaml/_yaml.c: No such file" rather than distutils' "command 'gcc'
     failed"), else the first generic one, else the last line mentioning an error, else the
-    last line."""
+    last line. When the build died of a Python exception (a traceback with no specific error
+    line after it), its exception line is the one, of the last traceback: in a chain ("During
+    handling of the above exception, another exception occurred") the first is what the code
+    tried, the last is why it gave up."""
+    found = last_exception(lines)
+    if found is not None:
+        at, raised = found
+        later = [line for line in lines[at + 1:] if "error:" in line.lower() and not is_generic(line)]
+        if later:  # the build went on past the traceback (a fallback) and failed after it
+            return one_line(later[0], 200)
+        if not is_generic(raised):
+            return one_line(raised, 200)
     errors = [line for line in lines if "error:" in line.lower()]
     for line in [e for e in errors if not is_generic(e)] + errors:
         return one_line(line, 200)
@@ -246,12 +268,12 @@ def main(argv):
                 result["artifacts"].append({"format": fmt, "filename": build_format(
                     fmt, python, src, work, out, spec, env, use_pip)})
             except GuestError as exc:
-                errors.append(str(exc))  # one format failing does not stop the other
+                errors.append(native_text(exc))  # one format failing does not stop the other
             lap(fmt)
     except GuestError as exc:
-        errors.append(str(exc))
+        errors.append(native_text(exc))
     except Exception as exc:  # a bug here must still leave a result the host can read
-        errors.append("build.py crashed: %s: %s" % (type(exc).__name__, one_line(str(exc))))
+        errors.append("build.py crashed: %s: %s" % (type(exc).__name__, one_line(native_text(exc))))
         import traceback
         traceback.print_exc()
     result["ok"] = not errors

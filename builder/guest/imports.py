@@ -149,8 +149,20 @@ def catches_import_error(handlers):
     return False
 
 
+def is_feature_test(node):
+    """hasattr(module, NAME), or getattr(module, NAME, DEFAULT): a test of what a module offers,
+    which picks a branch per interpreter as a version test does. getattr without a default is a
+    plain attribute read (it raises if the name is missing), no test."""
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+        return False
+    wanted = {"hasattr": 2, "getattr": 3}.get(node.func.id)
+    return wanted is not None and len(node.args) == wanted and isinstance(node.args[0], (ast.Name, ast.Attribute))
+
+
 def is_condition(test):
     for node in ast.walk(test):
+        if is_feature_test(node):
+            return True
         name = getattr(node, "id", None) if isinstance(node, ast.Name) else getattr(node, "attr", None)
         if name and CONDITION.match(name):
             return True
@@ -282,7 +294,12 @@ class Scanner(object):
         for (module, own), alias, name in targets:
             entry = {"file": self.path, "line": node.lineno, "statement": statement(node, alias),
                      "module": module, "name": name, "spec": module + (":" + name if name else "")}
-            if own:
+            if own and guard and not self.found.provides(module):
+                # An own module the tree lacks, imported where its absence is handled (an
+                # optional compiled speedup built elsewhere): optional, like anyone else's.
+                entry["guard"] = guard
+                self.result["optional"].append(entry)
+            elif own:
                 # An own module the tree lacks fails wherever the application runs. (In
                 # `from pkg import name`, name may be an attribute: only pkg must exist.)
                 if not self.found.provides(module):
@@ -496,6 +513,17 @@ def write_text(path, text):
         handle.close()
 
 
+def write_err(line):
+    """A line to stderr, whatever it holds: on Python 2 a file or module name beyond ASCII
+    (an accented name) comes back from json as unicode, which a pipe's stderr cannot take."""
+    if PY2 and isinstance(line, unicode):  # noqa: F821 (Python 2 only)
+        line = line.encode("utf-8", "replace")
+    try:
+        sys.stderr.write(line)
+    except UnicodeEncodeError:
+        sys.stderr.write(line.encode("ascii", "backslashreplace").decode("ascii"))
+
+
 def emit(data, out):
     text = json.dumps(data, indent=2, sort_keys=True)
     if out:
@@ -563,7 +591,7 @@ def main(argv):
         result = check(rest[0], timeout=timeout, excludes=excludes)
         emit(result, out)
         for failure in result["failures"]:
-            sys.stderr.write("%s:%s: %s\n" % (failure["file"], failure["line"], failure["error"]))
+            write_err("%s:%s: %s\n" % (failure["file"], failure["line"], failure["error"]))
         return 0 if result["ok"] else 1
     except UsageError as exc:
         sys.stderr.write("imports.py: %s\n%s" % (exc, USAGE))

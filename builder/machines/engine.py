@@ -7,6 +7,7 @@ docker-provider machines.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -112,7 +113,9 @@ def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> li
 def build_image(
     engine: docker.DockerClient, platform: Platform, context: Path, target: str, tag: str, args: dict[str, str]
 ) -> str:
-    """Build `target` of the Dockerfile in `context` as `tag`; the build log's tail is the hint."""
+    """Build `target` of the Dockerfile in `context` as `tag`. On failure the message names the
+    build's own error line (apt's `E: Unable to locate package X`), and the hint ends with the
+    build output's tail, which the pipeline keeps in the platform's log."""
     try:
         image, _ = engine.images.build(
             path=str(context),
@@ -125,14 +128,43 @@ def build_image(
             pull=False,
         )
     except docker.errors.BuildError as exc:
-        tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)[-3000:]
+        # The step's stderr comes wrapped in terminal colours (ESC[91m ... ESC[0m): drop them.
+        output = _ANSI.sub("", "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log))
+        if output and not output.endswith("\n"):
+            output += "\n"
         raise ImageError(
-            f"the {target} image of {platform.name} failed to build: {exc.msg}",
-            hint=f"fix {platform.image_dir / 'Dockerfile'} or the system packages in matrix.yaml\n{tail}",
+            f"the {target} image of {platform.name} failed to build: {_decisive(output, str(exc.msg))}",
+            hint=f"fix {platform.image_dir / 'Dockerfile'} or the system packages in {_file_of(platform.location)}\n"
+            f"the build's last lines:\n{_tail(output)}",
         ) from exc
     except ENGINE_FAULTS as exc:  # the engine refused, or went away while building
         raise ImageError(f"the {target} image of {platform.name} failed to build: {exc}") from exc
     return str(image.id)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_RUN_FAILED = re.compile(r"^The command '(?:/bin/sh -c )?(.*)' returned a non-zero code: (\d+)$", re.S)
+
+
+def _decisive(output: str, msg: str) -> str:
+    """The line of a failed image build worth a reason: the last error line of the step's own
+    output (apt's `E: ...`, else a line saying error), with the engine's summary shortened."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    ours = [line for line in lines if line.startswith("E: ")] or [
+        line for line in lines if "error" in line.lower() and not line.startswith("Step ") and line != msg.strip()
+    ]
+    found = _RUN_FAILED.match(msg.strip())
+    summary = f"RUN {found.group(1).split()[0]} ... exited {found.group(2)}" if found else msg.strip()
+    return f"{ours[-1]} ({summary})" if ours else summary
+
+
+def _file_of(location: str) -> str:
+    name, _, line = location.rpartition(":")
+    return name if name and line.isdigit() else (location or "matrix.yaml")
+
+
+def _tail(output: str, lines: int = 40, limit: int = 4000) -> str:
+    return "\n".join(output.rstrip().splitlines()[-lines:])[-limit:]
 
 
 def image_for(engine: docker.DockerClient, platform: Platform, context: Path, target: str, tags: Sequence[str]) -> str:

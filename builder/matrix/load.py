@@ -76,13 +76,15 @@ def load(path: str | os.PathLike[str]) -> Matrix:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError("the file is not UTF-8 text", location=f"{path.name}:{line}", hint="save it as UTF-8") from None
-    return loads(text, path)
+        raise ConfigError("the file is not UTF-8 text", location=f"{path}:{line}", hint="save it as UTF-8") from None
+    return loads(text, path, label=str(path))
 
 
-def loads(text: str, path: Path) -> Matrix:
+def loads(text: str, path: Path, label: str | None = None) -> Matrix:
+    """The matrix in `text`, read from `path`. Messages name the file by `label`: load() gives
+    the path as the user gave it (`cases/x.yaml`, not `x.yaml`); by default, its name."""
     path = Path(os.path.abspath(path))
-    doc = y.Doc(path.name, path.parent)
+    doc = y.Doc(label or path.name, path.parent)
     top = y.At(y.compose(text, doc), "", doc)
     if not isinstance(top.node, yaml.MappingNode):
         top.fail(f"expected a mapping with platforms: and packages:, got {y.kind(top.node)}")

@@ -265,11 +265,18 @@ def _shared_lock(output: Path) -> Iterator[None]:
         return
     try:
         fd = os.open(output / LOCK, os.O_RDONLY)
-    except OSError:
-        fd = -1  # never published here, or not ours to lock
-    if fd < 0:
+    except FileNotFoundError:
+        # No lock file: builder never published here (publish makes the lock before it writes
+        # anything), so there is no publish to wait out.
         yield
         return
+    except OSError as exc:
+        # A lock we cannot take: verifying unlocked could read a publish half-done and report
+        # tampering that is not there, so say it instead.
+        raise LockError(
+            f"cannot open {output / LOCK} to wait out a running publish: {exc.strerror or exc}",
+            hint="run verify as a user who can read the output folder's lock file",
+        ) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
         yield

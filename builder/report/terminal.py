@@ -1,9 +1,13 @@
-"""The summary a run ends with: a packages × platforms table, then one line per failure."""
+"""The summary a run ends with: a packages × platforms table, then one line per failure.
+
+Everything of the run put in a table (names, ids, reasons, paths) goes through escape(): rich
+reads `[...]` as markup, and `packages[psycopg2].system` would print as `packages.system`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..cells.cell import reproduce
@@ -33,21 +37,21 @@ def passed(run: Run, cell: Cell, final_stage: str) -> bool:
 def summary(run: Run, console: Console, final_stage: str) -> None:
     platforms = list(dict.fromkeys(c.platform.name for c in run.cells))
     packages = list(dict.fromkeys(c.package.name for c in run.cells))
-    grid = Table(title=f"builder {final_stage}: packages × platforms")
+    grid = Table(title=f"builder {escape(final_stage)}: packages × platforms")
     grid.add_column("package")
     for name in platforms:
-        grid.add_column(name)
+        grid.add_column(escape(name))
     by_pair = {(c.package.name, c.platform.name): c for c in run.cells}
     for package in packages:
-        row = [package]
+        row = [escape(package)]
         for platform in platforms:
             cell = by_pair.get((package, platform))
             if cell is None:
                 row.append("—")
                 continue
             status, stage, _, _ = outcome(run, cell)
-            mark = MARKS.get(status, status)
-            row.append(mark if status == "passed" else f"{mark} ({stage})")
+            mark = MARKS.get(status, escape(status))
+            row.append(mark if status == "passed" else f"{mark} ({escape(stage)})")
         grid.add_row(*row)
     console.print(grid)
     failures = [c for c in run.cells if outcome(run, c)[0] != "passed"]
@@ -57,7 +61,7 @@ def summary(run: Run, console: Console, final_stage: str) -> None:
             table.add_column(column, overflow="fold")
         for cell in failures:
             status, stage, reason, log = outcome(run, cell)
-            table.add_row(cell.id, f"{stage}: {reason}", log or "—", reproduce(cell))
+            table.add_row(*(escape(text) for text in (cell.id, f"{stage}: {reason}", log or "—", reproduce(cell, stage))))
         console.print(table)
 
 
@@ -68,10 +72,10 @@ def cell_list(cells: Sequence[Cell], run: Run, console: Console) -> None:
     for cell in cells:
         status, stage, reason, _ = outcome(run, cell)
         last = "—" if status == "pending" else (f"{status} ({stage})" + (f": {reason}" if reason else ""))
-        table.add_row(
+        table.add_row(*(escape(text) for text in (
             cell.id, cell.package.name, cell.spec.source.version, cell.platform.name,
             "yes" if cell.platform.enabled else "no", last,
-        )
+        )))
     console.print(table)
 
 
@@ -83,6 +87,6 @@ def progress(run: Run) -> Table:
     now = time.monotonic()
     finished = sum(1 for c in run.cells if "publish" in run.results.get(c.id, {}) or run.failed(c))
     for cell_id, (stage, started) in sorted(run.running.items()):
-        table.add_row(f"[cyan]{stage}[/]", cell_id, f"{now - started:5.1f} s")
+        table.add_row(f"[cyan]{escape(stage)}[/]", escape(cell_id), f"{now - started:5.1f} s")
     table.add_row("", f"[dim]{finished} of {len(run.cells)} cells finished[/]", "")
     return table

@@ -209,3 +209,21 @@ def test_a_dependency_whose_build_failed_is_never_tested_against(tmp_path: Path,
     done = cells.test(backend, matrix, cell, Images("b", "r"), egg(tmp_path), {"debian12/six": failed}, sources)
     assert done.status == "failed" and done.reason == "needs debian12/six, whose build failed"
     assert backend.started == []
+
+
+def test_a_reason_names_the_matrix_file_as_it_was_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from builder.matrix.load import load
+
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "x.yaml").write_text(MATRIX)
+    monkeypatch.chdir(tmp_path)
+    matrix = load("cases/x.yaml")
+    cell = next(iter(all_cells(matrix)))
+    cell_dir(matrix, cell).mkdir(parents=True)
+
+    def lacks_libyaml(out: Path, argv: Sequence[str], spec: Mapping[str, object]) -> Exec:
+        result(out / "egg", "check-result.json", {"ok": False, "missing_libraries": {"yaml/_yaml.so": ["libyaml-0.so.2"]}})
+        return Exec(1, "")
+
+    done = cells.test(FakeBackend(tmp_path, lacks_libyaml), matrix, cell, Images("b", "r"), egg(tmp_path), {}, {})
+    assert done.reason.endswith("to packages[PyYAML].system.debian.runtime in cases/x.yaml"), done.reason

@@ -71,3 +71,20 @@ def test_bad_input_stops_before_anything_runs(
     assert len(lines) == 2 and lines[1].startswith("  hint: ") and hint in lines[1], done.stderr
     assert done.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "matrix.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    (GOOD + "    formats: egg\n", "cases/x.yaml:13: packages[1].formats"),
+    (GOOD.encode() + b"  # \xff\n", "cases/x.yaml:13: the file is not UTF-8 text"),
+], ids=["a bad key", "not UTF-8"])
+def test_errors_name_the_matrix_file_as_it_was_given(tmp_path: Path, text: str | bytes, where: str) -> None:
+    (tmp_path / "cases" / "images" / "debian12").mkdir(parents=True)
+    (tmp_path / "cases" / "images" / "debian12" / "Dockerfile").write_text("FROM scratch AS runtime\nFROM runtime AS build\n")
+    path = tmp_path / "cases" / "x.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock", "BUILDER_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "builder", "all", "--matrix", "cases/x.yaml"], cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {where}"), done.stderr

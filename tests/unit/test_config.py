@@ -104,7 +104,7 @@ def test_full_document(matrix_file: Path) -> None:
     assert debian.tools == (Pin("virtualenv", "16.7.12", A),)
     assert debian.limits == Limits(memory="512m", pids=256, timeout=600, output="64m")
     assert debian.limits.output_bytes == 64 * 1024 * 1024 and Limits().output_bytes == 1024**3
-    assert debian.location == "matrix.yaml:8"
+    assert debian.location == f"{matrix_file}:8"  # the file as it was given
     assert centos.base == Base("image", "centos:6") and centos.enabled is False
     assert centos.image_dir == root.parent / "shared-images" / "centos6"
     assert centos.limits == Limits()
@@ -114,7 +114,7 @@ def test_full_document(matrix_file: Path) -> None:
     six, pyyaml = matrix.packages
     assert six.spec.source == Pin("six", "1.10", B)  # a YAML float keeps its text; sha256 lowercased
     assert six.formats == ("egg", "wheel") and six.spec.extensions == () and six.platforms is None
-    assert six.location == "matrix.yaml:28"
+    assert six.location == f"{matrix_file}:28"
 
     source = Pin("PyYAML", "5.4.1", C, path=str(root / "vendor" / "PyYAML-5.4.1.tar.gz"))
     cython = Pin("Cython", "0.29.37", D, url="https://files.example/Cython-0.29.37.tar.gz")
@@ -132,7 +132,7 @@ def test_full_document(matrix_file: Path) -> None:
     assert pyyaml.system_for("redhat") == SystemPackages((), ("libyaml",))
     assert pyyaml.system_for("debian") == SystemPackages(("libyaml-dev",), ("libyaml-0-2",))
     assert pyyaml.system_for("freebsd") == SystemPackages()
-    assert pyyaml.location == "matrix.yaml:33"
+    assert pyyaml.location == f"{matrix_file}:33"
 
     # An override replaces only the keys it gives; a url replaces the top level's path.
     on_centos = pyyaml.spec_for("centos6")
@@ -184,7 +184,7 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
     path.write_bytes(b"platforms:\n  - name: caf\xe9\n")
     with pytest.raises(ConfigError, match="not UTF-8") as caught:
         load(path)
-    assert caught.value.location == "matrix.yaml:2"
+    assert caught.value.location == f"{path}:2"  # the file as it was given
 
 
 def test_merge_keys_and_empty_settings() -> None:
