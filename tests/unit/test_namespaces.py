@@ -280,3 +280,28 @@ def test_each_distribution_of_a_namespace_provides_its_own_modules(matrix, tmp_p
         ("app.py:4", "zope.event 4.6 (zope.event-4.6-py2.7.egg), zope.interface 5.5.2 "
                      "(zope.interface-5.5.2-py2.7-linux-x86_64.egg)"),
     ]
+
+
+# --- check-imports' scan: an application with its own portion of a shared namespace -----------------
+
+@pytest.mark.parametrize("style", ["pep420", "pkg_resources", "pkgutil"])
+def test_an_application_sharing_a_namespace_owns_only_its_own_portion(tmp_path: Path, style: str) -> None:
+    from builder.guest import imports as scanner
+
+    app = tmp_path / "app"
+    (app / "zope" / "myapp").mkdir(parents=True)
+    if style == "pkg_resources":
+        (app / "zope" / "__init__.py").write_text("__import__('pkg_resources').declare_namespace(__name__)\n")
+    elif style == "pkgutil":
+        (app / "zope" / "__init__.py").write_text(
+            "from pkgutil import extend_path\n__path__ = extend_path(__path__, __name__)\n")
+    (app / "zope" / "myapp" / "__init__.py").write_text("")
+    (app / "zope" / "myapp" / "views.py").write_text(
+        "import zope.interface\nfrom zope.event import notify\nfrom zope.myapp import models\nimport zope.myapp.gone\n")
+    (app / "zope" / "myapp" / "models.py").write_text("")
+    found = scanner.scan(str(app))
+    stdlib = ["pkgutil:extend_path"] if style == "pkgutil" else []
+    assert sorted(e["spec"] for e in found["imports"]) == [*stdlib, "zope.event:notify", "zope.interface"]
+    assert sorted(e["spec"] for e in found["own"]) == ["zope.myapp.gone", "zope.myapp:models"]
+    assert [p["error"] for p in found["problems"]] == [
+        "ImportError: import zope.myapp.gone: the application has no module zope.myapp.gone"]
