@@ -766,16 +766,24 @@ def install(spec, env, work, reasons):
     raise GuestError("unknown format %r (expected egg or wheel)" % spec["format"])
 
 
-def judge_extensions(wanted, compiled, imports, artifact_name, status, reasons, unplaced=None, scan_failed=False):
+def judge_extensions(wanted, compiled, imports, artifact_name, status, reasons, unplaced=None, scan_failed=False,
+                     apart=None):
     """Step 6: every compiled module must have loaded as an extension; a named one must exist
     (else the build fell back to pure Python); with none named, at least one must exist. A
     compiled file the scan could not place in a package is the scan's failure, never called a
     fallback (ldd still shows it), and after a failed scan nothing more is said of extensions."""
     unplaced = unplaced or {}
+    apart = apart or {}
     stray = sorted([f for files in unplaced.values() for f in files if f.endswith((".so", ".pyd"))])
     for mod in sorted(compiled):
         record = imports.get(mod, {})
-        if not record.get("ok"):
+        if not record.get("ok") and mod in apart:
+            # In a test package that needs a test-only requirement: not proven, and said so when
+            # it is a named extension or the only kind of compiled module the artifact has.
+            status[mod] = "test-only-requirement-missing"
+            if mod in (wanted or []):
+                reasons.append("%s is a named extension but could not be imported: %s" % (mod, one_line(apart[mod], 240)))
+        elif not record.get("ok"):
             status[mod] = "import-failed"  # the import failure is already a reason
         elif record.get("extension"):
             status[mod] = "extension"
@@ -786,7 +794,12 @@ def judge_extensions(wanted, compiled, imports, artifact_name, status, reasons, 
     if scan_failed:
         return
     if wanted is None:
-        if not compiled and stray:
+        if compiled and not [m for m in compiled if m not in apart]:
+            reasons.append("no compiled module of %s could be imported: its only ones (%s) are in test packages "
+                           "that need test-only requirements; name the extensions the package must have in "
+                           "`extensions:`, or `extensions: []` if it is pure Python" % (
+                               artifact_name, ", ".join(sorted(compiled))))
+        elif not compiled and stray:
             reasons.append("%s has compiled files that the module scan placed in no importable package (%s), so "
                            "whether they load as extensions is not proven: an error of builder's scan, not a "
                            "pure-Python fallback; name them in `extensions:` or report it" % (
@@ -898,7 +911,8 @@ def check(spec, result, envs):
                                                                for m in sorted(apart)])))
 
     say("step 6: compiled modules load as extensions")
-    judge_extensions(wanted, compiled, imports, name, result["extensions"], reasons, scan["unplaced"], scan_failed)
+    judge_extensions(wanted, compiled, imports, name, result["extensions"], reasons, scan["unplaced"], scan_failed,
+                     result["test_imports_apart"])
 
     say("step 7: shared libraries")
     started = time.time()

@@ -305,3 +305,43 @@ def test_an_application_sharing_a_namespace_owns_only_its_own_portion(tmp_path: 
     assert sorted(e["spec"] for e in found["own"]) == ["zope.myapp.gone", "zope.myapp:models"]
     assert [p["error"] for p in found["problems"]] == [
         "ImportError: import zope.myapp.gone: the application has no module zope.myapp.gone"]
+
+
+def test_a_compiled_module_in_a_test_package_set_apart_is_never_silently_proven() -> None:
+    compiled = {"pkg.tests._helper": ["pkg/tests/_helper.so"]}
+    failed = {"pkg.tests._helper": {"ok": False, "error": "ModuleNotFoundError: No module named 'hypothesis'"}}
+    apart = {"pkg.tests._helper": failed["pkg.tests._helper"]["error"]}
+    status: dict[str, str] = {}
+    reasons: list[str] = []
+    check.judge_extensions(None, compiled, failed, "pkg.egg", status, reasons, apart=apart)
+    assert status == {"pkg.tests._helper": "test-only-requirement-missing"}
+    assert len(reasons) == 1 and reasons[0].startswith("no compiled module of pkg.egg could be imported")
+    reasons.clear()
+    check.judge_extensions(["pkg.tests._helper"], compiled, failed, "pkg.egg", status, reasons, apart=apart)
+    assert reasons == ["pkg.tests._helper is a named extension but could not be imported: ModuleNotFoundError: "
+                       "No module named 'hypothesis'"]
+    reasons.clear()
+    both = dict(compiled, **{"pkg._speedups": ["pkg/_speedups.so"]})
+    check.judge_extensions(None, both, dict(failed, **{"pkg._speedups": {"ok": True, "extension": True}}),
+                           "pkg.egg", status, reasons, apart=apart)
+    assert reasons == [] and status["pkg._speedups"] == "extension"
+
+
+def test_deploy_resolves_each_distribution_of_a_namespace(matrix, tmp_path: Path) -> None:  # noqa: F811
+    """deploy's resolver (published.resolve) goes by distribution names: two distributions of
+    the one zope namespace are both chosen, each with its own artifact."""
+    from packaging.requirements import Requirement
+
+    from builder.deploy.resolve import install_order
+
+    out, built = matrix.settings.output, tmp_path / "built"
+    put(out, "debian11-py27", "zope.interface", "5.5.2",
+        egg_of(built, "zope.interface-5.5.2-py2.7-linux-x86_64.egg", {"zope/interface/__init__.py": ""},
+               {"top_level.txt": "zope\n", "requires.txt": "zope.event\n"}))
+    put(out, "debian11-py27", "zope.event", "4.6",
+        egg_of(built, "zope.event-4.6-py2.7.egg", {"zope/event/__init__.py": ""}, {"top_level.txt": "zope\n"}))
+    artifacts = published.load(matrix, "debian11-py27")
+    chosen = published.resolve(matrix, "debian11-py27", artifacts, [("deploy", Requirement("zope.interface"))],
+                               "egg", "2.7.18")
+    assert [a.filename for a in install_order(chosen)] == ["zope.event-4.6-py2.7.egg",
+                                                           "zope.interface-5.5.2-py2.7-linux-x86_64.egg"]
