@@ -199,6 +199,8 @@ def test_the_check_of_a_pep420_egg_imports_its_modules_and_proves_the_extension(
     lines: list[str] = []
     monkeypatch.setattr(check, "say", lambda text: lines.append(str(text)))
     check.check(spec, result, check.Envs(spec, str(work), keep=False))
+    text = "\n".join(lines)
+    assert "pure-Python fallback" not in text and "0 modules" not in text, text
     assert result["namespaces"] == ["zope"]
     assert "zope.interface._csv" in result["modules"] and "zope.interface.tests.test_ro" in result["modules"]
     assert result["extensions"] == {"zope.interface._csv": "extension"}
@@ -209,10 +211,33 @@ def test_the_check_of_a_pep420_egg_imports_its_modules_and_proves_the_extension(
     reasons = [r for r in result["reasons"] if not r.startswith("runtime image has a compiler")]  # the host has gcc
     assert reasons == ["import zope.interface.tests.test_broken failed: ModuleNotFoundError: No module named "
                        "'zope.interface.no_such_module'"]
-    text = "\n".join(lines)
     assert "9 modules (4 in test packages), compiled: zope.interface._csv; in namespace packages zope" in text
-    assert "pure-Python fallback" not in text and "0 modules" not in text
     assert f"ldd zope/interface/_csv{EXT_SUFFIX}" in text
+
+
+def run_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, egg: Path, extensions: list[str] | None) -> tuple[dict, str]:
+    work = tmp_path / "work"
+    spec = {"artifact": str(egg), "format": "egg", "deps": [], "out": str(tmp_path / "out"), "work": str(work),
+            "extensions": extensions, "skip_imports": [], "family": "debian", "build_only": []}
+    result = {"reasons": [], "timings": {}, "modules": [], "namespaces": [], "import_failures": {},
+              "test_imports_apart": {}, "extensions": {}}
+    lines: list[str] = []
+    monkeypatch.setattr(check, "say", lambda text: lines.append(str(text)))
+    check.check(spec, result, check.Envs(spec, str(work), keep=False))
+    result["reasons"] = [r for r in result["reasons"] if not r.startswith("runtime image has a compiler")]
+    return result, "\n".join(lines)
+
+
+def test_an_artifact_with_files_but_no_module_found_fails_as_the_scans_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    egg = egg_of(tmp_path / "in", "odd-1.0-py3.11-linux-x86_64.egg",
+                 {"odd-dir/thing.py": "", f"odd-dir/_csv{EXT_SUFFIX}": CSV_SO.read_bytes()}, {"top_level.txt": "odd\n"})
+    result, text = run_check(tmp_path, monkeypatch, egg, None)
+    assert len(result["reasons"]) == 1, result["reasons"]
+    assert result["reasons"][0].startswith("the module scan found no module among the 2 files "
+                                           "odd-1.0-py3.11-linux-x86_64.egg installs")
+    assert "an error of builder's scan" in result["reasons"][0]
+    assert "pure-Python fallback" not in text and f"ldd odd-dir/_csv{EXT_SUFFIX}" in text
 
 
 def test_a_scan_that_finds_nothing_in_an_artifact_with_files_is_the_scans_error() -> None:
