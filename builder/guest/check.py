@@ -204,10 +204,115 @@ def skipped(name, skips):
     return False
 
 
-def enumerate_modules(paths, skips=(), keep=()):
-    """(modules to import, {compiled module: [its files]}). A module inside a folder counts only
-    if every folder above it is a package (has an __init__), so data folders holding .py files
-    are left alone; `__main__` modules are left out because importing one runs the program.
+# Where an installed distribution keeps what it says of itself: an egg's EGG-INFO, a wheel's
+# NAME-VERSION.dist-info (setuptools copies top_level.txt and namespace_packages.txt there).
+METADATA_DIRS = ("EGG-INFO",)
+METADATA_SUFFIXES = (".dist-info", ".egg-info")
+# The quoted parts a -nspkg.pth line joins to the site folder: *('zope',) or *('google', 'cloud').
+NSPKG_PARTS = re.compile(r"\*\(((?:\s*(?:'[^']*'|\"[^\"]*\")\s*,?)+)\)")
+QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+# "No module named 'zope.testing'" (Python 3) or "No module named testing" (Python 2, last part only).
+MISSING_MODULE = re.compile(r"^(?:ModuleNotFoundError|ImportError): No module named '?([A-Za-z0-9_.]+)'?\s*$")
+TEST_PACKAGES = ("tests", "test")
+
+
+def is_metadata(path):
+    top = path.replace("\\", "/").strip("/").split("/")[0]
+    return top in METADATA_DIRS or top.endswith(METADATA_SUFFIXES + (".data",))
+
+
+def _names(text):
+    found = []
+    for line in (text or "").splitlines():
+        line = line.strip().replace("/", ".")
+        if line and not line.startswith("#") and line not in found:
+            found.append(line)
+    return found
+
+
+def nspkg_namespaces(text):
+    """The namespace packages a -nspkg.pth file makes at interpreter start (one per line)."""
+    found = []
+    for line in (text or "").splitlines():
+        match = NSPKG_PARTS.search(line)
+        if match:
+            name = ".".join([a or b for a, b in QUOTED.findall(match.group(1))])
+            if name and name not in found:
+                found.append(name)
+    return found
+
+
+def artifact_layout(paths, read):
+    """(top-level names or None, declared namespace packages) from what an installed artifact says
+    of itself: top_level.txt and namespace_packages.txt of its EGG-INFO or .dist-info, and the
+    -nspkg.pth files a wheel of a pkg_resources-style namespace installs instead of the
+    namespace's __init__.py. `read(path)` gives the text of one of `paths`, or None."""
+    top_level = None
+    declared = []
+    for path in paths:
+        parts = path.replace("\\", "/").strip("/").split("/")
+        if len(parts) == 2 and (parts[0] in METADATA_DIRS or parts[0].endswith(METADATA_SUFFIXES)):
+            if parts[1] == "top_level.txt":
+                names = [n.split(".")[0] for n in _names(read(path))]
+                top_level = sorted(set((top_level or []) + names))
+            elif parts[1] == "namespace_packages.txt":
+                declared += _names(read(path))
+        elif len(parts) == 1 and parts[0].endswith("-nspkg.pth"):
+            declared += nspkg_namespaces(read(path))
+    return top_level, sorted(set(declared))
+
+
+def runtime_requirements(paths, read):
+    """The names of the distributions an artifact needs at run time (canonical: lower case, runs of
+    -_. as one -): requires.txt's lines outside [extra] sections, or Requires-Dist lines without
+    an `extra ==` marker."""
+    found = set()
+    for path in paths:
+        parts = path.replace("\\", "/").strip("/").split("/")
+        if len(parts) != 2 or not (parts[0] in METADATA_DIRS or parts[0].endswith(METADATA_SUFFIXES)):
+            continue
+        if parts[1] == "requires.txt":
+            extra = False
+            for line in (read(path) or "").splitlines():
+                line = line.strip()
+                if line.startswith("[") and line.endswith("]"):
+                    extra = bool(line[1:-1].partition(":")[0].strip())
+                elif line and not line.startswith("#") and not extra:
+                    found.add(line)
+        elif parts[1] == "METADATA":
+            for line in (read(path) or "").splitlines():
+                if line.startswith("Requires-Dist:"):
+                    text = line.split(":", 1)[1]
+                    if not re.search(r"\bextra\s*==", text.partition(";")[2]):
+                        found.add(text.strip())
+    names = set()
+    for line in found:
+        match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
+        if match:
+            names.add(canonical(match.group(0)))
+    return names
+
+
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def is_test_module(name):
+    """A module of a test package (greenlet.tests, zope.interface.tests.test_ro, numpy.core.tests):
+    it may import the package's test-only requirements (README: "Test packages")."""
+    return any(part in TEST_PACKAGES for part in name.split("."))
+
+
+def scan_modules(paths, skips=(), keep=(), top_level=None, namespaces=()):
+    """The modules an artifact installs, from its files (an egg's tree, a wheel's RECORD), as a dict:
+    modules (to import), compiled ({module: its .so files}), namespaces (the namespace packages
+    they sit in), unplaced ({module-like name: files} that no importable package holds).
+
+    A folder is a package if it has an __init__; a namespace package (no __init__) if it is
+    declared (namespace_packages.txt, a -nspkg.pth: `namespaces`) or, PEP 420, if it is at the
+    top (a top-level name of `top_level`, or any when the artifact has no top_level.txt) or in
+    another namespace; a folder without __init__ inside a regular package holds data, and its .py
+    files are left alone. `__main__` modules are left out because importing one runs the program.
     Names in `keep` (the required extensions) are imported even under a skipped package."""
     found = {}
     packages = set()
@@ -218,19 +323,91 @@ def enumerate_modules(paths, skips=(), keep=()):
         found.setdefault(hit[0], []).append((path, hit[1]))
         if os.path.basename(path).split(".")[0] == "__init__":
             packages.add(hit[0])
+    declared = set()
+    for name in namespaces:
+        parts = name.split(".")
+        declared.update([".".join(parts[:i + 1]) for i in range(len(parts))])
+    kinds = {}
+
+    def kind(name):
+        """'package', 'namespace' or None (not importable as a package) for a folder."""
+        if name not in kinds:
+            parent = name.rpartition(".")[0]
+            above = kind(parent) if parent else "namespace"
+            if above is None:
+                kinds[name] = None
+            elif name in packages:
+                kinds[name] = "package"
+            elif name in declared or (above == "namespace" and (
+                    parent or top_level is None or name in top_level)):
+                kinds[name] = "namespace"
+            else:
+                kinds[name] = None
+        return kinds[name]
+
     modules = []
     compiled = {}
+    used = set()
+    unplaced = {}
+    left_out = []
     for name in sorted(found):
-        parents = name.split(".")[:-1]
-        if any(".".join(parents[:i + 1]) not in packages for i in range(len(parents))):
+        parent = name.rpartition(".")[0]
+        if parent and kind(parent) is None:
+            unplaced[name] = sorted([p for p, _ in found[name]])
             continue
-        if name.split(".")[-1] == "__main__" or (skipped(name, skips) and name not in keep):
+        parts = name.split(".")
+        used.update([".".join(parts[:i + 1]) for i in range(len(parts) - 1)
+                     if kind(".".join(parts[:i + 1])) == "namespace" or ".".join(parts[:i + 1]) in declared])
+        if parts[-1] == "__main__" or (skipped(name, skips) and name not in keep):
+            left_out.append(name)
             continue
         modules.append(name)
-        so_files = [p for p, kind in found[name] if kind == "compiled"]
+        so_files = [p for p, what in found[name] if what == "compiled"]
         if so_files:
             compiled[name] = sorted(so_files)
-    return modules, compiled
+    return {"modules": modules, "compiled": compiled, "namespaces": sorted(used), "unplaced": unplaced,
+            "skipped": left_out}
+
+
+def describe_scan(scan, content, fmt):
+    """Step 4's line: what the scan found, never contradicting what ldd or step 6 will say."""
+    modules, compiled = scan["modules"], scan["compiled"]
+    tests = [m for m in modules if is_test_module(m)]
+    text = "%d modules%s, compiled: %s" % (
+        len(modules), " (%d in test packages)" % len(tests) if tests else "", ", ".join(sorted(compiled)) or "none")
+    if scan["namespaces"]:
+        text += "; in namespace packages %s" % ", ".join(scan["namespaces"])
+    if scan["skipped"]:
+        text += "; left out (skip_imports, __main__): %s" % ", ".join(scan["skipped"])
+    if scan["unplaced"]:
+        text += "; in no importable package: %s" % ", ".join(sorted(scan["unplaced"]))
+    return text + " (from %d installed files, %s)" % (
+        content, "the wheel's RECORD" if fmt == "wheel" else "the egg's files")
+
+
+def enumerate_modules(paths, skips=(), keep=(), top_level=None, namespaces=()):
+    """(modules to import, {compiled module: [its files]}): see scan_modules."""
+    found = scan_modules(paths, skips, keep, top_level, namespaces)
+    return found["modules"], found["compiled"]
+
+
+def test_only_missing(name, error, own, requirements):
+    """The module a test module's failed import was missing, when it is a test-only requirement:
+    not one of the artifact's own (`own`: its modules, namespace packages aside), nor under one,
+    nor named like one of its run-time requirements. None otherwise: then the failure counts."""
+    if not is_test_module(name):
+        return None
+    match = MISSING_MODULE.match(error or "")
+    if not match:
+        return None
+    missing = match.group(1)
+    parts = missing.split(".")
+    prefixes = [".".join(parts[:i + 1]) for i in range(len(parts))]
+    if [p for p in prefixes if p in own] or [m for m in own if m.endswith("." + missing)]:
+        return None
+    if [p for p in prefixes if canonical(p) in requirements]:
+        return None
+    return missing
 
 
 def is_shared_object(path):
@@ -462,6 +639,34 @@ def tree_files(root):
     return paths
 
 
+def reader(root):
+    """read(path) for the metadata files of an installed artifact (paths relative to root)."""
+
+    def read(rel):
+        try:
+            handle = open(os.path.join(root, rel), "rb")
+        except (IOError, OSError):
+            return None
+        try:
+            return handle.read().decode("utf-8", "replace")
+        finally:
+            handle.close()
+
+    return read
+
+
+def scan_installed(root, files, skips=(), keep=()):
+    """scan_modules of an installed artifact, its own metadata read from where it was installed
+    (root: the egg's folder, or the site folder a wheel's RECORD is relative to), with the
+    run-time requirements it names."""
+    read = reader(root)
+    top_level, declared = artifact_layout(files, read)
+    scan = scan_modules(files, skips, keep, top_level, declared)
+    scan["top_level"], scan["declared"] = top_level, declared
+    scan["requirements"] = runtime_requirements(files, read)
+    return scan
+
+
 def import_all(env, modules, compiled, work):
     """Import every module in one child; if the child dies or hangs, the module it was importing
     is charged with it and a new child goes on with the rest."""
@@ -561,12 +766,24 @@ def install(spec, env, work, reasons):
     raise GuestError("unknown format %r (expected egg or wheel)" % spec["format"])
 
 
-def judge_extensions(wanted, compiled, imports, artifact_name, status, reasons):
+def judge_extensions(wanted, compiled, imports, artifact_name, status, reasons, unplaced=None, scan_failed=False,
+                     apart=None):
     """Step 6: every compiled module must have loaded as an extension; a named one must exist
-    (else the build fell back to pure Python); with none named, at least one must exist."""
+    (else the build fell back to pure Python); with none named, at least one must exist. A
+    compiled file the scan could not place in a package is the scan's failure, never called a
+    fallback (ldd still shows it), and after a failed scan nothing more is said of extensions."""
+    unplaced = unplaced or {}
+    apart = apart or {}
+    stray = sorted([f for files in unplaced.values() for f in files if f.endswith((".so", ".pyd"))])
     for mod in sorted(compiled):
         record = imports.get(mod, {})
-        if not record.get("ok"):
+        if not record.get("ok") and mod in apart:
+            # In a test package that needs a test-only requirement: not proven, and said so when
+            # it is a named extension or the only kind of compiled module the artifact has.
+            status[mod] = "test-only-requirement-missing"
+            if mod in (wanted or []):
+                reasons.append("%s is a named extension but could not be imported: %s" % (mod, one_line(apart[mod], 240)))
+        elif not record.get("ok"):
             status[mod] = "import-failed"  # the import failure is already a reason
         elif record.get("extension"):
             status[mod] = "extension"
@@ -574,15 +791,33 @@ def judge_extensions(wanted, compiled, imports, artifact_name, status, reasons):
             status[mod] = "not-extension"
             reasons.append("%s has a compiled module but did not load it as an extension (it loaded %s): "
                            "install eggs unzipped" % (mod, record.get("file")))
+    if scan_failed:
+        return
     if wanted is None:
-        if not compiled:
+        if compiled and not [m for m in compiled if m not in apart]:
+            reasons.append("no compiled module of %s could be imported: its only ones (%s) are in test packages "
+                           "that need test-only requirements; name the extensions the package must have in "
+                           "`extensions:`, or `extensions: []` if it is pure Python" % (
+                               artifact_name, ", ".join(sorted(compiled))))
+        elif not compiled and stray:
+            reasons.append("%s has compiled files that the module scan placed in no importable package (%s), so "
+                           "whether they load as extensions is not proven: an error of builder's scan, not a "
+                           "pure-Python fallback; name them in `extensions:` or report it" % (
+                               artifact_name, ", ".join(stray)))
+        elif not compiled:
             reasons.append("no compiled module in %s: it was built without its C extensions (a pure-Python "
                            "fallback); give the package its build requirements, or `extensions: []` if it is "
                            "pure Python" % artifact_name)
         return
     for mod in wanted:
-        if mod not in compiled:
-            status[mod] = "not-extension"
+        if mod in compiled:
+            continue
+        status[mod] = "not-extension"
+        if [f for f in unplaced.get(mod, []) if f.endswith((".so", ".pyd"))]:
+            reasons.append("%s is in %s (%s) but the module scan placed it in no importable package, so it "
+                           "was not imported: an error of builder's scan, not a pure-Python fallback" % (
+                               mod, artifact_name, ", ".join(unplaced[mod])))
+        else:
             reasons.append("%s was not built as an extension (the package fell back to pure Python: check "
                            "its build-time requirements)" % mod)
 
@@ -642,22 +877,42 @@ def check(spec, result, envs):
 
     say("step 4: the modules of %s" % name)
     wanted = spec.get("extensions")
-    modules, compiled = enumerate_modules(files, spec.get("skip_imports") or [], wanted or [])
+    scan = scan_installed(root, files, spec.get("skip_imports") or [], wanted or [])
+    modules, compiled = scan["modules"], scan["compiled"]
     result["modules"] = modules
-    say("%d modules, compiled: %s" % (len(modules), ", ".join(sorted(compiled)) or "none"))
+    result["namespaces"] = scan["namespaces"]
+    content = [f for f in files if not is_metadata(f)]
+    say(describe_scan(scan, len(content), spec["format"]))
+    scan_failed = bool(content) and not modules and not scan["skipped"]
+    if scan_failed:
+        reasons.append("the module scan found no module among the %d files %s installs (%s): an error of "
+                       "builder's scan, not of the package, and nothing of it was imported; report it with "
+                       "this log" % (len(content), name, ", ".join(content[:5]) + (", ..." if len(content) > 5 else "")))
 
     say("step 5: import each module in %s" % env.python)
     started = time.time()
     imports = import_all(env, modules, compiled, work)
     timings["imports"] = round(time.time() - started, 3)
+    own = set(modules + scan["skipped"]) - set(scan["namespaces"])
     for mod in modules:
-        error = imports.get(mod, {}).get("error", "not imported")
-        if not imports.get(mod, {}).get("ok"):
-            result["import_failures"][mod] = error
-            reasons.append("import %s failed: %s" % (mod, one_line(error, 240)))
+        record = imports.get(mod, {})
+        if record.get("ok"):
+            continue
+        error = record.get("error", "not imported")
+        if test_only_missing(mod, error, own, scan["requirements"]):
+            result["test_imports_apart"][mod] = error
+            continue
+        result["import_failures"][mod] = error
+        reasons.append("import %s failed: %s" % (mod, one_line(error, 240)))
+    apart = result["test_imports_apart"]
+    if apart:
+        say("%d module(s) of test packages need a test-only requirement the package does not need at run "
+            "time; not failures: %s" % (len(apart), "; ".join(["%s (%s)" % (m, one_line(apart[m], 120))
+                                                               for m in sorted(apart)])))
 
     say("step 6: compiled modules load as extensions")
-    judge_extensions(wanted, compiled, imports, name, result["extensions"], reasons)
+    judge_extensions(wanted, compiled, imports, name, result["extensions"], reasons, scan["unplaced"], scan_failed,
+                     result["test_imports_apart"])
 
     say("step 7: shared libraries")
     started = time.time()
@@ -690,8 +945,8 @@ def check_one(spec, envs):
     if not os.path.isdir(out):
         os.makedirs(out)
     result = {"ok": False, "python": python_version(), "compilers": [], "base_compilers": [], "build_only_installed": [],
-              "installed": [], "modules": [],
-              "import_failures": {}, "extensions": {}, "missing_libraries": {}, "missing_versions": {},
+              "installed": [], "modules": [], "namespaces": [],
+              "import_failures": {}, "test_imports_apart": {}, "extensions": {}, "missing_libraries": {}, "missing_versions": {},
               "test": {"ran": False, "returncode": None, "output_tail": ""}, "reasons": [], "timings": {}}
     started = time.time()
     try:

@@ -50,6 +50,7 @@ class Found(object):
         self.packages = set()  # folders with an __init__.py ("" is the tree itself)
         self.modules = {}  # dotted name -> relative path, for every module the tree provides
         self.prefixes = set()  # every dotted name above a module ("a" and "a.b" for a.b.c)
+        self.namespaces = set()  # packages whose __init__.py only extends __path__ (pkgutil, pkg_resources)
         self._walk()
 
     def _walk(self):
@@ -60,6 +61,8 @@ class Found(object):
             rel = "" if rel == "." else rel.replace(os.sep, "/")
             if "__init__.py" in files:
                 self.packages.add(rel)
+                if extends_path(os.path.join(folder, "__init__.py")):
+                    self.namespaces.add(rel)
             for name in sorted(files):
                 if name.endswith(".py"):
                     self.files.append(join(rel, name))
@@ -67,12 +70,14 @@ class Found(object):
                     self.extensions.append(join(rel, name.split(".")[0] + ".py"))
         self.files.sort()
         for path in self.files + self.extensions:
-            name = self.module_name(path)
-            if name:
-                self.modules.setdefault(name, path)
-                parts = name.split(".")
-                for i in range(1, len(parts)):
-                    self.prefixes.add(".".join(parts[:i]))
+            for name in [self.module_name(path)] + self.namespace_names(path):
+                if name:
+                    self.modules.setdefault(name, path)
+                    parts = name.split(".")
+                    for i in range(1, len(parts)):
+                        self.prefixes.add(".".join(parts[:i]))
+        # The namespace packages as dotted names (the folders were relative paths).
+        self.namespaces = set([self.module_name(join(p, "__init__.py")) for p in self.namespaces]) - set([None])
 
     def source_root(self, path):
         """The sys.path entry a file is imported from: its first ancestor folder that is no
@@ -99,14 +104,58 @@ class Found(object):
             return None
         return ".".join(parts)
 
+    def namespace_names(self, path):
+        """On Python 3.3+ (PEP 420) a folder without __init__.py above a source root may be a
+        namespace package rather than a folder on sys.path: the tree's zope/myapp/views.py is
+        myapp.views from zope/ and zope.myapp.views from the tree. The names from each folder
+        further up, up to the tree itself."""
+        if sys.version_info < (3, 3):
+            return []
+        names = []
+        folder = self.source_root(path)
+        while folder:
+            folder = parent(folder)
+            if folder in self.packages:
+                break
+            parts = path[len(folder) + 1 if folder else 0:-3].split("/")
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            if parts and all(re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", p) for p in parts):
+                names.append(".".join(parts))
+        return names
+
     def provides(self, dotted):
         """Does the tree provide this module (or a package above it, for a namespace package)?"""
         # A folder of modules counts: a package, or a namespace package on Python 3.
         return dotted in self.modules or dotted in self.prefixes
 
     def owns(self, dotted):
-        """Is the top-level name one the tree provides? Then the import is the application's own."""
-        return self.provides(dotted.split(".")[0])
+        """Is the import the application's own? Its top-level name is the tree's, and not a
+        namespace package the tree shares with installed distributions (zope/ holding only the
+        application's zope.myapp: zope.interface is not the application's); below a namespace,
+        the next name decides."""
+        parts = dotted.split(".")
+        for i in range(len(parts)):
+            name = ".".join(parts[:i + 1])
+            if name in self.modules and name not in self.namespaces:
+                return True
+            if not self.provides(name):
+                return False
+        return True  # the namespace itself, which the tree provides (a portion of)
+
+
+def extends_path(init):
+    """Does a package's __init__.py make it a namespace package (pkgutil.extend_path or
+    pkg_resources.declare_namespace)? Only the first 4 KiB are read: such a file is short."""
+    try:
+        handle = open(init, "rb")
+    except (IOError, OSError):
+        return False
+    try:
+        head = handle.read(4096)
+    finally:
+        handle.close()
+    return b"extend_path(" in head or b"declare_namespace(" in head
 
 
 def join(folder, name):

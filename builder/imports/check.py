@@ -234,13 +234,17 @@ def _report(
     with_requirements: bool,
     fmt: Format,
 ) -> Report:
-    providers = published.providers(artifacts)
     installed = {a.filename for a in chosen}
     python = ".".join(scan["python"].split(".")[:2])
 
     def provider(module: str) -> str:
-        found = providers.get(module.split(".")[0], [])
+        # A namespace package (zope) is shared: each module below it is some one distribution's.
+        found = published.providers_of(module, artifacts)
         if not found:
+            shared = published.namespace_of(module, artifacts)
+            if shared:
+                return (f"{NOBODY} ({shared[0]} is a namespace package shared by "
+                        f"{', '.join(sorted({a.package for a in shared[1]}))})")
             return NOBODY
         mine = [a for a in found if a.filename in installed]
         if mine:

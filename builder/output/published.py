@@ -34,6 +34,10 @@ class Artifact:
     top_level: tuple[str, ...]  # the top-level modules it installs
     requires: tuple[str, ...]  # requirement strings, markers included
     runtime_image: str = ""  # the image it was tested in
+    # What it provides below its namespace packages: ("zope.interface",) and ("zope",) for
+    # zope.interface; a distribution without a namespace provides its top-level names.
+    provides: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
 
     @property
     def project(self) -> str:
@@ -73,9 +77,9 @@ def load(matrix: Matrix, platform: str) -> list[Artifact]:
     for name, entry in manifest.artifacts.items():
         path = output / platform / name
         verify(path, entry.sha256)
-        top_level, requires = metadata(path, entry.format)
+        top_level, requires, provides, namespaces = metadata(path, entry.format)
         artifacts.append(Artifact(name, path, entry.package, entry.version, entry.format, entry.sha256,
-                                  top_level, requires, entry.runtime_image))
+                                  top_level, requires, entry.runtime_image, provides, namespaces))
     return artifacts
 
 
@@ -107,8 +111,9 @@ def copy_verified(artifact: Artifact, dest: Path) -> Path:
 
 # --- metadata ----------------------------------------------------------------------------------
 
-def metadata(path: Path, fmt: Format) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(top-level modules, requirements) from an egg's EGG-INFO or a wheel's .dist-info."""
+def metadata(path: Path, fmt: Format) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(top-level modules, requirements, what it provides, its namespace packages) from an egg's
+    EGG-INFO or a wheel's .dist-info and the files it installs (see _layout)."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -118,16 +123,86 @@ def metadata(path: Path, fmt: Format) -> tuple[tuple[str, ...], tuple[str, ...]]
             else:
                 info = next((n.split("/")[0] + "/" for n in names if n.split("/")[0].endswith(".dist-info")), "")
                 requires = _wheel_requires(_read(archive, info + "METADATA"))
+            files = names
+            if fmt == "wheel" and info + "RECORD" in names:
+                files = [line.split(",")[0] for line in _read(archive, info + "RECORD").splitlines()]
             listed = _read(archive, info + "top_level.txt")
             if listed.strip():
                 top = [line.strip().replace("/", ".").split(".")[0] for line in listed.splitlines()]
-            elif fmt == "wheel" and info + "RECORD" in names:
-                top = _tops(line.split(",")[0] for line in _read(archive, info + "RECORD").splitlines())
             else:
-                top = _tops(names)
+                top = _tops(files)
+            declared = _lines(_read(archive, info + "namespace_packages.txt"))
+            for name in names:
+                if "/" not in name and name.endswith("-nspkg.pth"):
+                    declared += _nspkg(_read(archive, name))
+                elif name.count("/") and name.endswith("/__init__.py") and _extends_path(_read(archive, name)):
+                    declared.append(name[: -len("/__init__.py")].replace("/", "."))  # pkgutil-style
     except (OSError, zipfile.BadZipFile, KeyError) as exc:
         raise NotPublished(f"{path} cannot be read as a {fmt}: {exc}", hint="publish it again") from exc
-    return tuple(sorted({t for t in top if t})), tuple(requires)
+    tops = tuple(sorted({t for t in top if t}))
+    provides, namespaces = _layout(files, tops, declared)
+    return tops, tuple(requires), provides, namespaces
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _nspkg(text: str) -> list[str]:
+    """The namespaces a -nspkg.pth makes, one per line: os.path.join(sitedir, *('google', 'cloud'))."""
+    found = []
+    for line in text.splitlines():
+        match = re.search(r"\*\(((?:\s*'[^']*'\s*,?)+)\)", line)
+        if match:
+            found.append(".".join(re.findall(r"'([^']*)'", match.group(1))))
+    return found
+
+
+def _extends_path(text: str) -> bool:
+    """A pkgutil- or pkg_resources-style namespace's __init__.py: it only extends its __path__."""
+    return "extend_path(" in text or "declare_namespace(" in text
+
+
+def _layout(files: Iterable[str], tops: Sequence[str], declared: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(what it provides, its namespace packages). A namespace package is declared
+    (namespace_packages.txt, a -nspkg.pth, an __init__.py that extends its __path__) or a folder
+    without __init__ above modules (PEP 420); a distribution provides the modules and packages
+    directly below its namespaces, and its other top-level names."""
+    packages: set[str] = set()
+    children: dict[str, set[str]] = {}
+    for path in files:
+        parts = path.strip("/").split("/")
+        if not parts[0] or parts[0] == "EGG-INFO" or parts[0].endswith((".dist-info", ".egg-info", ".data")):
+            continue
+        base = parts[-1]
+        if base.endswith(".py"):
+            stem = base[:-3]
+        elif base.endswith((".pyc", ".so", ".pyd")):
+            stem = base.split(".")[0]
+        else:
+            continue
+        dotted = parts[:-1] + ([] if stem == "__init__" else [stem])
+        if not dotted or "__pycache__" in dotted or not all(n.isidentifier() for n in dotted):
+            continue
+        for i in range(1, len(dotted)):
+            children.setdefault(".".join(dotted[:i]), set()).add(".".join(dotted[: i + 1]))
+        if stem == "__init__":
+            packages.add(".".join(dotted))
+    spaces = {".".join(d.split(".")[: i + 1]) for d in declared for i in range(len(d.split(".")))}
+    provides: set[str] = set()
+    namespaces: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in children and (name in spaces or name not in packages):
+            namespaces.add(name)
+            for child in sorted(children[name]):
+                visit(child)
+        else:
+            provides.add(name)
+
+    for top in tops:
+        visit(top)
+    return tuple(sorted(provides)), tuple(sorted(namespaces))
 
 
 def _read(archive: zipfile.ZipFile, name: str) -> str:
@@ -330,9 +405,34 @@ def _version(text: str) -> Version:
 
 
 def providers(artifacts: Sequence[Artifact]) -> Mapping[str, list[Artifact]]:
-    """Top-level module name -> the published artifacts that install it."""
+    """What each artifact provides, and each namespace package -> the artifacts that install it."""
     found: dict[str, list[Artifact]] = {}
     for artifact in artifacts:
-        for name in artifact.top_level:
+        for name in (*artifact.provides, *artifact.namespaces):
             found.setdefault(name, []).append(artifact)
     return found
+
+
+def providers_of(module: str, artifacts: Sequence[Artifact]) -> list[Artifact]:
+    """The artifacts that provide a module: of the longest name above it (or itself) that some
+    artifact provides (zope.interface.declarations: zope.interface's); for a namespace package
+    itself (zope), every artifact that shares it; none for a module below a namespace that no
+    artifact provides (zope.component)."""
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        name = ".".join(parts[:end])
+        found = [a for a in artifacts if name in a.provides]
+        if found:
+            return found
+    return [a for a in artifacts if module in a.namespaces]
+
+
+def namespace_of(module: str, artifacts: Sequence[Artifact]) -> tuple[str, list[Artifact]] | None:
+    """The namespace package a module sits in and the artifacts sharing it, if it is in one."""
+    parts = module.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        name = ".".join(parts[:end])
+        sharing = [a for a in artifacts if name in a.namespaces]
+        if sharing:
+            return name, sharing
+    return None
