@@ -104,6 +104,23 @@ UNMET = (
 )
 
 
+RUST = ("maturin", "setuptools-rust", "setuptools_rust")
+
+
+def refuse_rust(found):
+    """Rust extensions cannot be built here: their crates come from a registry the guest cannot
+    reach. Say so before a long build fails on it."""
+    if found is None:
+        return
+    backend, requires = found
+    names = [r for r in requires if re.split(r"[\s<>=!~;\[(]", r.strip(), 1)[0].lower() in RUST]
+    if backend.split(":")[0].split(".")[0] == "maturin" or names:
+        raise GuestError("this sdist builds Rust code (%s): that needs a Rust toolchain in the build image and "
+                         "its crates vendored into the sdist (cargo vendor), which builder does not provide; "
+                         "leave the package out or build it where its crates are available"
+                         % ", ".join(names or [backend]))
+
+
 def check_backend(python, src, env, backend, requires):
     """Refuse, naming each, the backend's requirements the offline build environment lacks:
     the guest has no network, so each must be pinned (build_requires) or an OS package of the
@@ -163,18 +180,21 @@ def has_pip(python, env):
     return code == 0
 
 
-def build_command(fmt, python, src, dist, setup_args, use_pip):
-    """argv for one format. Wheels go through `pip wheel` where it honours setup_args."""
+def build_command(fmt, python, src, dist, setup_args, use_pip, config_settings=()):
+    """argv for one format. Wheels go through `pip wheel` where it honours setup_args; the
+    backend's config settings (meson-python's setup-args, scikit-build-core's cmake.define.X)
+    go to it as pip's -C KEY=VALUE."""
     if fmt == "egg":
         return [python, "-c", SHIM] + setup_args + ["bdist_egg", "--dist-dir", dist]
     # pip 23.0.1 (Debian 12) passes --global-option to a legacy setup.py, but for a project with
     # a pyproject.toml (any, so PEP 517) it prints "Ignoring --global-option" and builds without
     # them: PyYAML 5.4.1 would silently lose --with-libyaml. Those go through setup.py directly.
     pep517 = os.path.isfile(os.path.join(src, "pyproject.toml"))
-    if not os.path.isfile(os.path.join(src, "setup.py")) or (use_pip and not (setup_args and pep517)):
+    if use_pip and not (setup_args and pep517):
         argv = [python, "-m", "pip", "wheel", "-v", "--no-build-isolation", "--no-index", "--no-deps",
                 "--no-cache-dir", "-w", dist]
-        return argv + ["--global-option=%s" % a for a in setup_args] + [src]
+        settings = ["--config-settings=%s=%s" % (key, value) for key, value in config_settings]
+        return argv + settings + ["--global-option=%s" % a for a in setup_args] + [src]
     return [python, "-c", SHIM] + setup_args + ["bdist_wheel", "--dist-dir", dist]
 
 
@@ -220,7 +240,8 @@ def build_format(fmt, python, src, work, out, spec, env, use_pip, wheel_made=Non
     if fmt == "egg" and not os.path.isfile(os.path.join(src, "setup.py")):
         return egg_from_wheel(python, src, work, out, spec, env, use_pip, wheel_made)
     dist = fresh_dir(os.path.join(work, "dist-" + fmt))
-    argv = build_command(fmt, python, src, dist, list(spec.get("setup_args") or []), use_pip)
+    argv = build_command(fmt, python, src, dist, list(spec.get("setup_args") or []), use_pip,
+                         spec.get("config_settings") or [])
     started = time.time()
     before = os.times()
     code, last = run_tee(argv, cwd=src, env=env)
@@ -356,6 +377,11 @@ def main(argv):
         if spec.get("virtualenv"):
             lap("virtualenv")
         use_pip = sys.version_info[0] >= 3 and has_pip(python, env)
+        try:
+            declared = build_system(src)
+        except GuestError:
+            declared = None  # a setup.py build does not read it; without setup.py it is reported below
+        refuse_rust(declared)
         if not os.path.isfile(os.path.join(src, "setup.py")):
             # No setup.py: the PEP 517 backend builds the wheel (through pip, offline, in this
             # environment), and the egg is made from that wheel.
@@ -368,6 +394,9 @@ def main(argv):
                                  "%s)" % found[0])
             check_backend(python, src, env, found[0], found[1])
             lap("backend")
+        elif spec.get("config_settings"):
+            raise GuestError("config_settings go to a pyproject.toml build's backend, and this sdist has a setup.py: "
+                             "give its options as setup_args")
         formats = list(spec["formats"])
         if not os.path.isfile(os.path.join(src, "setup.py")):
             formats.sort(key=lambda f: f != "wheel")  # the wheel first: the egg is made from it

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from .conftest import REPO, builder, docker_run, project
-from .sdists import sdist
+from .sdists import fixture_sdist, sdist
 
 PIP = "2cd581cf58ab7fcfca4ce8efa6dcacd0de5bf8d0a3eb9ec927e07405f4d9e2a2"  # 24.2, as shipped
 PLATFORM = f"""
@@ -106,3 +106,59 @@ def test_an_unpinned_backend_requirement_fails_the_cell_naming_it(tmp_path: Path
     assert "the build backend flit_core.buildapi needs flit_core >=3.2,<4 (not installed)" in line, line
     assert "pin it in build_requires" in done.stdout, done.stdout
     assert not (tmp_path / "p" / "eggs" / "debian12").exists() or not list((tmp_path / "p" / "eggs" / "debian12").glob("flitty*"))
+
+
+COMPILED = """\
+    version: "1.0"
+    formats: [egg, wheel]
+"""
+
+
+def test_meson_python_and_scikit_build_core_build_c_extensions(tmp_path: Path) -> None:
+    """A C extension through meson + ninja (meson-python) and through CMake (scikit-build-core):
+    the backends are pinned wheels, meson, ninja and cmake the build image's OS packages; the
+    compiled modules load as extensions in the runtime image, which has none of those tools, and
+    each backend's config setting (setup-args, cmake.define) reached the compile."""
+    meson, meson_sha = fixture_sdist(tmp_path / "src", "mesonpkg")
+    skbuild, skbuild_sha = fixture_sdist(tmp_path / "src", "skbuildpkg")
+    text = PLATFORM + f"""\
+  - name: mesonpkg
+{COMPILED}    sha256: {meson_sha}
+    path: {meson}
+    extensions: [mesonpkg._speed]
+    config_settings: {{setup-args: [-Dgreeting=configured]}}
+    test: "python -c 'import mesonpkg._speed as s; assert s.greeting() == \\"configured\\", s.greeting()'"
+    system: {{debian: {{build: [meson, ninja-build]}}}}
+    build_requires:
+      - {{name: meson-python, version: 0.17.1, sha256: 30a75c52578ef14aff8392677b09c39346e0a24d2b2c6204b8ed30583c11269c}}
+      - {{name: pyproject-metadata, version: 0.9.1, sha256: ee5efde548c3ed9b75a354fc319d5afd25e9585fa918a34f62f904cc731973ad}}
+      - {{name: packaging, version: "24.1", sha256: 5b8f2217dbdbd2f7f384c41c628544e6d52f2d0f53c6d0c3ea61aa5d1d7ff124}}
+  - name: skbuildpkg
+{COMPILED}    sha256: {skbuild_sha}
+    path: {skbuild}
+    extensions: [skbuildpkg._speed]
+    config_settings: {{cmake.define.GREETING: configured}}
+    test: "python -c 'import skbuildpkg._speed as s; assert s.greeting() == \\"configured\\", s.greeting()'"
+    system: {{debian: {{build: [cmake, ninja-build]}}}}
+    build_requires:
+      - {{name: scikit-build-core, version: 0.11.6, sha256: ce6d8fe64e6b4c759ea0fb95d2f8a68f60d2df31c2989838633b8ec930736360}}
+      - {{name: packaging, version: "24.1", sha256: 5b8f2217dbdbd2f7f384c41c628544e6d52f2d0f53c6d0c3ea61aa5d1d7ff124}}
+      - {{name: pathspec, version: 0.12.1, sha256: a0d503e138a4c123b27490a4f7beda6a01c6f288df0e4a8b79c7eb0dc7b4cc08}}
+"""
+    matrix = project(tmp_path / "p", text)
+    done = builder(matrix, "all", "-j", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    eggs = tmp_path / "p" / "eggs" / "debian12"
+    names = sorted(json.loads((eggs / "manifest.json").read_text())["artifacts"])
+    assert names == [
+        "mesonpkg-1.0-cp311-cp311-linux_x86_64.whl", "mesonpkg-1.0-py3.11-linux-x86_64.egg",
+        "skbuildpkg-1.0-cp311-cp311-linux_x86_64.whl", "skbuildpkg-1.0-py3.11-linux-x86_64.egg",
+    ], names
+    for package, backend in (("mesonpkg", "mesonpy"), ("skbuildpkg", "scikit_build_core.build")):
+        cell = tmp_path / "p" / ".builder" / "work" / "cells" / "debian12" / package
+        assert f"build backend {backend}: its requirements are met" in (cell / "build.log").read_text()
+        test = json.loads((cell / "test.json").read_text())
+        for check in test["details"]["checks"].values():  # egg and wheel: loaded by the extension loader
+            assert check["ok"] and check["extensions"] == {f"{package}._speed": "extension"}, check
+            assert check["compilers"] == [], check  # the runtime image has no compiler
+            assert check["test"]["ran"] and check["test"]["returncode"] == 0, check  # the config setting reached the build
