@@ -83,6 +83,13 @@ def test_flit_and_hatchling_sdists_build_test_publish_and_install_offline(tmp_pa
     ran = docker_run(runtime, script, f"{eggs}:/eggs:ro", f"{_pip()}:/pip.whl:ro")
     assert ran.returncode == 0 and ran.stdout.strip().endswith("egg ok"), ran.stdout + ran.stderr
     assert "Gt(gt=1)" in ran.stdout
+    # check-imports of an application over what was published, in each format.
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text("import tomli\nfrom annotated_types import Gt\nimport markupsafe._speedups\n")
+    for fmt in ("egg", "wheel"):
+        checked = builder(matrix, "check-imports", str(app), "--platform", "debian12", "--format", fmt)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_an_unpinned_backend_requirement_fails_the_cell_naming_it(tmp_path: Path) -> None:
