@@ -150,6 +150,26 @@ def unpack_tools(wheels, dest):
     return dest
 
 
+def install_tools(python, wheels, dest, work):
+    """For a PEP 517 build (no setup.py): the pinned wheels installed, offline and without their
+    dependencies (each is pinned), into one folder that goes on PYTHONPATH, with their scripts in
+    DEST/bin on PATH: a platform wheel's program (ninja, cmake) or a tool's command (meson) is
+    then found by the backend as an OS package's would be."""
+    fresh_dir(dest)
+    home = os.path.join(work, "home")
+    if not os.path.isdir(home):
+        os.makedirs(home)
+    env = environ({"HOME": home, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"},
+                  drop=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PYTHONPATH"))
+    argv = [python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-cache-dir", "--target", dest]
+    code, output = capture(argv + list(wheels), env=env)
+    if code != 0:
+        raise GuestError("the build_requires could not be installed (%s): %s"
+                         % (describe_exit(code), pick_error(output.splitlines())))
+    say("build_requires installed into %s (%d wheel(s))" % (dest, len(wheels)))
+    return dest
+
+
 def build_env(spec, work, tools):
     home = os.path.join(work, "home")
     cache = os.path.join(work, "egg-cache")
@@ -166,6 +186,8 @@ def build_env(spec, work, tools):
     }
     if tools:
         extra["PYTHONPATH"] = tools
+        if os.path.isdir(os.path.join(tools, "bin")):  # installed tools' commands (see install_tools)
+            extra["PATH"] = os.path.join(tools, "bin") + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
     for name, value in (spec.get("env") or {}).items():
         extra[name] = str(value)
     # The host sets PYTHONDONTWRITEBYTECODE for its own reasons; eggs carry .pyc as they always
@@ -369,7 +391,10 @@ def main(argv):
         unpack(sdist, unpacked)
         src = find_source_root(unpacked, os.path.basename(sdist))
         tools = None
-        if spec.get("build_requires"):
+        if spec.get("build_requires") and not os.path.isfile(os.path.join(src, "setup.py")) and has_pip(
+                sys.executable, environ()):
+            tools = install_tools(sys.executable, spec["build_requires"], os.path.join(work, "tools"), work)
+        elif spec.get("build_requires"):
             tools = unpack_tools(spec["build_requires"], os.path.join(work, "tools"))
         env = build_env(spec, work, tools)
         lap("unpack")

@@ -123,7 +123,8 @@ COMPILED = """\
 
 def test_meson_python_and_scikit_build_core_build_c_extensions(tmp_path: Path) -> None:
     """A C extension through meson + ninja (meson-python) and through CMake (scikit-build-core):
-    the backends are pinned wheels, meson, ninja and cmake the build image's OS packages; the
+    the backends are pinned wheels; meson and ninja are pinned wheels too (their commands put on
+    PATH), cmake and ninja for scikit-build-core the build image's OS packages; the
     compiled modules load as extensions in the runtime image, which has none of those tools, and
     each backend's config setting (setup-args, cmake.define) reached the compile."""
     meson, meson_sha = fixture_sdist(tmp_path / "src", "mesonpkg")
@@ -135,8 +136,9 @@ def test_meson_python_and_scikit_build_core_build_c_extensions(tmp_path: Path) -
     extensions: [mesonpkg._speed]
     config_settings: {{setup-args: [-Dgreeting=configured]}}
     test: "python -c 'import mesonpkg._speed as s; assert s.greeting() == \\"configured\\", s.greeting()'"
-    system: {{debian: {{build: [meson, ninja-build]}}}}
-    build_requires:
+    build_requires:                  # meson and ninja as pinned wheels: their commands go on PATH
+      - {{name: meson, version: 1.5.2, sha256: 77706e2368a00d789c097632ccf4fc39251fba56d03e1e1b262559a3c7a08f5b}}
+      - {{name: ninja, version: 1.11.1.1, sha256: 84502ec98f02a037a169c4b0d5d86075eaf6afc55e1879003d6cab51ced2ea4b}}
       - {{name: meson-python, version: 0.17.1, sha256: 30a75c52578ef14aff8392677b09c39346e0a24d2b2c6204b8ed30583c11269c}}
       - {{name: pyproject-metadata, version: 0.9.1, sha256: ee5efde548c3ed9b75a354fc319d5afd25e9585fa918a34f62f904cc731973ad}}
       - {{name: packaging, version: "24.1", sha256: 5b8f2217dbdbd2f7f384c41c628544e6d52f2d0f53c6d0c3ea61aa5d1d7ff124}}
@@ -146,7 +148,7 @@ def test_meson_python_and_scikit_build_core_build_c_extensions(tmp_path: Path) -
     extensions: [skbuildpkg._speed]
     config_settings: {{cmake.define.GREETING: configured}}
     test: "python -c 'import skbuildpkg._speed as s; assert s.greeting() == \\"configured\\", s.greeting()'"
-    system: {{debian: {{build: [cmake, ninja-build]}}}}
+    system: {{debian: {{build: [cmake, ninja-build]}}}}   # cmake and ninja as the build image's OS packages
     build_requires:
       - {{name: scikit-build-core, version: 0.11.6, sha256: ce6d8fe64e6b4c759ea0fb95d2f8a68f60d2df31c2989838633b8ec930736360}}
       - {{name: packaging, version: "24.1", sha256: 5b8f2217dbdbd2f7f384c41c628544e6d52f2d0f53c6d0c3ea61aa5d1d7ff124}}
@@ -163,7 +165,9 @@ def test_meson_python_and_scikit_build_core_build_c_extensions(tmp_path: Path) -
     ], names
     for package, backend in (("mesonpkg", "mesonpy"), ("skbuildpkg", "scikit_build_core.build")):
         cell = tmp_path / "p" / ".builder" / "work" / "cells" / "debian12" / package
-        assert f"build backend {backend}: its requirements are met" in (cell / "build.log").read_text()
+        log = (cell / "build.log").read_text()
+        assert f"build backend {backend}: its requirements are met" in log
+        assert "build_requires installed into" in log
         test = json.loads((cell / "test.json").read_text())
         for check in test["details"]["checks"].values():  # egg and wheel: loaded by the extension loader
             assert check["ok"] and check["extensions"] == {f"{package}._speed": "extension"}, check
