@@ -144,6 +144,7 @@ def build_inputs(cell: Cell, sources: Mapping[str, Path]) -> tuple[BuildSpec, di
         "build_requires": tools,
         "virtualenv": f"{GUEST_ROOT}/tools/{virtualenv.name}" if virtualenv else None,
         "setup_args": list(spec.setup_args),
+        "config_settings": [list(pair) for pair in spec.config_settings],
         "env": dict(spec.env),
         "work": GUEST_WORK,
         "out": f"{GUEST_ROOT}/out",

@@ -43,6 +43,7 @@ class BuildSpec(Prepared):
     build_requires: list[str]
     virtualenv: str | None
     setup_args: list[str]
+    config_settings: list[list[str]]  # [KEY, VALUE] pairs, in order
     env: dict[str, str]
     work: str
     out: str

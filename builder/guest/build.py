@@ -7,11 +7,13 @@
 # Runs unchanged on Python 2.6, 2.7 and 3.6+ (see _common.py for what that rules out).
 from __future__ import absolute_import, print_function
 
+import json
 import os
 import re
 import shutil
 import sys
 import time
+import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (GuestError, environ, fresh_dir, load_spec, make_virtualenv, one_line,  # noqa: E402
@@ -36,16 +38,104 @@ CPU = {}  # format -> CPU seconds of its build command, for build-result.json
 
 
 def find_source_root(folder, archive_name):
-    """The sdist must hold exactly one top-level folder with a setup.py in it."""
+    """The sdist must hold exactly one top-level folder with a setup.py or a pyproject.toml in it."""
     entries = sorted(os.listdir(folder))
     dirs = [e for e in entries if os.path.isdir(os.path.join(folder, e))]
     if len(entries) != 1 or len(dirs) != 1:
         raise GuestError("%s should hold exactly one top-level folder; it holds: %s"
                          % (archive_name, ", ".join(entries) or "nothing"))
     root = os.path.join(folder, dirs[0])
-    if not os.path.isfile(os.path.join(root, "setup.py")):
-        raise GuestError("%s/%s has no setup.py: builder builds setup.py-based sdists" % (archive_name, dirs[0]))
+    if not [f for f in ("setup.py", "pyproject.toml") if os.path.isfile(os.path.join(root, f))]:
+        raise GuestError("%s/%s has neither a setup.py nor a pyproject.toml: it is not a Python sdist"
+                         % (archive_name, dirs[0]))
     return root
+
+
+def build_system(src):
+    """(backend, requires) of the sdist's pyproject.toml [build-system] (PEP 517/518), or None
+    where it has none or this Python cannot read TOML (before 3.11 without a TOML reader: only
+    setup.py sdists are built there, as always)."""
+    path = os.path.join(src, "pyproject.toml")
+    if not os.path.isfile(path):
+        return None
+    try:
+        import tomllib as toml
+    except ImportError:
+        try:
+            from pip._vendor import tomli as toml
+        except ImportError:
+            return None
+    handle = open(path, "rb")
+    try:
+        try:
+            data = toml.load(handle)
+        except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
+            raise GuestError("pyproject.toml of the sdist is not valid TOML: %s" % one_line(str(exc)))
+    finally:
+        handle.close()
+    table = data.get("build-system") or {}
+    # PEP 517: no build-backend means setuptools' legacy backend, which runs setup.py.
+    return table.get("build-backend") or "setuptools.build_meta:__legacy__", list(table.get("requires") or [])
+
+
+# Which of the backend's requirements the build environment lacks, asked of the build Python
+# itself (its own sys.path, with the pinned tools on PYTHONPATH), with the packaging that pip
+# vendors. Prints a JSON list of "REQUIREMENT (why)".
+UNMET = (
+    "import json, sys\n"
+    "from importlib import metadata\n"
+    "try:\n"
+    "    from packaging.requirements import Requirement\n"
+    "except ImportError:\n"
+    "    from pip._vendor.packaging.requirements import Requirement\n"
+    "unmet = []\n"
+    "for text in json.loads(sys.argv[1]):\n"
+    "    req = Requirement(text)\n"
+    "    if req.marker is not None and not req.marker.evaluate({'extra': ''}):\n"
+    "        continue\n"
+    "    try:\n"
+    "        have = metadata.version(req.name)\n"
+    "    except metadata.PackageNotFoundError:\n"
+    "        unmet.append(text + ' (not installed)')\n"
+    "        continue\n"
+    "    if req.specifier and not req.specifier.contains(have, prereleases=True):\n"
+    "        unmet.append('%s (%s is installed)' % (text, have))\n"
+    "print(json.dumps(unmet))\n"
+)
+
+
+RUST = ("maturin", "setuptools-rust", "setuptools_rust")
+
+
+def refuse_rust(found):
+    """Rust extensions cannot be built here: their crates come from a registry the guest cannot
+    reach. Say so before a long build fails on it."""
+    if found is None:
+        return
+    backend, requires = found
+    names = [r for r in requires if re.split(r"[\s<>=!~;\[(]", r.strip(), 1)[0].lower() in RUST]
+    if backend.split(":")[0].split(".")[0] == "maturin" or names:
+        raise GuestError("this sdist builds Rust code (%s): that needs a Rust toolchain in the build image and "
+                         "its crates vendored into the sdist (cargo vendor), which builder does not provide; "
+                         "leave the package out or build it where its crates are available"
+                         % ", ".join(names or [backend]))
+
+
+def check_backend(python, src, env, backend, requires):
+    """Refuse, naming each, the backend's requirements the offline build environment lacks:
+    the guest has no network, so each must be pinned (build_requires) or an OS package of the
+    build image."""
+    code, output = capture([python, "-c", UNMET, json.dumps(requires)], cwd=src, env=env)
+    lines = output.strip().splitlines()
+    if code != 0 or not lines:
+        raise GuestError("could not check the build backend's requirements (%s): %s"
+                         % (describe_exit(code), pick_error(lines)))
+    unmet = json.loads(lines[-1])
+    if unmet:
+        raise GuestError("the build backend %s needs %s: pin it in build_requires (name, version, sha256 of its "
+                         "wheel: the build has no network), or add its OS package to system.<family>.build"
+                         % (backend, "; ".join(unmet)))
+    say("build backend %s: its requirements are met (%s)" % (backend, ", ".join(requires) or "none"))
 
 
 def unpack_tools(wheels, dest):
@@ -57,6 +147,26 @@ def unpack_tools(wheels, dest):
         if not wheel.endswith(".whl"):
             raise GuestError("build tool %s is not a wheel" % os.path.basename(wheel))
         unpack(wheel, dest)
+    return dest
+
+
+def install_tools(python, wheels, dest, work):
+    """For a PEP 517 build (no setup.py): the pinned wheels installed, offline and without their
+    dependencies (each is pinned), into one folder that goes on PYTHONPATH, with their scripts in
+    DEST/bin on PATH: a platform wheel's program (ninja, cmake) or a tool's command (meson) is
+    then found by the backend as an OS package's would be."""
+    fresh_dir(dest)
+    home = os.path.join(work, "home")
+    if not os.path.isdir(home):
+        os.makedirs(home)
+    env = environ({"HOME": home, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"},
+                  drop=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PYTHONPATH"))
+    argv = [python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-cache-dir", "--target", dest]
+    code, output = capture(argv + list(wheels), env=env)
+    if code != 0:
+        raise GuestError("the build_requires could not be installed (%s): %s"
+                         % (describe_exit(code), pick_error(output.splitlines())))
+    say("build_requires installed into %s (%d wheel(s))" % (dest, len(wheels)))
     return dest
 
 
@@ -76,6 +186,8 @@ def build_env(spec, work, tools):
     }
     if tools:
         extra["PYTHONPATH"] = tools
+        if os.path.isdir(os.path.join(tools, "bin")):  # installed tools' commands (see install_tools)
+            extra["PATH"] = os.path.join(tools, "bin") + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
     for name, value in (spec.get("env") or {}).items():
         extra[name] = str(value)
     # The host sets PYTHONDONTWRITEBYTECODE for its own reasons; eggs carry .pyc as they always
@@ -90,8 +202,10 @@ def has_pip(python, env):
     return code == 0
 
 
-def build_command(fmt, python, src, dist, setup_args, use_pip):
-    """argv for one format. Wheels go through `pip wheel` where it honours setup_args."""
+def build_command(fmt, python, src, dist, setup_args, use_pip, config_settings=()):
+    """argv for one format. Wheels go through `pip wheel` where it honours setup_args; the
+    backend's config settings (meson-python's setup-args, scikit-build-core's cmake.define.X)
+    go to it as pip's -C KEY=VALUE."""
     if fmt == "egg":
         return [python, "-c", SHIM] + setup_args + ["bdist_egg", "--dist-dir", dist]
     # pip 23.0.1 (Debian 12) passes --global-option to a legacy setup.py, but for a project with
@@ -101,7 +215,8 @@ def build_command(fmt, python, src, dist, setup_args, use_pip):
     if use_pip and not (setup_args and pep517):
         argv = [python, "-m", "pip", "wheel", "-v", "--no-build-isolation", "--no-index", "--no-deps",
                 "--no-cache-dir", "-w", dist]
-        return argv + ["--global-option=%s" % a for a in setup_args] + [src]
+        settings = ["--config-settings=%s=%s" % (key, value) for key, value in config_settings]
+        return argv + settings + ["--global-option=%s" % a for a in setup_args] + [src]
     return [python, "-c", SHIM] + setup_args + ["bdist_wheel", "--dist-dir", dist]
 
 
@@ -165,9 +280,12 @@ def same_version(a, b):
     return re.sub(r"[^a-z0-9]", "", a.lower()) == re.sub(r"[^a-z0-9]", "", b.lower())
 
 
-def build_format(fmt, python, src, work, out, spec, env, use_pip):
+def build_format(fmt, python, src, work, out, spec, env, use_pip, wheel_made=None):
+    if fmt == "egg" and not os.path.isfile(os.path.join(src, "setup.py")):
+        return egg_from_wheel(python, src, work, out, spec, env, use_pip, wheel_made)
     dist = fresh_dir(os.path.join(work, "dist-" + fmt))
-    argv = build_command(fmt, python, src, dist, list(spec.get("setup_args") or []), use_pip)
+    argv = build_command(fmt, python, src, dist, list(spec.get("setup_args") or []), use_pip,
+                         spec.get("config_settings") or [])
     started = time.time()
     before = os.times()
     code, last = run_tee(argv, cwd=src, env=env)
@@ -192,6 +310,49 @@ def build_format(fmt, python, src, work, out, spec, env, use_pip):
                          % (fmt, made[0], version, spec["version"]))
     shutil.copy2(os.path.join(dist, made[0]), os.path.join(out, made[0]))
     return made[0]
+
+
+# setuptools' own wheel-to-egg conversion (what easy_install did with a wheel): the egg folder it
+# makes is zipped as bdist_egg's are, its members sorted.
+WHEEL_TO_EGG = (
+    "import os, sys\n"
+    "from setuptools.wheel import Wheel\n"
+    "wheel = Wheel(sys.argv[1])\n"
+    "folder = os.path.join(sys.argv[2], wheel.egg_name())\n"
+    "wheel.install_as_egg(folder)\n"
+    "print(folder)\n"
+)
+
+
+def egg_from_wheel(python, src, work, out, spec, env, use_pip, wheel_made):
+    """An egg for an sdist without a setup.py (bdist_egg needs one): made from the wheel of the
+    same build (built now if wheels were not asked for) with setuptools' conversion."""
+    if wheel_made is None:
+        wheel_made = build_format("wheel", python, src, work, fresh_dir(os.path.join(work, "wheel-for-egg")),
+                                  spec, env, use_pip)
+        wheel_path = os.path.join(work, "wheel-for-egg", wheel_made)
+    else:
+        wheel_path = os.path.join(out, wheel_made)
+    folder = fresh_dir(os.path.join(work, "dist-egg"))
+    code, output = capture([python, "-c", WHEEL_TO_EGG, wheel_path, folder], env=env)
+    if code != 0:
+        raise GuestError("egg from %s failed (%s): %s" % (wheel_made, describe_exit(code),
+                                                          pick_error(output.splitlines())))
+    unpacked = output.strip().splitlines()[-1]
+    name = os.path.basename(unpacked)
+    egg = zipfile.ZipFile(os.path.join(folder, name + ".zip"), "w", zipfile.ZIP_DEFLATED)
+    try:
+        for top, dirs, files in os.walk(unpacked):
+            dirs.sort()
+            for file_name in sorted(files):
+                path = os.path.join(top, file_name)
+                egg.write(path, os.path.relpath(path, unpacked))
+    finally:
+        egg.close()
+    shutil.move(os.path.join(folder, name + ".zip"), os.path.join(out, name))
+    say("egg: %s, made from %s by setuptools' wheel-to-egg conversion (the sdist has no setup.py)"
+        % (name, wheel_made))
+    return name
 
 
 def build_python(spec, work):
@@ -252,7 +413,10 @@ def main(argv):
         unpack(sdist, unpacked)
         src = find_source_root(unpacked, os.path.basename(sdist))
         tools = None
-        if spec.get("build_requires"):
+        if spec.get("build_requires") and not os.path.isfile(os.path.join(src, "setup.py")) and has_pip(
+                sys.executable, environ()):
+            tools = install_tools(sys.executable, spec["build_requires"], os.path.join(work, "tools"), work)
+        elif spec.get("build_requires"):
             tools = unpack_tools(spec["build_requires"], os.path.join(work, "tools"))
         env = build_env(spec, work, tools)
         lap("unpack")
@@ -260,13 +424,39 @@ def main(argv):
         if spec.get("virtualenv"):
             lap("virtualenv")
         use_pip = sys.version_info[0] >= 3 and has_pip(python, env)
-        for fmt in spec["formats"]:
+        try:
+            declared = build_system(src)
+        except GuestError:
+            declared = None  # a setup.py build does not read it; without setup.py it is reported below
+        refuse_rust(declared)
+        if not os.path.isfile(os.path.join(src, "setup.py")):
+            # No setup.py: the PEP 517 backend builds the wheel (through pip, offline, in this
+            # environment), and the egg is made from that wheel.
+            found = build_system(src)
+            if found is None or not use_pip:
+                raise GuestError("%s has no setup.py, and its pyproject.toml build needs Python 3 with pip "
+                                 "in the build image" % os.path.basename(sdist))
+            if spec.get("setup_args"):
+                raise GuestError("setup_args are options of setup.py, and this sdist has none (its build backend is "
+                                 "%s)" % found[0])
+            check_backend(python, src, env, found[0], found[1])
+            lap("backend")
+        elif spec.get("config_settings"):
+            raise GuestError("config_settings go to a pyproject.toml build's backend, and this sdist has a setup.py: "
+                             "give its options as setup_args")
+        formats = list(spec["formats"])
+        if not os.path.isfile(os.path.join(src, "setup.py")):
+            formats.sort(key=lambda f: f != "wheel")  # the wheel first: the egg is made from it
+        wheel_made = None
+        for fmt in formats:
             if fmt not in SUFFIX:
                 errors.append("unknown format %r (expected egg or wheel)" % fmt)
                 continue
             try:
-                result["artifacts"].append({"format": fmt, "filename": build_format(
-                    fmt, python, src, work, out, spec, env, use_pip)})
+                made = build_format(fmt, python, src, work, out, spec, env, use_pip, wheel_made)
+                result["artifacts"].append({"format": fmt, "filename": made})
+                if fmt == "wheel":
+                    wheel_made = made
             except GuestError as exc:
                 errors.append(native_text(exc))  # one format failing does not stop the other
             lap(fmt)

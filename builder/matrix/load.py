@@ -45,6 +45,7 @@ _PROJECT_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_SETTING_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # OS package lists reach the Dockerfile as one space-separated build argument.
 _OS_PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_:~=@/-]*")
@@ -55,7 +56,7 @@ _SETTINGS_KEYS = ("index_url", "debian_mirror", "registry_mirror", "output", "ca
 _PLATFORM_KEYS = ("name", "backend", "family", "python", "base", "image", "machines", "enabled", "tools", "context", "limits")
 _PIN_KEYS = ("name", "version", "sha256", "url", "path")
 _OVERRIDE_KEYS = (
-    "version", "sha256", "url", "path", "build_requires", "setup_args", "env", "extensions", "skip_imports", "test",
+    "version", "sha256", "url", "path", "build_requires", "setup_args", "config_settings", "env", "extensions", "skip_imports", "test",
 )
 _PACKAGE_KEYS = ("name", *_OVERRIDE_KEYS, "formats", "system", "depends", "platforms", "overrides")
 _ENV = {"index_url": "BUILDER_INDEX_URL", "debian_mirror": "BUILDER_DEBIAN_MIRROR",
@@ -248,6 +249,7 @@ def _spec(fields: Mapping[str, y.At], name: str, base: BuildSpec | None) -> Buil
     readers: dict[str, Callable[[y.At], object]] = {
         "build_requires": _pins,
         "setup_args": lambda a: y.listed(a, y.text),
+        "config_settings": _config_settings,
         "env": _env,
         "extensions": _modules,
         "skip_imports": _modules,
@@ -256,6 +258,17 @@ def _spec(fields: Mapping[str, y.At], name: str, base: BuildSpec | None) -> Buil
     changes: dict[str, Any] = {key: read(fields[key]) for key, read in readers.items() if key in fields}
     source = _source(fields, name, base.source if base else None)
     return replace(base, source=source, **changes) if base else BuildSpec(source, **changes)
+
+
+def _config_settings(at: y.At) -> tuple[tuple[str, str], ...]:
+    settings: list[tuple[str, str]] = []
+    for key, value in y.pairs(at):
+        name = y.matching(key, _SETTING_NAME, "a config setting name", "e.g. setup-args or cmake.define.BUILD_X")
+        if isinstance(value.node, yaml.SequenceNode):
+            settings += [(name, y.text(item, empty=True)) for item in y.items(value)]
+        else:
+            settings.append((name, y.text(value, empty=True)))
+    return tuple(settings)
 
 
 def _env(at: y.At) -> dict[str, str]:

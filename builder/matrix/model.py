@@ -46,6 +46,9 @@ class BuildSpec:
     source: Pin
     build_requires: tuple[Pin, ...] = ()
     setup_args: tuple[str, ...] = ()
+    # PEP 517 config settings for a pyproject.toml build (pip -C KEY=VALUE), in order; a key
+    # given a list in the matrix appears once per value (meson-python's setup-args).
+    config_settings: tuple[tuple[str, str], ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     # None: at least one extension module must load as an extension; () : a pure package.
     extensions: tuple[str, ...] | None = None

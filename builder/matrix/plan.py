@@ -192,6 +192,7 @@ def input_key(cell: Cell, *, build_image: str, runtime_image: str, guest_digest:
         "build_requires": sorted(p.sha256 for p in spec.build_requires),
         "platform_tools": sorted(p.sha256 for p in cell.platform.tools),
         "setup_args": list(spec.setup_args),
+        "config_settings": [list(pair) for pair in spec.config_settings],
         "env": sorted(spec.env.items()),
         "extensions": None if spec.extensions is None else sorted(spec.extensions),
         "skip_imports": sorted(spec.skip_imports),

@@ -319,7 +319,7 @@ def test_zip_members(tmp_path: Path) -> None:
     [
         (["a/setup.py", "b/setup.py"], "exactly one top-level folder; it holds: a, b"),
         (["a/setup.py", "README"], "exactly one top-level folder; it holds: README, a"),
-        (["a/pyproject.toml"], "a has no setup.py"),
+        (["a/README"], "a has neither a setup.py nor a pyproject.toml"),  # a pyproject.toml alone is built (PEP 517)
     ],
 )
 def test_source_root_errors(tmp_path: Path, entries: list[str], message: str) -> None:
