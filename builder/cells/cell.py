@@ -14,7 +14,7 @@ from packaging.utils import canonicalize_name
 
 from ..errors import BuilderError
 from ..machines.base import GUEST_ROOT, GUEST_WORK, Backend, Exec, Images, Role
-from ..matrix.model import Matrix, Pin
+from ..matrix.model import Matrix, Pin, file_of
 from ..matrix.plan import Cell
 from . import contract
 from .contract import BuildSpec, CheckItem, CheckSpec, Prepared, PrepareSpec
@@ -428,12 +428,6 @@ def _prepared_keys(about: Mapping[str, object]) -> Prepared:
 def _any_failed(out: Path, items: Sequence[tuple[Path, str, Sequence[Path]]]) -> bool:
     """check.py exits 1 when any item failed; that is no reason to fail the items that passed."""
     return any(not contract.read_result(out / fmt / contract.CHECK_RESULT).get("ok") for _, fmt, _ in items)
-
-
-def file_of(location: str) -> str:
-    """The file of a `FILE:LINE` location, as the user named it (`--matrix cases/x.yaml`)."""
-    name, _, line = location.rpartition(":")
-    return name if name and line.isdigit() else (location or "matrix.yaml")
 
 
 def _reasons(cell: Cell, report: dict) -> list[str]:

@@ -19,7 +19,7 @@ from requests.exceptions import RequestException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..errors import EngineError, ImageError
-from ..matrix.model import Platform
+from ..matrix.model import Platform, file_of
 
 # What talking to an engine that went away (stopped, restarted, crashed) raises: the SDK's own
 # errors, requests' and urllib3's, and plain socket errors from a streamed exec.
@@ -134,7 +134,7 @@ def build_image(
             output += "\n"
         raise ImageError(
             f"the {target} image of {platform.name} failed to build: {_decisive(output, str(exc.msg))}",
-            hint=f"fix {platform.image_dir / 'Dockerfile'} or the system packages in {_file_of(platform.location)}\n"
+            hint=f"fix {platform.image_dir / 'Dockerfile'} or the system packages in {file_of(platform.location)}\n"
             f"the build's last lines:\n{_tail(output)}",
         ) from exc
     except ENGINE_FAULTS as exc:  # the engine refused, or went away while building
@@ -156,11 +156,6 @@ def _decisive(output: str, msg: str) -> str:
     found = _RUN_FAILED.match(msg.strip())
     summary = f"RUN {found.group(1).split()[0]} ... exited {found.group(2)}" if found else msg.strip()
     return f"{ours[-1]} ({summary})" if ours else summary
-
-
-def _file_of(location: str) -> str:
-    name, _, line = location.rpartition(":")
-    return name if name and line.isdigit() else (location or "matrix.yaml")
 
 
 def _tail(output: str, lines: int = 40, limit: int = 4000) -> str:

@@ -94,6 +94,13 @@ class Limits:
         return size_bytes(self.output)
 
 
+def file_of(location: str) -> str:
+    """The file of a `FILE:LINE` location (a Platform's or Package's), as the user named it
+    (`--matrix cases/x.yaml`), for messages that say which file to change."""
+    name, _, line = location.rpartition(":")
+    return name if name and line.isdigit() else (location or "matrix.yaml")
+
+
 def size_bytes(text: str) -> int:
     """An amount such as "512m", "2g" (or "2gb"), "1048576k" or "4096" (bytes) in bytes: limits.memory and
     limits.output, for every backend."""
