@@ -44,6 +44,17 @@ platforms:
     tools: [{{name: virtualenv, version: 16.7.12, sha256: {VIRTUALENV}}}]
 packages:
 """
+PIP = "2cd581cf58ab7fcfca4ce8efa6dcacd0de5bf8d0a3eb9ec927e07405f4d9e2a2"  # 24.2, as shipped
+# Debian 12 as the shipped matrix declares it: wheels are tested with pip run from its own wheel.
+PY3_PLATFORM = f"""
+platforms:
+  - name: debian12
+    family: debian
+    base: {{debootstrap: bookworm}}
+    python: /usr/bin/python3
+    tools: [{{name: pip, version: "24.2", sha256: {PIP}}}]
+packages:
+"""
 CALM = {"setup.py": "from setuptools import setup\nsetup(name='calm', version='1.0', py_modules=['calm'])\n",
         "calm.py": "X = 1\n"}
 

@@ -10,21 +10,13 @@ import json
 from pathlib import Path
 
 from .conftest import builder, project
-from .sdists import PY27_PLATFORM
+from .sdists import PY3_PLATFORM, PY27_PLATFORM
 
-PIP = "2cd581cf58ab7fcfca4ce8efa6dcacd0de5bf8d0a3eb9ec927e07405f4d9e2a2"  # 24.2, as shipped
 # zope.interface 8 and zope.event 6 declare `license = "ZPL-2.1"`, which Debian 12's setuptools
 # 66 refuses: the build gets a newer one, verified, on its PYTHONPATH.
 SETUPTOOLS = "{name: setuptools, version: 80.9.0, sha256: 062d34222ad13e0cc312a4c02d73f059e86a4acbfbdea8f8f76b28c99f306922}"
 
-DEBIAN12 = f"""
-platforms:
-  - name: debian12
-    family: debian
-    base: {{debootstrap: bookworm}}
-    python: /usr/bin/python3
-    tools: [{{name: pip, version: "24.2", sha256: {PIP}}}]
-packages:
+DEBIAN12 = PY3_PLATFORM + f"""\
   - name: zope.interface      # PEP 420: no zope/__init__.py in the sdist, the egg or the wheel
     version: "8.7"
     sha256: 0b47b62e8d0d99b24bcdd32f4f2120425e5019c3bee2ad69a0e1d75737487a96

@@ -12,19 +12,9 @@ import json
 from pathlib import Path
 
 from .conftest import REPO, builder, docker_run, project
-from .sdists import fixture_sdist, sdist
+from .sdists import PY3_PLATFORM, fixture_sdist, sdist
 
-PIP = "2cd581cf58ab7fcfca4ce8efa6dcacd0de5bf8d0a3eb9ec927e07405f4d9e2a2"  # 24.2, as shipped
-PLATFORM = f"""
-platforms:
-  - name: debian12
-    family: debian
-    base: {{debootstrap: bookworm}}
-    python: /usr/bin/python3
-    tools: [{{name: pip, version: "24.2", sha256: {PIP}}}]
-packages:
-"""
-BACKENDS = PLATFORM + """\
+BACKENDS = PY3_PLATFORM + """\
   - name: tomli                      # flit_core
     version: 2.0.1
     sha256: de526c12914f0c550d15924c62d72abc48d6fe7364aa87328337a31007fe8a4f
@@ -99,7 +89,7 @@ def test_an_unpinned_backend_requirement_fails_the_cell_naming_it(tmp_path: Path
         "flitty.py": "X = 1\n",
     }
     path, sha256 = sdist(tmp_path / "src", "flitty", files)
-    text = PLATFORM + f"""\
+    text = PY3_PLATFORM + f"""\
   - name: flitty
     version: "1.0"
     sha256: {sha256}
@@ -129,7 +119,7 @@ def test_meson_python_and_scikit_build_core_build_c_extensions(tmp_path: Path) -
     each backend's config setting (setup-args, cmake.define) reached the compile."""
     meson, meson_sha = fixture_sdist(tmp_path / "src", "mesonpkg")
     skbuild, skbuild_sha = fixture_sdist(tmp_path / "src", "skbuildpkg")
-    text = PLATFORM + f"""\
+    text = PY3_PLATFORM + f"""\
   - name: mesonpkg
 {COMPILED}    sha256: {meson_sha}
     path: {meson}
