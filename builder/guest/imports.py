@@ -10,7 +10,8 @@
 #
 # A plain script: builder runs it in a platform's runtime image, and deploy runs it on servers
 # (beside or without the other guest scripts), so it imports nothing of ours. Runs unchanged on
-# Python 2.6, 2.7 and 3.6+ (see _common.py for what that rules out).
+# Python 2.6, 2.7 and 3.6+ (see _common.py for what that rules out). It is longer than a host
+# module may be because a server gets this one file alone.
 from __future__ import absolute_import, print_function
 
 import ast
