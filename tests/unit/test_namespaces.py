@@ -4,6 +4,7 @@ bdist_wheel lay out the real ones (PEP 420 zope.interface 8, pkg_resources-style
 with its -nspkg.pth), installed the way the test stage installs them, on the host's Python."""
 from __future__ import annotations
 
+import _csv
 import sysconfig
 import zipfile
 from pathlib import Path
@@ -32,7 +33,7 @@ NESTED = NSPKG.replace("*('zope',)", "*('google', 'cloud')")
 EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX")  # .cpython-311-x86_64-linux-gnu.so
 # A real extension module of the host's Python: importable under any package as long as its last
 # name is _csv (its init function is PyInit__csv), so it stands in for a compiled module.
-CSV_SO = Path(sysconfig.get_paths()["platstdlib"], "lib-dynload", "_csv" + EXT_SUFFIX)
+CSV_SO = Path(_csv.__file__)  # the interpreter's own, wherever it lives (a virtualenv has none of its own)
 
 ZOPE8 = {  # zope.interface 8: PEP 420, no zope/__init__.py
     "zope/interface/__init__.py": "from zope.interface._csv import reader\n",
