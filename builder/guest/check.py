@@ -934,12 +934,11 @@ def check(spec, result, envs):
 
 
 def items_of(spec):
-    """The artifacts to check: `items` (one per format, each with its own out folder), or the
-    single artifact of the older one-artifact spec (what `builder shell` still writes)."""
-    if spec.get("items"):
-        return spec["items"]
-    return [{"artifact": spec["artifact"], "format": spec["format"], "deps": spec.get("deps") or [],
-             "out": spec["out"]}]
+    """The artifacts to check: `items`, one per format, each with its own out folder (the one
+    shape of a check spec: builder/cells/contract.py's CheckSpec)."""
+    if not spec.get("items"):
+        raise GuestError("the spec names no artifact to check (it needs items: see builder/cells/contract.py)")
+    return spec["items"]
 
 
 def check_one(spec, envs):
