@@ -576,6 +576,7 @@ def make_env(root, plan, rel):
         remove_tree(unpacked)
         os.rename(partial, unpacked)
     # No .pyc next to it: what runs is exactly what was compared.
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     code, output = run([sys.executable, "-B", os.path.join(unpacked, "virtualenv.py"), "--no-download", "-q", rel],
                        env=env)
     if code != 0:

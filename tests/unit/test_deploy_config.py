@@ -181,3 +181,28 @@ def test_a_bad_release_name_is_refused_before_anything_connects(tmp_path: Path, 
     assert main([argv[0], *argv[1:], "--matrix", str(path)]) == 2
     err = capsys.readouterr().err
     assert "is not a release name" in err and "cannot connect" not in err, err
+
+
+def test_a_long_error_line_is_not_wrapped_when_not_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import builder.__main__ as cli
+    from builder.errors import DeployError
+
+    line = "web1: six-1.16.0-py2.7.egg in the cache has sha256 " + "e3b0c442" * 8 + ", expected " + "ab" * 32 + " " * 3 + "x" * 120
+
+    def fail(*_: object) -> int:
+        raise DeployError(line, hint="h" * 250)
+
+    monkeypatch.setattr(cli, "_dispatch", fail)
+    path = tmp_path / "matrix.yaml"
+    path.write_text(MATRIX)
+    assert cli.main(["releases", "web", "--matrix", str(path)]) == 10
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"error: {line}" and err[1] == "  hint: " + "h" * 250, err
+
+
+def test_an_artifact_whose_metadata_names_an_invalid_requirement_is_refused(tmp_path: Path) -> None:
+    # resolve refuses it, so the install order never has to skip one (builder/deploy/resolve.py).
+    matrix = _publish(tmp_path, {"python_dateutil-2.9.0.post0-py2.7.egg": "six>>1.5\n", "six-1.16.0-py2.7.egg": ""})
+    with pytest.raises(NotPublished, match="invalid requirement"):
+        resolve(matrix, "debian11-py27", "egg", ["python-dateutil"])
