@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from builder.machines.ssh import Destination  # noqa: I001 - after the suite's own helpers, as in test_deploy
+
 from .conftest import REPO, builder, project
 from .sshd import _wait_for_sshd, keypair, sshd_image
 from .test_deploy import APP, LABEL, REQUIREMENTS, _runtime_image
-
-from builder.machines.ssh import Destination  # noqa: I001 - after the suite's own helpers, as in test_deploy
 
 
 @dataclass
