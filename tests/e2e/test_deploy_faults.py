@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.machines.ssh import Destination  # noqa: I001 - after the suite's own helpers, as in test_deploy
+from builder.machines.ssh import Destination
 
 from .conftest import REPO, builder, project
 from .sshd import _wait_for_sshd, keypair, sshd_image
