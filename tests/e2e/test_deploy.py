@@ -173,12 +173,13 @@ def test_dry_run_touches_nothing(pool: Pool) -> None:
     assert "service.sh smoke /srv/demo" in done.stdout
     # The commands as they would run: host.py from a pipe, switch and done to the release named.
     for step in ("status /srv/demo", "switch /srv/demo v1", "done /srv/demo v1", "prune /srv/demo 4"):
-        assert f"/usr/bin/python2.7 - {step}  < " in done.stdout, done.stdout
+        assert f"'/usr/bin/python2.7 - {step}'  < " in done.stdout, done.stdout
     back = pool.deploy("rollback", "demo", "--dry-run")
     assert back.returncode == 0 and "PREVIOUS" not in back.stdout, back.stdout
-    assert "switch /srv/demo RELEASE  (RELEASE: the host's previous release, read there)" in back.stdout, back.stdout
+    assert "- switch /srv/demo RELEASE'  < " in back.stdout, back.stdout
+    assert "(RELEASE: the host's previous release, read there)" in back.stdout, back.stdout
     named = pool.deploy("rollback", "demo", "--dry-run", "--to", "v1")
-    assert "- switch /srv/demo v1  < " in named.stdout, named.stdout
+    assert "- switch /srv/demo v1'  < " in named.stdout, named.stdout
 
 
 def test_v1_goes_out_and_a_rerun_does_nothing(pool: Pool) -> None:

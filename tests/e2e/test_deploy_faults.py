@@ -186,7 +186,7 @@ def test_a_corrupted_cached_file_is_copied_again_in_the_same_run(pool: Pool) -> 
     done = pool.run("deploy", "one", "--release", "v3")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "the cached six-1.16.0-py2.7.egg had sha256 " in done.stdout, done.stdout
-    assert "removed it, copying it again" in done.stdout and "copied 2 file(s): demo-app-" in done.stdout, done.stdout
+    assert "removed it, copying it again" in done.stdout and "copied 2 file(s): one-app-" in done.stdout, done.stdout
     assert pool.a.sh(f"sha256sum {egg}").split()[0] == Path(egg).parent.name
 
 
