@@ -133,9 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
         # Messages hold key paths like packages[2]: escaped, or rich would take them for markup.
-        err.print(f"[red]error:[/] {escape(exc.message)}", markup=True)
+        # Not a terminal: never wrapped (a hash or a path cut in two cannot be searched for).
+        unwrapped = not sys.stderr.isatty()
+        err.print(f"[red]error:[/] {escape(exc.message)}", markup=True, soft_wrap=unwrapped)
         if exc.hint:
-            err.print(f"  hint: {exc.hint}", markup=False)
+            err.print(f"  hint: {exc.hint}", markup=False, soft_wrap=unwrapped)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted: running containers were stopped; rerun the same command to finish")

@@ -32,6 +32,11 @@ class SelectionError(ConfigError):
     """A --platform/--package/--cell pattern matched nothing or named an unknown thing."""
 
 
+class UsageError(ConfigError):
+    """An argument on the command line is not valid (a release name, say). Nothing has run and
+    nothing was connected to."""
+
+
 class FetchError(BuilderError):
     """A source could not be fetched, or its sha256 did not match the pin."""
 

@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import DeployError
+from ..errors import DeployError, UsageError
 from ..matrix.deploy import find as find_target
 from ..matrix.model import Matrix
 from . import bundle as bundles
@@ -15,7 +15,14 @@ from . import roll
 
 COMMANDS = ("deploy", "rollback", "releases")
 # As host.py checks it: a folder name under ROOT/releases/.
-RELEASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+RELEASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def release_name(text: str | None, option: str) -> None:
+    """Refuse a release name host.py would refuse, here, before anything connects (exit 2)."""
+    if text is not None and not RELEASE_NAME.fullmatch(text):
+        raise UsageError(f"{option} {text!r} is not a release name",
+                         hint="letters, digits and . _ + -, not starting with . _ + or - (e.g. v1234)")
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -28,6 +35,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     deploy.add_argument("target", metavar="TARGET", help="a name under deploy: in the matrix file")
     deploy.add_argument("--release", required=True, metavar="NAME", help="the release's name, e.g. v1234")
     deploy.add_argument("--dry-run", action="store_true", help="print hosts, batches, files and commands; touch nothing")
+    deploy.add_argument("--allow-downgrade", action="store_true",
+                        help="switch to RELEASE even where it is older than the current release (see rollback --to)")
     deploy.add_argument("--export", type=Path, metavar="DIR",
                         help="write host.py, the plan and its files to DIR for configuration management, and stop")
     rollback = sub.add_parser("rollback", parents=[common], help="switch a target's hosts back to the previous (or a named) release")
@@ -39,19 +48,23 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 
 def run(matrix: Matrix, args: argparse.Namespace, echo: Callable[[str], None]) -> int:
+    if args.command == "deploy":
+        release_name(args.release, "--release")
+    elif args.command == "rollback":
+        release_name(args.to, "--to")
     target = find_target(matrix, args.target)
     if args.command == "releases":
         roll.releases(target, echo)
         return 0
     if args.command == "rollback":
         if args.dry_run:
-            roll.dry_run(target, None, args.to or "PREVIOUS", echo)
+            roll.dry_run(target, None, args.to, echo)
             return 0
-        outcomes = roll.roll(target, lambda host: roll.rollback_host(host, args.to), echo)
+        outcomes = roll.roll(target, lambda host: roll.rollback_host(host, args.to), echo, what="rollback")
+        for line in roll.summary(outcomes, [], []):
+            echo(line)
         echo(f"rollback of {target.name}: {len(outcomes)} host(s) on {args.to or 'their previous release'}")
         return 0
-    if not RELEASE_NAME.fullmatch(args.release):
-        raise DeployError(f"{args.release!r} is not a release name", hint="letters, digits and . _ + - (e.g. v1234)")
     bundle = bundles.make(matrix, target, args.release)
     echo(f"{target.name} {args.release}: {len(bundle.artifacts)} artifact(s) of {target.platform}: "
          + ", ".join(a.file for a in bundle.artifacts))
@@ -62,7 +75,9 @@ def run(matrix: Matrix, args: argparse.Namespace, echo: Callable[[str], None]) -
     if args.dry_run:
         roll.dry_run(target, bundle, args.release, echo)
         return 0
-    outcomes = roll.roll(target, lambda host: roll.deploy_host(host, bundle), echo)
+    outcomes = roll.roll(target, lambda host: roll.deploy_host(host, bundle, allow_downgrade=args.allow_downgrade), echo)
+    for line in roll.summary(outcomes, [], []):
+        echo(line)
     changed = [o for o in outcomes if o.state == "deployed"]
     echo(f"deploy of {target.name} {args.release}: done on {len(outcomes)} host(s), "
          f"{len(changed)} switched, {len(outcomes) - len(changed)} already current")

@@ -75,10 +75,10 @@ def install_order(chosen: Sequence[published.Artifact]) -> list[published.Artifa
             return
         visiting.add(artifact.project)
         for text in artifact.requires:
-            try:
-                dep = by_project.get(canonicalize_name(Requirement(text).name))
-            except ValueError:
-                continue
+            # No try: published.resolve parsed every requirement of every chosen artifact and
+            # refused (NotPublished) one that does not parse, so each text here parses. Skipping
+            # one would put an artifact before what it needs, silently.
+            dep = by_project.get(canonicalize_name(Requirement(text).name))
             if dep is not None:
                 visit(dep)
         ordered.append(artifact)

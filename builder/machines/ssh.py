@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, cast
 
-from ..errors import BuilderError, OutputTooLarge, TransportError
+from ..errors import BuilderError, CommandError, OutputTooLarge, TransportError
 from ..matrix.hosts import Destination
 from .base import Exec
 
@@ -76,19 +76,20 @@ class Connection:
 
     def argv(self, remote: Sequence[str] = (), *, tty: bool = False) -> list[str]:
         """The ssh command line for `remote` (an interactive login shell when empty)."""
-        args = ["ssh", *self._options(), "-t" if tty else "-T", self.dest.host]
-        if remote:
-            args += ["--", remote_command(remote)]
-        return args
+        return self._ssh("-t" if tty else "-T", remote=remote_command(remote) if remote else None)
+
+    def _ssh(self, *flags: str, remote: str | None = None, master: bool = True) -> list[str]:
+        """Every ssh command line builder runs: options, then `--`, then the destination, so that
+        nothing in a destination can ever be read as an option."""
+        options = self._options() if master else self._options_without_master()
+        return ["ssh", *options, *flags, "--", self.dest.host, *([remote] if remote is not None else [])]
 
     def __enter__(self) -> Connection:
         # A short private folder: the socket path must fit in sun_path (about 104 bytes).
         self._dir = tempfile.mkdtemp(prefix="builder-ssh-")
         errors = os.path.join(self._dir, "errors")
-        master = [
-            "ssh", *self._options_without_master(), "-o", f"ControlPath={self._socket}",
-            "-o", "ControlMaster=yes", "-o", f"ControlPersist={PERSIST_SECONDS}", "-N", "-f", self.dest.host,
-        ]
+        master = self._ssh("-o", f"ControlPath={self._socket}", "-o", "ControlMaster=yes",
+                           "-o", f"ControlPersist={PERSIST_SECONDS}", "-N", "-f", master=False)
         # -f backgrounds the master once logged in; its stderr goes to a file, not a pipe we
         # would wait on forever.
         with open(errors, "wb") as err:
@@ -123,7 +124,7 @@ class Connection:
         if self._dir is None:
             return
         subprocess.run(
-            ["ssh", *self._options(), "-O", "exit", self.dest.host],
+            self._ssh("-O", "exit"),
             stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False,
         )
         self._cleanup()
@@ -137,7 +138,7 @@ class Connection:
         if self._dir is None:
             return False
         check = subprocess.run(
-            ["ssh", *self._options(), "-O", "check", self.dest.host],
+            self._ssh("-O", "check"),
             stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False,
         )
         return check.returncode == 0
@@ -162,7 +163,7 @@ class Connection:
         """
         self._require_open()
         proc = subprocess.Popen(
-            ["ssh", *self._options(), "-T", self.dest.host, "--", remote_command(argv, env, cwd)],
+            self._ssh("-T", remote=remote_command(argv, env, cwd)),
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
@@ -179,9 +180,9 @@ class Connection:
         self._require_open()
         target = PurePosixPath(dest)
         folder, name = (target, ".") if src.is_dir() else (target.parent, target.name)
-        script = f"mkdir -p {shlex.quote(str(folder))} && tar -xf - -C {shlex.quote(str(folder))}"
+        script = f"mkdir -p -- {shlex.quote(str(folder))} && tar -xf - -C {shlex.quote(str(folder))}"
         proc = subprocess.Popen(
-            ["ssh", *self._options(), "-T", self.dest.host, "--", script],
+            self._ssh("-T", remote=script),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         reader = _Reader(proc)
@@ -196,8 +197,14 @@ class Connection:
             proc.stdin.close()
         proc.wait()
         output = reader.text()
+        if proc.returncode == SSH_FAILED and not self.alive():
+            raise TransportError(f"the connection to {self.dest} was lost while copying {src.name} to {dest}",
+                                 hint="check that the machine is still up; rerun when it is")
         if proc.returncode != 0:
-            raise TransportError(f"copying {src} to {self.dest}:{dest} failed: {output.strip()}")
+            # The connection is fine: the remote side refused (a read-only or full file system,
+            # no permission). That is the machine's answer, not a transport failure.
+            raise CommandError(["tar", "-xf", "-", "-C", str(folder)], proc.returncode, output,
+                               where=f"{self.dest} (copying {src.name} to {dest})")
 
     def get(self, src: str, dest: Path, limit: int | None = None) -> None:
         """Copy a remote folder's contents into dest, or a remote file to the path dest; more than
@@ -205,14 +212,14 @@ class Connection:
         self._require_open()
         source = PurePosixPath(src)
         script = (
-            f"cd {shlex.quote(str(source))} 2>/dev/null && exec tar -cf - . || "
-            f"exec tar -cf - -C {shlex.quote(str(source.parent))} {shlex.quote(source.name)}"
+            f"cd -- {shlex.quote(str(source))} 2>/dev/null && exec tar -cf - . || "
+            f"exec tar -cf - -C {shlex.quote(str(source.parent))} {shlex.quote('./' + source.name)}"
         )
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".get-") as spool:
             with tempfile.TemporaryFile() as errors:
                 proc = subprocess.Popen(
-                    ["ssh", *self._options(), "-T", self.dest.host, "--", script],
+                    self._ssh("-T", remote=script),
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
                 )
                 assert proc.stdout is not None

@@ -1,8 +1,9 @@
 # The per-host steps of a deploy: builder copies this one file to each server and runs it over
 # ssh; configuration management (see examples/ansible/) runs the same file the same way.
 #
-#   PYTHON host.py status   ROOT              releases, current, previous, cached files
-#   PYTHON host.py receive  ROOT              verify files in ROOT/cache/.incoming by sha256
+#   PYTHON host.py status   ROOT              releases, current, previous, cached files (writes nothing)
+#   PYTHON host.py verify   ROOT SHA256...    re-hash those cached files; remove any that changed
+#   PYTHON host.py receive  ROOT [BATCH]      verify files in ROOT/cache/.incoming[/BATCH] by sha256
 #   PYTHON host.py prepare  ROOT PLAN.json    make ROOT/releases/R: virtualenv, offline install,
 #                                             import check, release.json (last: the release is
 #                                             complete only once it exists)
@@ -14,12 +15,16 @@
 # what is installed), current -> releases/R, cache/<sha256>/<file> (verified artifacts),
 # .history (one JSON line per switch), .deployed, .lock.
 #
+# builder runs this file from a pipe (`PYTHON - status ROOT < host.py`): nothing of it is kept
+# on the host, so nothing there can have changed it, and a read-only root can still be listed.
+#
 # Each command ends by printing one line: RESULT_MARK followed by a JSON object; it exits 0 on
 # success, 1 on a failure the JSON's "error" explains, 2 on bad usage. Standard library only,
 # and unchanged on Python 2.6, 2.7 and 3.x (no f-strings, no `with` on zip files, no
 # subprocess.check_output, no set literals).
 from __future__ import absolute_import, print_function
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -39,6 +44,12 @@ RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 PY2 = sys.version_info[0] == 2
 STEP_TIMEOUT = 900  # seconds for one install or import command
+# What prepare found changed on the host and put right (reported with its result).
+REPAIRED = []
+STALE_SECONDS = 3600  # an arrival folder untouched this long is a dead copy's leftover
+ST_RDONLY = 1  # statvfs f_flag of a read-only mount, on Linux and FreeBSD alike
+# fsync errors that only say "this file system cannot sync a folder" (not a failed write).
+CANNOT_SYNC = (errno.EINVAL, errno.EBADF, getattr(errno, "ENOTSUP", errno.EINVAL), getattr(errno, "EOPNOTSUPP", errno.EINVAL))
 
 
 class HostError(Exception):
@@ -95,15 +106,19 @@ def write_atomic(path, data):
 
 
 def sync_dir(path):
-    """Make a rename in `path` durable; some systems cannot open a folder, which is fine."""
+    """Make a rename in `path` durable. Some systems cannot open a folder, and some file systems
+    cannot sync one (EINVAL, ENOTSUP): then there is nothing more to do, and that is fine. Any
+    other fsync error (EIO, ENOSPC) means the rename may not survive a crash: it is raised."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:
+        if exc.errno not in CANNOT_SYNC:
+            raise HostError("%s could not be synced to disk (%s): the last change there may not survive a crash"
+                            % (path, os.strerror(exc.errno or 0)))
     finally:
         os.close(fd)
 
@@ -262,28 +277,46 @@ class Root(object):
         return os.path.basename(target.rstrip("/"))
 
     def history_entries(self):
+        """[(line number, entry or None)]: None for a line that does not parse (a switch whose
+        record a kill cut short, or worse). Damaged lines are kept, not dropped: what "previous"
+        means depends on them (see previous_name)."""
         entries = []
         try:
             handle = open(self.history)
         except IOError:
             return entries
         try:
-            for line in handle:
+            for number, line in enumerate(handle, 1):
                 try:
-                    entries.append(json.loads(line))
+                    entry = json.loads(line)
                 except ValueError:
-                    pass  # a line cut short by a kill
+                    entry = None
+                entries.append((number, entry if isinstance(entry, dict) else None))
         finally:
             handle.close()
         return entries
 
-    def previous_name(self):
-        """What current pointed to before it was switched to what it points to now."""
+    def previous(self):
+        """(previous release, why it is unknown). The previous release is what current was
+        switched from the last time it was switched to. A damaged line after that record may be
+        a later switch to current whose "from" is lost: then previous is unknown, and saying so
+        is better than naming an older release a rollback would go to."""
         current = self.current_name()
-        for entry in reversed(self.history_entries()):
-            if entry.get("to") == current:
-                return entry.get("from")
-        return None
+        damaged = None
+        for number, entry in reversed(self.history_entries()):
+            if entry is None:
+                damaged = damaged or number
+            elif entry.get("to") == current:
+                if damaged:
+                    break
+                return entry.get("from"), None
+        if damaged:
+            return None, ("line %d of %s is damaged (a switch cut short?): which release current was switched "
+                          "from is not known" % (damaged, self.history))
+        return None, None
+
+    def previous_name(self):
+        return self.previous()[0]
 
     def deployed(self):
         try:
@@ -320,8 +353,8 @@ class Root(object):
         actual = sha256_of(path)
         if actual != sha:
             remove_tree(os.path.join(self.cache, sha))
-            raise HostError("%s in the cache has sha256 %s, expected %s: removed it; copy it again"
-                            % (name, actual, sha))
+            raise HostError("%s in the cache has sha256 %s, expected %s: removed it; the same deploy run again "
+                            "copies it anew" % (name, actual, sha))
         return path
 
 
@@ -347,23 +380,78 @@ def release_list(root):
 
 
 def cmd_status(root):
+    previous, unknown = root.previous()
     return {
         "host": socket.gethostname(),
         "python": "%d.%d.%d" % tuple(sys.version_info[:3]),
         "current": root.current_name(),
-        "previous": root.previous_name(),
+        "previous": previous,
+        "previous_unknown": unknown,
         "deployed": root.deployed(),
         "releases": release_list(root),
         "cached": root.cached(),
+        "unwritable": unwritable(root),
     }
 
 
-def cmd_receive(root):
-    """Move each verified file from cache/.incoming/<sha256>/<name> into cache/<sha256>/."""
+def unwritable(root):
+    """The first folder a deploy writes that this user cannot write, and why; None if all can be.
+    Asked without writing anything (os.access and statvfs), so a listing writes nothing."""
+    for path in (os.path.join(root.path, ".builder"), root.cache, root.releases, root.path):
+        existing = path
+        while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if os.access(existing, os.W_OK):
+            continue
+        try:
+            read_only = bool(os.statvfs(existing).f_flag & ST_RDONLY)
+        except (OSError, AttributeError):
+            read_only = False
+        why = "read-only file system" if read_only else "permission denied for uid %d" % os.getuid()
+        return {"path": path, "why": why}
+    return None
+
+
+def cmd_verify(root, shas):
+    """Re-hash the named cached files; one that no longer has its sha256 is removed (and said),
+    so the deploy that asked copies it again in the same run."""
     root.lock()
+    cached = root.cached()
+    corrupt = []
+    for sha in shas:
+        if not SHA256.match(sha):
+            raise HostError("%r is not a sha256" % sha)
+        if sha not in cached:
+            continue
+        actual = sha256_of(os.path.join(root.cache, sha, cached[sha]))
+        if actual != sha:
+            remove_tree(os.path.join(root.cache, sha))
+            corrupt.append({"file": cached[sha], "sha256": sha, "actual": actual})
+    return {"corrupt": corrupt}
+
+
+def cmd_receive(root, batch=None):
+    """Move each verified file from cache/.incoming/[BATCH/]<sha256>/<name> into cache/<sha256>/.
+
+    builder copies each run's files into a folder of their own (BATCH), so a copy that died
+    half-way never mixes with a later one: what it left is not looked at, and is removed here
+    once nobody has touched it for STALE_SECONDS (a copy still running elsewhere keeps its
+    folder fresh). Without BATCH (configuration management copies files straight into
+    .incoming/), every <sha256> folder there is this arrival."""
+    root.lock()
+    incoming = root.incoming
+    if batch is not None:
+        incoming = os.path.join(root.incoming, safe_name(batch, "arrival folder"))
+        if not os.path.isdir(incoming):
+            raise HostError("%s is not there: the copy did not arrive" % incoming)
+        for name in os.listdir(root.incoming):
+            path = os.path.join(root.incoming, name)
+            if name != batch and newest_change(path) < time.time() - STALE_SECONDS:
+                log("removing %s: left by a copy that did not finish" % path)
+                remove_tree(path)
     received, refused = [], []
-    for sha in sorted(os.listdir(root.incoming)):
-        folder = os.path.join(root.incoming, sha)
+    for sha in sorted(os.listdir(incoming)):
+        folder = os.path.join(incoming, sha)
         names = os.listdir(folder) if os.path.isdir(folder) else []
         if not SHA256.match(sha) or len(names) != 1 or not os.path.isfile(os.path.join(folder, names[0])):
             refused.append("%s: not <sha256>/<one file>" % sha)
@@ -380,10 +468,24 @@ def cmd_receive(root):
         else:
             os.rename(folder, target)
         received.append(names[0])
+    if batch is not None:
+        remove_tree(incoming)
     sync_dir(root.cache)
     if refused:
         raise HostError("refused on arrival (removed; copy again): " + "; ".join(refused))
     return {"received": received}
+
+
+def newest_change(path):
+    """The newest mtime in a tree (its own included)."""
+    newest = os.lstat(path).st_mtime
+    for folder, dirs, names in os.walk(path):
+        for name in dirs + names:
+            try:
+                newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+            except OSError:
+                pass  # gone while walking: then it is no newer than what is left
+    return newest
 
 
 def cmd_prepare(root, plan_path):
@@ -429,7 +531,8 @@ def cmd_prepare(root, plan_path):
         "seconds": round(time.time() - started, 1),
     }
     write_atomic(os.path.join(rel, "release.json"), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return {"release": name, "state": "created", "seconds": manifest["seconds"], "imports": imports}
+    return {"release": name, "state": "created", "seconds": manifest["seconds"], "imports": imports,
+            "repaired": REPAIRED}
 
 
 def describe_difference(existing, plan):
@@ -458,18 +561,63 @@ def make_env(root, plan, rel):
         raise HostError("Python %d.%d needs the virtualenv tool: add virtualenv 16.7.12 to the platform's tools"
                         % sys.version_info[:2])
     unpacked = os.path.join(root.path, ".builder", "virtualenv-" + tool["sha256"][:16])
-    if not os.path.isfile(os.path.join(unpacked, "virtualenv.py")):
+    wheel = root.cache_file(tool)  # hashed against the plan right here
+    changed = tree_differs(wheel, unpacked) if os.path.isdir(unpacked) else "not unpacked yet"
+    if changed:
+        if os.path.isdir(unpacked):
+            log("%s: %s differs from %s: unpacking it again" % (unpacked, changed, tool["file"]))
+            REPAIRED.append("%s was changed on this host (%s): unpacked it again from %s (sha256 %s)"
+                            % (unpacked, changed, tool["file"], tool["sha256"][:12]))
         partial = unpacked + ".tmp-%d" % os.getpid()
-        unzip(root.cache_file(tool), partial)
+        unzip(wheel, partial)
         if not os.path.isfile(os.path.join(partial, "virtualenv.py")):
             remove_tree(partial)
             raise HostError("%s has no virtualenv.py: use the single-file virtualenv 16.x" % tool["file"])
         remove_tree(unpacked)
         os.rename(partial, unpacked)
-    code, output = run([sys.executable, os.path.join(unpacked, "virtualenv.py"), "--no-download", "-q", rel], env=env)
+    # No .pyc next to it: what runs is exactly what was compared.
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    code, output = run([sys.executable, "-B", os.path.join(unpacked, "virtualenv.py"), "--no-download", "-q", rel],
+                       env=env)
     if code != 0:
         raise HostError("virtualenv could not create %s: %s" % (rel, last_lines(output)))
     return os.path.join(rel, "bin", "python")
+
+
+def tree_differs(archive, folder):
+    """What of folder is not exactly archive's contents (a file changed, missing or added), or
+    None: every member hashed against the file unpacked from it, before each use."""
+    zf = zipfile.ZipFile(archive)
+    try:
+        expected = set()
+        for info in zf.infolist():
+            if info.filename.endswith("/"):
+                continue
+            relative = os.path.join(*[p for p in info.filename.replace("\\", "/").split("/") if p])
+            expected.add(relative)
+            path = os.path.join(folder, relative)
+            if not os.path.isfile(path) or os.path.islink(path):
+                return "%s is missing" % relative
+            member = zf.open(info)
+            try:
+                digest = hashlib.sha256()
+                while True:
+                    block = member.read(1 << 20)
+                    if not block:
+                        break
+                    digest.update(block)
+            finally:
+                member.close()
+            if digest.hexdigest() != sha256_of(path):
+                return "%s was modified" % relative
+    finally:
+        zf.close()
+    for top, dirs, names in os.walk(folder):
+        for name in names:
+            relative = os.path.relpath(os.path.join(top, name), folder)
+            if relative not in expected:
+                return "%s was added" % relative
+    return None
 
 
 def site_dir(python):
@@ -608,9 +756,18 @@ def cmd_switch(root, name):
     os.symlink(os.path.join("releases", name), tmp)
     os.rename(tmp, root.current)
     sync_dir(root.path)
-    handle = open(root.history, "a")
+    handle = open(root.history, "ab+")
     try:
-        handle.write(json.dumps({"time": now(), "from": before, "to": name}) + "\n")
+        # A record a kill cut short has no newline: end it, or this record would be glued to it
+        # and lost too.
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.seek(0, os.SEEK_END)
+                handle.write(b"\n")
+        handle.seek(0, os.SEEK_END)
+        handle.write((json.dumps({"time": now(), "from": before, "to": name}) + "\n").encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
     finally:
@@ -628,7 +785,13 @@ def cmd_done(root, name):
 
 def cmd_prune(root, keep):
     root.lock()
-    protected = [n for n in (root.current_name(), root.previous_name()) if n]
+    previous, unknown = root.previous()
+    protected = [n for n in (root.current_name(), previous) if n]
+    if unknown:
+        # The lost record's "from" is most likely what the last readable one switched to.
+        readable = [e for _, e in root.history_entries() if e is not None]
+        if readable and readable[-1].get("to"):
+            protected.append(readable[-1]["to"])
     releases = release_list(root)
     complete = [r["name"] for r in releases if r["complete"]]
     # The newest `keep` complete releases stay, and always current and previous.
@@ -652,6 +815,9 @@ def cmd_prune(root, keep):
             remove_tree(os.path.join(root.cache, sha))
             dropped.append(name)
     # What a killed run left half-deleted or half-made: hidden names, never a release's.
+    for name in os.listdir(root.incoming) if os.path.isdir(root.incoming) else []:
+        if newest_change(os.path.join(root.incoming, name)) < time.time() - STALE_SECONDS:
+            remove_tree(os.path.join(root.incoming, name))
     for folder, prefix in ((root.releases, ".trash-"), (root.path, ".current.tmp-"), (root.cache, ".trash-")):
         for name in os.listdir(folder):
             if name.startswith(prefix):
@@ -664,21 +830,24 @@ def cmd_prune(root, keep):
 
 
 def main(argv):
-    usage = "usage: host.py status|receive ROOT | prepare ROOT PLAN.json | switch|done ROOT RELEASE | prune ROOT KEEP"
+    usage = ("usage: host.py status ROOT | verify ROOT SHA256... | receive ROOT [BATCH] | prepare ROOT PLAN.json"
+             " | switch|done ROOT RELEASE | prune ROOT KEEP")
     if len(argv) < 3:
         sys.stderr.write(usage + "\n")
         return 2
     command, args = argv[1], argv[2:]
-    commands = {
-        "status": (0, lambda r: cmd_status(r)),
-        "releases": (0, lambda r: cmd_status(r)),
-        "receive": (0, lambda r: cmd_receive(r)),
-        "prepare": (1, lambda r, p: cmd_prepare(r, p)),
-        "switch": (1, lambda r, n: cmd_switch(r, n)),
-        "done": (1, lambda r, n: cmd_done(r, n)),
-        "prune": (1, lambda r, k: cmd_prune(r, int(k))),
+    commands = {  # name: (fewest, most arguments after ROOT, what runs)
+        "status": (0, 0, lambda r: cmd_status(r)),
+        "releases": (0, 0, lambda r: cmd_status(r)),
+        "verify": (0, None, lambda r, *shas: cmd_verify(r, shas)),
+        "receive": (0, 1, lambda r, *batch: cmd_receive(r, *batch)),
+        "prepare": (1, 1, lambda r, p: cmd_prepare(r, p)),
+        "switch": (1, 1, lambda r, n: cmd_switch(r, n)),
+        "done": (1, 1, lambda r, n: cmd_done(r, n)),
+        "prune": (1, 1, lambda r, k: cmd_prune(r, int(k))),
     }
-    if command not in commands or len(args) != commands[command][0] + 1:
+    fewest, most = commands.get(command, (0, 0, None))[:2]
+    if command not in commands or len(args) - 1 < fewest or (most is not None and len(args) - 1 > most):
         sys.stderr.write(usage + "\n")
         return 2
     result = {"ok": True, "command": command}
@@ -687,11 +856,21 @@ def main(argv):
         root = Root(args[0])
         if command != "status" and command != "releases":
             root.make()
-        result.update(commands[command][1](root, *args[1:]))
+        result.update(commands[command][2](root, *args[1:]))
     except HostError as exc:
         result.update({"ok": False, "error": str(exc)})
         code = 1
-    except (OSError, IOError, ValueError, KeyError) as exc:
+    except (OSError, IOError) as exc:
+        where = getattr(exc, "filename", None) or args[0]
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            why = "read-only file system" if exc.errno == errno.EROFS else "permission denied"
+            result.update({"ok": False, "error": "%s is not writable on %s (%s)" % (where, socket.gethostname(), why)})
+        elif exc.errno == errno.ENOSPC:
+            result.update({"ok": False, "error": "%s: no space left on device on %s" % (where, socket.gethostname())})
+        else:
+            result.update({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)})
+        code = 1
+    except (ValueError, KeyError) as exc:
         result.update({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)})
         code = 1
     sys.stdout.write(RESULT_MARK + json.dumps(result, sort_keys=True) + "\n")

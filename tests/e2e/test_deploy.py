@@ -170,7 +170,16 @@ def test_dry_run_touches_nothing(pool: Pool) -> None:
         assert f"deploy@127.0.0.1:{server.dest.port}" in done.stdout
         assert server.sh("ls -A /srv/demo") == ""
     assert "batch 3: " in done.stdout and "psycopg2-2.8.6-py2.7-linux-x86_64.egg" in done.stdout
-    assert "service.sh smoke /srv/demo" in done.stdout and "host.py switch /srv/demo v1" in done.stdout
+    assert "service.sh smoke /srv/demo" in done.stdout
+    # The commands as they would run: host.py from a pipe, switch and done to the release named.
+    for step in ("status /srv/demo", "switch /srv/demo v1", "done /srv/demo v1", "prune /srv/demo 4"):
+        assert f"'/usr/bin/python2.7 - {step}'  < " in done.stdout, done.stdout
+    back = pool.deploy("rollback", "demo", "--dry-run")
+    assert back.returncode == 0 and "PREVIOUS" not in back.stdout, back.stdout
+    assert "- switch /srv/demo RELEASE'  < " in back.stdout, back.stdout
+    assert "(RELEASE: the host's previous release, read there)" in back.stdout, back.stdout
+    named = pool.deploy("rollback", "demo", "--dry-run", "--to", "v1")
+    assert "- switch /srv/demo v1'  < " in named.stdout, named.stdout
 
 
 def test_v1_goes_out_and_a_rerun_does_nothing(pool: Pool) -> None:
@@ -244,7 +253,7 @@ def test_v4_failing_its_smoke_test_switches_that_host_back(pool: Pool) -> None:
     done = pool.deploy("deploy", "demo", "--release", "v4")
     assert done.returncode == 10, done.stdout + done.stderr
     first = f"deploy@127.0.0.1:{pool.servers[0].dest.port}"
-    assert f"{first}: step smoke failed after the switch to v4" in done.stderr, done.stderr
+    assert f"failed: {first} (step smoke): step smoke failed after the switch to v4" in done.stderr, done.stderr
     assert "switched back to v2, restarted and put back" in done.stderr
     for server in pool.servers:
         assert server.current() == "releases/v2"

@@ -154,3 +154,55 @@ def test_the_application_packs_the_same_tree_to_the_same_sha256(tmp_path: Path) 
     assert _app_archive(matrix, target).read_bytes() != first
     with tarfile.open(_app_archive(matrix, target)) as tar:
         assert tar.getnames() == ["pkg/__init__.py"]
+
+
+@pytest.mark.parametrize("host", ["de ploy@10.0.0.2", "deploy@@10.0.0.2", "deploy@10.0.0.2:22:33", "[::1", "-V",
+                                  "deploy@-V", "-oProxyCommand=touch x"])
+def test_a_host_that_is_not_user_host_port_is_refused_at_its_line(tmp_path: Path, host: str) -> None:
+    text = TARGET.replace('"deploy@10.0.0.2:2222"', json.dumps(host))
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, text)
+    line = next(n for n, text_line in enumerate((MATRIX + text).splitlines(), 1) if "hosts:" in text_line)
+    assert f"matrix.yaml:{line}:" in str(error.value) and "not an ssh destination" in str(error.value), str(error.value)
+    assert error.value.exit_code == 2
+
+
+@pytest.mark.parametrize("argv", [
+    *(["deploy", "web", f"--release={name}"] for name in ("../evil", "v1/x", "..", ".hidden", "v 1", "v1;touch x", "", "-v1")),
+    ["rollback", "web", "--to", "../v3"], ["rollback", "web", "--to", ".."], ["rollback", "web", "--dry-run", "--to", "v1/x"],
+])
+def test_a_bad_release_name_is_refused_before_anything_connects(tmp_path: Path, argv: list[str],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from builder.__main__ import main
+
+    # Should anything try to connect, it meets a closed port on this machine and nothing else.
+    path = tmp_path / "matrix.yaml"
+    path.write_text(MATRIX + TARGET.replace('[deploy@10.0.0.1, "deploy@10.0.0.2:2222"]', '["deploy@127.0.0.1:1"]'))
+    assert main([argv[0], *argv[1:], "--matrix", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a release name" in err and "cannot connect" not in err, err
+
+
+def test_a_long_error_line_is_not_wrapped_when_not_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import builder.__main__ as cli
+    from builder.errors import DeployError
+
+    line = "web1: six-1.16.0-py2.7.egg in the cache has sha256 " + "e3b0c442" * 8 + ", expected " + "ab" * 32 + " " * 3 + "x" * 120
+
+    def fail(*_: object) -> int:
+        raise DeployError(line, hint="h" * 250)
+
+    monkeypatch.setattr(cli, "_dispatch", fail)
+    path = tmp_path / "matrix.yaml"
+    path.write_text(MATRIX)
+    assert cli.main(["releases", "web", "--matrix", str(path)]) == 10
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"error: {line}" and err[1] == "  hint: " + "h" * 250, err
+
+
+def test_an_artifact_whose_metadata_names_an_invalid_requirement_is_refused(tmp_path: Path) -> None:
+    # resolve refuses it, so the install order never has to skip one (builder/deploy/resolve.py).
+    matrix = _publish(tmp_path, {"python_dateutil-2.9.0.post0-py2.7.egg": "six>>1.5\n", "six-1.16.0-py2.7.egg": ""})
+    with pytest.raises(NotPublished, match="invalid requirement"):
+        resolve(matrix, "debian11-py27", "egg", ["python-dateutil"])

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,90 @@ def test_prune_drops_cached_files_no_kept_release_was_made_from(tmp_path: Path) 
     host("switch", str(tmp_path), "v1")
     assert host("prune", str(tmp_path), "5")["uncached"] == [f"{hashlib.sha256(stale).hexdigest()[:6]}.egg"]
     assert list(host("status", str(tmp_path))["cached"]) == [hashlib.sha256(kept).hexdigest()]
+
+
+def test_a_damaged_history_line_makes_previous_unknown_instead_of_wrong(tmp_path: Path) -> None:
+    for name in ("v1", "v2", "v3"):
+        fake_release(tmp_path, name)
+    for name in ("v1", "v2", "v3"):
+        host("switch", str(tmp_path), name)
+    # A rollback from v3 to v2 killed after its rename, while writing its record: dropping the
+    # cut line would make v1 (what v2 was switched from the first time) the previous release.
+    os.symlink("releases/v2", tmp_path / ".current.tmp")
+    os.rename(tmp_path / ".current.tmp", tmp_path / "current")
+    with open(tmp_path / ".history", "a") as history:
+        history.write('{"time": "2026-01-01T00:00:00Z", "fro')
+    status = host("status", str(tmp_path))
+    assert status["current"] == "v2" and status["previous"] is None
+    assert "line 4 of" in status["previous_unknown"] and "damaged" in status["previous_unknown"]
+    # The next switch's record is not glued to the cut line (and lost with it).
+    host("switch", str(tmp_path), "v3")
+    status = host("status", str(tmp_path))
+    assert (status["current"], status["previous"], status["previous_unknown"]) == ("v3", "v2", None)
+
+
+def test_verify_removes_a_cached_file_that_changed(tmp_path: Path) -> None:
+    good = b"egg contents"
+    sha = hashlib.sha256(good).hexdigest()
+    (tmp_path / "cache" / sha).mkdir(parents=True)
+    (tmp_path / "cache" / sha / "a.egg").write_bytes(b"flipped bits")
+    other = hashlib.sha256(b"other").hexdigest()
+    (tmp_path / "cache" / other).mkdir()
+    (tmp_path / "cache" / other / "b.egg").write_bytes(b"other")
+    result = host("verify", str(tmp_path), sha, other, "f" * 64)
+    assert result["corrupt"] == [{"file": "a.egg", "sha256": sha, "actual": hashlib.sha256(b"flipped bits").hexdigest()}]
+    assert list(host("status", str(tmp_path))["cached"]) == [other]
+
+
+def test_a_leftover_of_a_dead_copy_never_refuses_a_later_arrival(tmp_path: Path) -> None:
+    incoming = tmp_path / "cache" / ".incoming"
+    dead = incoming / "run-dead" / ("a" * 64)
+    dead.mkdir(parents=True)
+    (dead / "partial.egg").write_bytes(b"")  # what a copy cut short leaves
+    plain = incoming / ("b" * 64)
+    plain.mkdir()
+    (plain / "old.egg").write_bytes(b"")
+    old = time.time() - 2 * 3600
+    for path in (dead / "partial.egg", dead, incoming / "run-dead"):
+        os.utime(path, (old, old))
+    data = b"new egg"
+    sha = hashlib.sha256(data).hexdigest()
+    (incoming / "run-new" / sha).mkdir(parents=True)
+    (incoming / "run-new" / sha / "new.egg").write_bytes(data)
+    result = host("receive", str(tmp_path), "run-new")
+    assert result["ok"] and result["received"] == ["new.egg"], result
+    assert not (incoming / "run-dead").exists()  # stale: removed
+    assert plain.exists()  # recent: maybe a copy still running elsewhere; not looked at
+    assert not (incoming / "run-new").exists()
+
+
+def test_an_fsync_error_other_than_cannot_sync_a_folder_is_raised(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import errno
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("host_script", HOST)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def failing(code: int):  # noqa: ANN202
+        def fsync(fd: int) -> None:
+            raise OSError(code, os.strerror(code))
+        return fsync
+
+    monkeypatch.setattr(module.os, "fsync", failing(errno.EINVAL))
+    module.sync_dir(str(tmp_path))  # this file system cannot sync folders: nothing to do
+    monkeypatch.setattr(module.os, "fsync", failing(errno.EIO))
+    with pytest.raises(module.HostError, match="could not be synced"):
+        module.sync_dir(str(tmp_path))
+
+
+def test_the_script_runs_from_a_pipe_and_status_writes_nothing(tmp_path: Path) -> None:
+    fake_release(tmp_path, "v1")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    done = subprocess.run([sys.executable, "-", "status", str(tmp_path)], input=HOST.read_bytes(), capture_output=True,
+                          timeout=60, check=False)
+    line = next(line for line in done.stdout.decode().splitlines() if line.startswith(MARK))
+    status = json.loads(line[len(MARK):])
+    assert status["ok"] and [r["name"] for r in status["releases"]] == ["v1"] and status["unwritable"] is None
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

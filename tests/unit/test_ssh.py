@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+import os
 import shlex
 from pathlib import Path
 
@@ -35,7 +37,7 @@ Host debian12-vm-runtime
         ("deploy@10.0.0.5:2222", Destination("10.0.0.5", user="deploy", port=2222)),
         ("ssh://deploy@web1.example:2201/", Destination("web1.example", user="deploy", port=2201)),
         ("[::1]:2222", Destination("::1", port=2222)),
-        ("root@::1", Destination("::1", user="root")),
+        ("root@[::1]", Destination("::1", user="root")),
     ],
 )
 def test_destination_strings(text: str, expected: Destination) -> None:
@@ -76,7 +78,7 @@ def test_remote_command_quotes_every_word() -> None:
 def test_the_command_line_carries_the_destination_and_no_master_before_connecting() -> None:
     dest = Destination("web1", user="deploy", port=2222, identity=Path("/k"), options=(("StrictHostKeyChecking", "accept-new"),))
     argv = Connection(dest).argv(["uname", "-a"])
-    assert argv[0] == "ssh" and argv[-3:] == ["web1", "--", "uname -a"]
+    assert argv[0] == "ssh" and argv[-3:] == ["--", "web1", "uname -a"]
     joined = " ".join(argv)
     for part in ("-l deploy", "-p 2222", "-i /k", "IdentitiesOnly=yes", "BatchMode=yes", "StrictHostKeyChecking=accept-new"):
         assert part in joined
@@ -87,3 +89,70 @@ def test_the_command_line_carries_the_destination_and_no_master_before_connectin
 def test_commands_need_an_open_connection() -> None:
     with pytest.raises(RuntimeError, match="context manager"):
         Connection(Destination("web1")).run(["true"])
+
+
+@pytest.mark.parametrize("text", [
+    "de ploy@127.0.0.1", "deploy@@127.0.0.1", "deploy@127.0.0.1:22:33", "h:22:33", "[::1", "[::1]x", "[web1]:22",
+    "-V", "deploy@-V", "-oProxyCommand=touch /tmp/x", "deploy@-oProxyCommand=x", "-deploy@web1", "web1.-x",
+    "999.0.0.1", "root@::1", "web1:65536", "web1:-1", "ssh://-V", "we;b1", "web1/x",
+])
+def test_anything_but_user_host_port_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not an ssh destination"):
+        Destination.parse(text)
+
+
+def test_what_strict_parsing_still_accepts() -> None:
+    assert Destination.parse("deploy_2@web-1.example.") == Destination("web-1.example.", user="deploy_2")
+    assert Destination.parse("deploy@[fe80::1%eth0]:22") == Destination("fe80::1%eth0", user="deploy", port=22)
+    assert Destination.parse("web_1:65535") == Destination("web_1", port=65535)
+
+
+def test_every_ssh_invocation_puts_the_destination_after_double_dash(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Even a destination that was never parsed (built by hand, or from an ssh_config) cannot
+    become an option: the master, each command, each copy both ways, check and exit."""
+    import subprocess
+
+    from builder.machines import ssh
+
+    seen: list[list[str]] = []
+
+    class Done:
+        returncode = 0
+        stdout = b""
+
+    class Proc:
+        def __init__(self, argv: list[str], **_: object) -> None:
+            seen.append(list(argv))
+            self.returncode = 0
+            self.stdin = open(os.devnull, "wb")  # noqa: SIM115 - closed by the code under test
+            self.stdout = io.BytesIO(b"")
+
+        def wait(self, timeout: float | None = None) -> int:
+            return 0
+
+        def kill(self) -> None:
+            pass
+
+    def fake_run(argv: list[str], **_: object) -> Done:
+        seen.append(list(argv))
+        return Done()
+
+    monkeypatch.setattr(ssh.subprocess, "run", fake_run)
+    monkeypatch.setattr(ssh.subprocess, "Popen", Proc)
+    (tmp_path / "f").write_text("x")
+    dest = Destination("-oProxyCommand=touch /tmp/pwned", user="deploy", port=22)
+    with Connection(dest) as conn:
+        conn.run(["true"])
+        conn.put(tmp_path / "f", "/tmp/f")
+        try:
+            conn.get("/tmp/f", tmp_path / "back")
+        except Exception:  # noqa: BLE001 - the fake stream is no tar; only the argv matters here
+            pass
+        conn.alive()
+        seen.append(conn.argv(["true"]))
+        seen.append(conn.argv(tty=True))
+    assert len(seen) >= 7 and subprocess is not None
+    for argv in seen:
+        assert argv[0] == "ssh"
+        at = argv.index(dest.host)
+        assert argv[at - 1] == "--", argv
