@@ -67,18 +67,23 @@ def now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def sha256_of(path):
+def sha256_stream(handle):
+    """The sha256 of what is left to read from an open binary file (a file, or a zip member)."""
     digest = hashlib.sha256()
+    while True:
+        block = handle.read(1 << 20)
+        if not block:
+            break
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_of(path):
     handle = open(path, "rb")
     try:
-        while True:
-            block = handle.read(1 << 20)
-            if not block:
-                break
-            digest.update(block)
+        return sha256_stream(handle)
     finally:
         handle.close()
-    return digest.hexdigest()
 
 
 def read_json(path):
@@ -600,15 +605,10 @@ def tree_differs(archive, folder):
                 return "%s is missing" % relative
             member = zf.open(info)
             try:
-                digest = hashlib.sha256()
-                while True:
-                    block = member.read(1 << 20)
-                    if not block:
-                        break
-                    digest.update(block)
+                packed = sha256_stream(member)
             finally:
                 member.close()
-            if digest.hexdigest() != sha256_of(path):
+            if packed != sha256_of(path):
                 return "%s was modified" % relative
     finally:
         zf.close()
