@@ -49,13 +49,24 @@ RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq 
 """
 
 
-def bare_image(base: str, python: str) -> str:
+# Puppet from Debian (7.23 on bookworm, 5.5 on bullseye): no puppet on this machine, and none needed.
+PUPPET = """\
+ARG BASE
+FROM ${BASE}
+ARG PYTHON
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
+        puppet >/dev/null && rm -rf /var/lib/apt/lists/*
+"""
+
+
+def made_image(kind: str, dockerfile: str, base: str, python: str) -> str:
+    """`dockerfile` on the base image, made once per base and reused."""
     base_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", base], capture_output=True, text=True,
                              check=True).stdout.strip()
-    tag = f"builder-test/bare-server:{base_id.split(':')[-1][:12]}-{python}"
+    tag = f"builder-test/{kind}:{base_id.split(':')[-1][:12]}-{python}"
     if subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False).returncode != 0:
         with tempfile.TemporaryDirectory() as context:
-            Path(context, "Dockerfile").write_text(BARE)
+            Path(context, "Dockerfile").write_text(dockerfile)
             subprocess.run(["docker", "build", "-q", "--build-arg", f"BASE={base}", "--build-arg", f"PYTHON={python}",
                             "-t", tag, context], capture_output=True, text=True, check=True, timeout=900)
     return tag
@@ -161,7 +172,7 @@ def test_the_ansible_output_makes_a_bare_server_the_runtime_image(shipped: tuple
     deploy_matrix = project(tmp_path / "project", (REPO / "matrix.yaml").read_text().replace(
         "\n  output: eggs", f"\n  output: {root / 'eggs'}", 1))
 
-    with server(bare_image(base, python), key) as (name, port):
+    with server(made_image("bare-server", BARE, base, python), key) as (name, port):
         on_server = ["docker", "exec", name]
         assert installed(on_server, WANTED) == {}, "the bare server must not have them yet"
         deploy_matrix.write_text(deploy_matrix.read_text() + _deploy_target(platform, port, key, app))
@@ -200,3 +211,29 @@ def test_the_ansible_output_makes_a_bare_server_the_runtime_image(shipped: tuple
         probe = "import json,urllib.request as u; print(u.urlopen('http://127.0.0.1:8000/').read().decode())"
         answer = subprocess.run([*on_server, "python3", "-c", probe], capture_output=True, text=True, check=False)
         assert answer.returncode == 0 and json.loads(answer.stdout)["libyaml"], answer.stdout + answer.stderr
+
+
+@pytest.mark.parametrize("platform", sorted(PLATFORMS))
+def test_the_puppet_class_is_valid_and_installs_what_the_runtime_image_has(shipped: tuple[Path, str], tmp_path: Path,
+                                                                          platform: str) -> None:
+    root, _ = shipped
+    base, _, _, _ = PLATFORMS[platform]
+    printed = builder(root / "matrix.yaml", "system-packages", "--platform", platform, "--format", "puppet", timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    klass = "builder_system_packages_" + platform.replace("-", "_")
+    (tmp_path / "site.pp").write_text(printed.stdout + f"include {klass}\n")
+    in_image = installed(["docker", "run", "--rm", "--network", "none", runtime_image(root, platform)], WANTED)
+    image = made_image("puppet", PUPPET, base, "none")
+    run = ["docker", "run", "--rm", "-v", f"{tmp_path / 'site.pp'}:/site.pp:ro", image]
+    valid = subprocess.run([*run, "puppet", "parser", "validate", "/site.pp"], capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    # Puppet's own ruby needs libyaml-0-2, so libpq5 alone shows the class installing: absent before.
+    script = ("dpkg-query -W libpq5 >/dev/null 2>&1 && exit 9; apt-get update -qq && "
+              "puppet apply --detailed-exitcodes /site.pp; code=$?; "
+              "dpkg-query -W -f '${Package} ${Version} ${db:Status-Status}\\n' " + " ".join(WANTED) + "; exit $code")
+    applied = subprocess.run([*run, "sh", "-c", script], capture_output=True, text=True, timeout=900, check=False)
+    assert applied.returncode == 2, applied.stdout + applied.stderr  # 2: changes were applied, no failure
+    assert "Package[libpq5]/ensure: created" in applied.stdout, applied.stdout
+    rows = [line.split() for line in applied.stdout.splitlines() if line.endswith(" installed")]
+    assert {row[0]: row[1] for row in rows} == in_image
