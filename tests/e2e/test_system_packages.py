@@ -179,7 +179,9 @@ def test_the_ansible_output_makes_a_bare_server_the_runtime_image(shipped: tuple
         # Without them the release cannot import psycopg2 on the server: deploy refuses before any switch.
         before = builder(deploy_matrix, "deploy", "bare", "--release", "r1", timeout=900)
         assert before.returncode == 10, before.stdout + before.stderr
-        assert "psycopg2" in before.stdout + before.stderr, before.stdout + before.stderr
+        said = before.stdout + before.stderr
+        assert "psycopg2" in said and "libpq.so.5" in said, said
+        print(f"{platform}: before provisioning, deploy said: {before.stderr.strip().splitlines()[:3]}")
 
         inventory = tmp_path / "inventory.ini"
         inventory.write_text(
