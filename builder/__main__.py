@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from . import __version__, ownership
 from .cells import pipeline, state
-from .errors import BuilderError, CellsFailed, FetchError, ImageError
+from .errors import BuilderError, CellsFailed, FetchError, ImageError, SelectionError
 from .machines import registry
 from .matrix import load as config
 from .matrix import plan
@@ -89,6 +89,16 @@ def parser() -> argparse.ArgumentParser:
     check_imports.add_argument("--format", choices=("egg", "wheel"), default="egg", help="which artifacts to install")
     check_imports.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                                help="files or folders of APP not to scan (setup.py never is)")
+    system = sub.add_parser(
+        "system-packages", parents=[common], help="the OS packages a platform's servers need, for configuration management",
+        description="Print the OS packages the servers of PLATFORM need to run what is published for it (the "
+        "union of its published artifacts' run-time system packages, from OUTPUT/PLATFORM/system-packages.json), "
+        "as a Puppet class, an Ansible playbook, a Salt state, one install command, or JSON.",
+    )
+    system.add_argument("--platform", required=True, help="the platform's name")
+    system.add_argument("--format", choices=("puppet", "ansible", "salt", "shell", "json"), default="shell")
+    system.add_argument("--package", action="append", metavar="GLOB",
+                        help="only what these published packages need (repeat or comma-separate)")
     verify = sub.add_parser("verify", parents=[common], help="re-hash the output folder against its manifests")
     verify.set_defaults(select=False)
     return top
@@ -162,7 +172,7 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
     matrix = config.load(Path(args.matrix))
     ctx = Context(args, matrix, console, registry.Backends())
     command = COMMANDS.get(args.command, _stages)
-    if args.command in ("verify", "list", "matrix"):  # they write nothing
+    if args.command in ("verify", "list", "matrix", "system-packages"):  # they write nothing
         return command(ctx)
     try:
         return command(ctx)
@@ -243,6 +253,26 @@ def _selected(ctx: Context) -> list[plan.Cell]:
     return plan.select(ctx.matrix, _split(args.platform), _split(args.package), _split(args.cell))
 
 
+def _system_packages(ctx: Context) -> int:
+    from .output import system
+
+    args, matrix = ctx.args, ctx.matrix
+    folder = matrix.settings.output / args.platform
+    known = [p.name for p in matrix.platforms]
+    if args.platform not in known and not (folder / "manifest.json").exists():
+        raise SelectionError(f"no platform {args.platform!r} in {matrix.path.name}, and nothing published in {folder}",
+                             hint=f"the matrix declares: {', '.join(known)}")
+    found = system.read(matrix.settings.output, args.platform).only(_split(args.package))
+    path = folder / system.FILENAME
+    shown = path.relative_to(matrix.root) if path.is_relative_to(matrix.root) else path
+    # Plain stdout: the output is to paste into configuration management, never console markup.
+    sys.stdout.write(system.render(found, args.format, str(shown)))
+    if found.unknown:
+        err_print(f"warning: {shown} has no record of what {', '.join(found.unknown)} need: the list may be "
+                  f"incomplete; publish them again: python -m builder all --platform {args.platform} --force")
+    return 0
+
+
 def _matrix(ctx: Context) -> int:
     from .matrix.ci import matrix_document
 
@@ -298,6 +328,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "clean": _clean,
     "merge": _merge,
     "matrix": _matrix,
+    "system-packages": _system_packages,
     "list": _list,
     **dict.fromkeys(STAGE_HELP, _stages),
 }

@@ -371,6 +371,8 @@ def publish(run: Run) -> None:
                 runtime_image=tested.images.get("runtime", ""),
                 builder_version=__version__,
                 finished_at=tested.finished_at,
+                runtime_packages=cell.system.runtime,  # what the runtime image was given for it
+                family=cell.platform.family,
             )
         )
     order = {c.id: n for n, c in enumerate(run.cells)}  # chosen in dependency order, published in the matrix's

@@ -55,6 +55,7 @@ def records(matrix: Matrix, parts: Sequence[Path]) -> dict[str, list[publisher.P
                     artifacts=tuple(files), source_sha256=first.source_sha256, input_key=entry.input_key,
                     build_image=first.build_image, runtime_image=first.runtime_image,
                     builder_version=first.builder_version, finished_at=entry.finished_at,
+                    runtime_packages=cell.system.runtime, family=cell.platform.family,
                 )
     by_platform: dict[str, list[publisher.PublishRecord]] = {}
     for record in chosen.values():

@@ -21,6 +21,7 @@ from ..errors import BuilderError, LockError
 from ..fetch import sha256_file
 from . import journal as _journal
 from . import lock as _lock
+from . import system as _system
 from .index import (
     ArtifactEntry,
     CellEntry,
@@ -58,6 +59,10 @@ class PublishRecord:
     runtime_image: str
     builder_version: str
     finished_at: str
+    # The OS packages the cell's artifacts need on the servers (its matrix system.<family>.runtime,
+    # as its runtime image was given them) and the platform's family; None: not known.
+    runtime_packages: tuple[str, ...] | None = None
+    family: str = ""
 
 
 @dataclass(frozen=True)
@@ -149,12 +154,29 @@ def publish(output: Path, platform: str, records: Sequence[PublishRecord]) -> li
         _journal.crash_point("copied")
         manifest = _merge(old, platform, records, hashes)
         staged = {**render_pages(manifest), "manifest.json": dump_manifest(manifest)}
+        staged[_system.FILENAME] = _system_packages(folder, manifest, records)
         # Artifacts, then pages, then manifest.json last: it is what verify and users trust.
         for final in sorted(staged, key=lambda name: (name == "manifest.json", "/" not in name, name)):
             renames.append(_journal.stage_bytes(folder, final, staged[final]))
         _journal.commit(folder, renames)
         _journal.crash_point("done")
         return sorted(folder / name for name in hashes)
+
+
+def _system_packages(folder: Path, manifest: Manifest, records: Sequence[PublishRecord]) -> bytes:
+    """system-packages.json, written with the manifest: the records' needs and the old file's for
+    the artifacts that stay. An unreadable old file leaves those artifacts unknown, as it says."""
+    path = folder / _system.FILENAME
+    try:
+        old: _system.ServerPackages | None = _system.load(path.read_bytes(), str(path))
+    except (FileNotFoundError, BuilderError):
+        old = None
+    new = {
+        artifact.name: None if r.runtime_packages is None
+        else _system.Needs(r.package, r.version, r.cell_id, tuple(sorted(set(r.runtime_packages))))
+        for r in records for artifact in r.artifacts
+    }
+    return _system.dump(_system.merged(old, manifest, next((r.family for r in records if r.family), ""), new))
 
 
 def _platform_folders(output: Path) -> list[Path]:
