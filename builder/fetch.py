@@ -38,7 +38,7 @@ def default_index_url() -> str:
         from pip._internal.models.index import PyPI  # the URL pip itself uses by default
     except ImportError as exc:  # pragma: no cover - pip always ships with the host Python here
         raise FetchError(
-            "no package index configured", hint="set settings.index_url in matrix.yaml or BUILDER_INDEX_URL"
+            "no package index configured", hint="set settings.index_url in the matrix file or BUILDER_INDEX_URL"
         ) from exc
     return str(PyPI.simple_url)
 
@@ -79,7 +79,7 @@ def _open(url: str, accept: str | None = None):  # noqa: ANN202 - urllib's respo
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT)
 
 
-def index_files(index_url: str, project: str) -> list[IndexFile]:
+def index_files(index_url: str, project: str, matrix_file: str = "matrix.yaml") -> list[IndexFile]:
     """The files of a project on a simple index, with their sha256 where the index gives it."""
     page = index_url.rstrip("/") + "/" + canonicalize_name(project) + "/"
     accept = f"{JSON_ACCEPT}, text/html;q=0.1"
@@ -89,7 +89,7 @@ def index_files(index_url: str, project: str) -> list[IndexFile]:
             content_type = response.headers.get("Content-Type", "") if hasattr(response, "headers") else ""
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
-            raise FetchError(f"{project} is not on the index {index_url}", hint="check the name in matrix.yaml") from exc
+            raise FetchError(f"{project} is not on the index {index_url}", hint=f"check the name in {matrix_file}") from exc
         raise FetchError(f"the index answered {exc.code} for {page}", hint="retry, or set settings.index_url") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise FetchError(
@@ -136,7 +136,10 @@ class Fetcher:
     fetched again, and `warn` says so.
     """
 
-    def __init__(self, cache: Path, index_url: str | None = None, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, cache: Path, index_url: str | None = None, warn: Callable[[str], None] | None = None, matrix_file: str = "matrix.yaml"
+    ) -> None:
+        self.matrix_file = matrix_file  # the file as the user named it, for the hints
         self.root = cache / "sources"
         self._index_url = index_url
         self._warn = warn or _to_stderr
@@ -178,10 +181,10 @@ class Fetcher:
             got = sha256_file(tmp)
             if got != pin.sha256:
                 raise FetchError(
-                    f"sha256 mismatch for {pin.name} {pin.version} ({filename} from {url}): matrix.yaml pins "
+                    f"sha256 mismatch for {pin.name} {pin.version} ({filename} from {url}): {self.matrix_file} pins "
                     f"{pin.sha256}, the file has {got}",
                     hint="the file is not the one pinned: nothing was built from it. If the new file is "
-                    "trusted, update the sha256 in matrix.yaml",
+                    f"trusted, update the sha256 in {self.matrix_file}",
                 )
             final = folder / filename
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; cached sources are not secrets
@@ -193,30 +196,30 @@ class Fetcher:
     def _locate(self, pin: Pin) -> tuple[str, str]:
         if pin.path:
             if not Path(pin.path).is_file():
-                raise FetchError(f"{pin.name} {pin.version}: no file at {pin.path}", hint="fix path: in matrix.yaml")
+                raise FetchError(f"{pin.name} {pin.version}: no file at {pin.path}", hint=f"fix path: in {self.matrix_file}")
             return pin.path, Path(pin.path).name
         if pin.url:
             name = urllib.parse.unquote(urllib.parse.urlsplit(pin.url).path.rsplit("/", 1)[-1])
             return pin.url, name or f"{pin.name}-{pin.version}"
-        files = index_files(self.index_url, pin.name)
+        files = index_files(self.index_url, pin.name, self.matrix_file)
         for f in files:
             if f.sha256 == pin.sha256:
                 if not _names_version(f.filename, pin.version):
                     raise FetchError(
                         f"{pin.name}: the file with sha256 {pin.sha256} is {f.filename}, not version {pin.version}",
-                        hint="make version and sha256 in matrix.yaml name the same file",
+                        hint=f"make version and sha256 in {self.matrix_file} name the same file",
                     )
                 return f.url, f.filename
         same_version = [f for f in files if _names_version(f.filename, pin.version)]
         if not same_version:
             raise FetchError(
                 f"{pin.name} {pin.version} is not on the index {self.index_url}",
-                hint="check the version in matrix.yaml",
+                hint=f"check the version in {self.matrix_file}",
             )
         if all(f.sha256 is None for f in same_version):
             raise FetchError(
                 f"the index gives no sha256 for {pin.name} {pin.version}, so the pinned file cannot be chosen",
-                hint="give the file's url: in matrix.yaml (it is still verified against the sha256)",
+                hint=f"give the file's url: in {self.matrix_file} (it is still verified against the sha256)",
             )
         listing = "; ".join(f"{f.filename} ({f.sha256})" for f in same_version[:8])
         raise FetchError(

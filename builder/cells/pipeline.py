@@ -113,7 +113,7 @@ def unavailable(run: Run) -> None:
 
 
 def fetch(run: Run) -> None:
-    fetcher = Fetcher(run.matrix.settings.cache, run.matrix.settings.index_url, warn=run.echo)
+    fetcher = Fetcher(run.matrix.settings.cache, run.matrix.settings.index_url, warn=run.echo, matrix_file=run.matrix.label)
     errors: dict[str, FetchError] = {}
 
     def one(pin: Pin) -> None:

@@ -52,7 +52,7 @@ def make(matrix: Matrix, target: Target, release: str) -> Bundle:
     app_sha = sha256_file(app)
     files[app_sha] = app
     platform = matrix.platform(target.platform)
-    fetcher = Fetcher(matrix.settings.cache, matrix.settings.index_url)
+    fetcher = Fetcher(matrix.settings.cache, matrix.settings.index_url, matrix_file=matrix.label)
     tools: dict[str, dict[str, str]] = {}
     for pin in platform.tools:
         wanted = pin.name.lower() == "virtualenv" or (pin.name.lower() == "pip" and target.format == "wheel")

@@ -122,7 +122,7 @@ def _stale(report: Report, artifacts: Sequence[published.Artifact], runtime: str
 
 def _platform_files(matrix: Matrix, platform: Platform) -> dict[str, Path]:
     """The platform's verified tools (virtualenv, pip) and image context files, nothing else."""
-    fetcher = Fetcher(matrix.settings.cache, matrix.settings.index_url)
+    fetcher = Fetcher(matrix.settings.cache, matrix.settings.index_url, matrix_file=matrix.label)
     return {pin.sha256: fetcher.fetch(pin) for pin in (*platform.tools, *platform.context)}
 
 

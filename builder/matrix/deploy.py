@@ -35,7 +35,7 @@ def find(matrix: Matrix, name: str) -> Target:
             return target
     names = [t.name for t in matrix.targets]
     if not names:
-        raise ConfigError(f"{matrix.path.name} declares no deploy targets",
+        raise ConfigError(f"{matrix.label} declares no deploy targets",
                           hint="add a deploy: list beside platforms: and packages: (see README.md, Deploy)")
     raise ConfigError(f"unknown deploy target {name!r}",
                       hint=y.did_you_mean(name, names) or f"declared targets: {', '.join(names)}")

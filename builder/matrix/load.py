@@ -94,7 +94,7 @@ def loads(text: str, path: Path, label: str | None = None) -> Matrix:
     platforms = _platforms(fields["platforms"])
     packages = _packages(fields["packages"], platforms)
     targets = deploy.targets(fields["deploy"], platforms) if "deploy" in fields else ()
-    return Matrix(path, settings, platforms, packages, targets)
+    return Matrix(path, settings, platforms, packages, targets, label=doc.label)
 
 
 # -- settings ---------------------------------------------------------------------------------

@@ -189,6 +189,7 @@ class Matrix:
     platforms: tuple[Platform, ...]
     packages: tuple[Package, ...]
     targets: tuple[Target, ...] = ()  # deploy:
+    label: str = "matrix.yaml"  # the file as the user named it (`cases/x.yaml`), for messages
 
     @property
     def root(self) -> Path:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from packaging.utils import canonicalize_name
 
 from ..errors import SelectionError
-from .model import BuildSpec, Matrix, Package, Platform, SystemPackages
+from .model import BuildSpec, Matrix, Package, Platform, SystemPackages, file_of
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def with_dependencies(everything: Sequence[Cell], chosen: Sequence[Cell]) -> lis
             if found is None:
                 raise SelectionError(
                     f"{cell.id} needs {dep} at run time, but {dep} is not built for {cell.platform.name}",
-                    hint=f"add {cell.platform.name} to {dep}'s platforms in matrix.yaml",
+                    hint=f"add {cell.platform.name} to {dep}'s platforms in {file_of(cell.package.location)}",
                 )
             if found.id not in keep:
                 keep.add(found.id)

@@ -35,7 +35,7 @@ def records(matrix: Matrix, parts: Sequence[Path]) -> dict[str, list[publisher.P
                 cell = cells.get(cell_id)
                 if cell is None:
                     raise BuilderError(
-                        f"{path}: cell {cell_id} is not in {matrix.path.name}", hint="merge only parts built from this matrix"
+                        f"{path}: cell {cell_id} is not in {matrix.label}", hint="merge only parts built from this matrix"
                     )
                 files = [folder / name for name in entry.artifacts]
                 first = manifest.artifacts[entry.artifacts[0]] if entry.artifacts else None

@@ -133,3 +133,17 @@ def test_index_without_hashes_asks_for_a_url(tmp_path: Path) -> None:
     url = make_index(tmp_path, "demo", {"demo-1.0.tar.gz": b"x"}, with_hashes=False)
     with pytest.raises(FetchError, match="gives no sha256"):
         Fetcher(tmp_path / "c", url).fetch(pin_for("demo", "1.0", b"x"))
+
+
+def test_hints_name_the_matrix_file_as_the_user_gave_it(tmp_path: Path) -> None:
+    url = make_index(tmp_path, "demo", {"demo-1.0.tar.gz": b"sdist"})
+    fetcher = Fetcher(tmp_path / "cache", url, matrix_file="cases/x.yaml")
+    with pytest.raises(FetchError) as err:
+        fetcher.fetch(Pin("demo", "9.9", "1" * 64))
+    assert err.value.hint == "check the version in cases/x.yaml"
+    local = tmp_path / "local.tar.gz"
+    local.write_bytes(b"other bytes")
+    with pytest.raises(FetchError) as err:
+        fetcher.fetch(Pin("local", "1.0", "2" * 64, path=str(local)))
+    assert "cases/x.yaml pins " + "2" * 64 in err.value.message
+    assert (err.value.hint or "").endswith("update the sha256 in cases/x.yaml")

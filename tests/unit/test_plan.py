@@ -104,3 +104,30 @@ def test_input_key_changes_with_each_input(matrix: Matrix) -> None:
         assert input_key(cell, **{**args, name: "other"}) != key
     changed = replace(cell, package=replace(cell.package, spec=replace(cell.spec, setup_args=("--with-libyaml",))))
     assert input_key(changed, **args) != key
+
+
+def test_messages_name_the_matrix_file_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from builder.errors import ConfigError
+    from builder.matrix import deploy
+    from builder.matrix.load import load
+
+    (tmp_path / "cases").mkdir()
+    sha = "a" * 64
+    (tmp_path / "cases" / "x.yaml").write_text(
+        "platforms:\n"
+        "  - {name: debian11-py27, family: debian, base: {debootstrap: bullseye}, python: /usr/bin/python2.7}\n"
+        "  - {name: debian12, family: debian, base: {debootstrap: bookworm}, python: /usr/bin/python3}\n"
+        "packages:\n"
+        f"  - {{name: six, version: '1.0', sha256: {sha}}}\n"
+        f"  - {{name: python-dateutil, version: '1.0', sha256: {sha}, depends: [six]}}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    given = load("cases/x.yaml")
+    assert given.label == "cases/x.yaml"
+    with pytest.raises(ConfigError, match="^cases/x.yaml declares no deploy targets"):
+        deploy.find(given, "web")
+    six = given.package("six")
+    broken = replace(given, packages=(replace(six, platforms=("debian12",)), given.package("python-dateutil")))
+    with pytest.raises(SelectionError) as err:
+        select(broken, cells=["debian11-py27/python-dateutil"])
+    assert (err.value.hint or "").endswith("platforms in cases/x.yaml")
