@@ -84,7 +84,7 @@ class OutputTooLarge(BuilderError):
         mib = limit / 1024**2
         super().__init__(
             f"the guest's {src} is over limits.output ({mib:g} MiB): refused, nothing of it kept",
-            hint="if the package's artifacts really are that big, raise limits.output of the platform in matrix.yaml",
+            hint="if the package's artifacts really are that big, raise limits.output in the platform's entry of the matrix file",
         )
 
 

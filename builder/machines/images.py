@@ -112,6 +112,6 @@ def dockerfile(platform: Platform) -> Path:
         raise ImageError(
             f"platform {platform.name} has no Dockerfile at {path}",
             hint=f"create it with two targets, `runtime` and `build` (copy images/debian12/Dockerfile as a start), "
-            f"or set image: in matrix.yaml ({platform.location})",
+            f"or set image: of the platform at {platform.location}",
         )
     return path

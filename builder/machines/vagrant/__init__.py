@@ -292,7 +292,7 @@ class VagrantBackend:
         if missing:
             raise ImageError(
                 f"platform {platform.name} names machine(s) {', '.join(missing)}, which {root / VAGRANTFILE} does not declare",
-                hint=f"declared there: {', '.join(project.machines) or 'none'}; fix machines: in matrix.yaml ({platform.location})",
+                hint=f"declared there: {', '.join(project.machines) or 'none'}; fix machines: of the platform at {platform.location}",
             )
         self._check_boxes(project, platform)
         project.runtime_packages = runtime_packages(matrix, platform)
