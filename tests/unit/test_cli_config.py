@@ -39,7 +39,7 @@ CASES = [
     ("duplicate package", GOOD.replace("PyYAML", "Six"), (), "matrix.yaml:10", "are the same package",
      "PEP 503 normalisation"),
     ("platform without Dockerfile", GOOD.replace("debian12", "debian13"), (), "matrix.yaml:2",
-     "platforms[debian13]: no Dockerfile at", "or set image: of the platform at matrix.yaml:2"),
+     "platforms[debian13]: no Dockerfile at", "two targets, `runtime` and `build`"),
     ("bad sha256 format", GOOD.replace(A, "abc123", 1), (), "matrix.yaml:9", "sha256 must be 64 hex digits",
      "sha256sum FILE"),
     ("YAML syntax error", GOOD + "  - name: [x\n", (), "matrix.yaml:14", "invalid YAML", "unclosed bracket"),
