@@ -66,14 +66,17 @@ class CommandError(BuilderError):
 
     exit_code = 7
 
-    def __init__(self, argv: Sequence[str], returncode: int, output: str, where: str = "host") -> None:
+    def __init__(
+        self, argv: Sequence[str], returncode: int, output: str, where: str = "host", hint: str | None = None
+    ) -> None:
         self.argv = list(argv)
         self.returncode = returncode
         self.output = output
         tail = "\n".join("    " + line for line in output.rstrip().splitlines()[-20:])
         super().__init__(
             f"command failed on {where} with exit code {returncode}: {' '.join(self.argv)}"
-            + (f"\n  output (last lines):\n{tail}" if tail else "")
+            + (f"\n  output (last lines):\n{tail}" if tail else ""),
+            hint=hint,
         )
 
 

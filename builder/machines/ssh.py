@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, cast
 
+from .. import runner
 from ..errors import BuilderError, CommandError, OutputTooLarge, TransportError
 from ..matrix.hosts import Destination
 from .base import Exec
@@ -94,18 +95,15 @@ class Connection:
         # would wait on forever.
         with open(errors, "wb") as err:
             try:
-                done = subprocess.run(
-                    master, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                    timeout=self.connect_timeout + 30, check=False,
-                )
+                returncode = runner.call(master, timeout=self.connect_timeout + 30, stderr=err)
             except subprocess.TimeoutExpired:
                 self._cleanup()
                 raise TransportError(
                     f"ssh to {self.dest} did not log in within {self.connect_timeout + 30:.0f} s",
                     hint="check that the machine is up and its sshd answers on that port",
                 ) from None
-        if done.returncode != 0:
-            message = Path(errors).read_text(errors="replace").strip() or f"ssh exited with {done.returncode}"
+        if returncode != 0:
+            message = Path(errors).read_text(errors="replace").strip() or f"ssh exited with {returncode}"
             self._cleanup()
             raise TransportError(f"cannot connect to {self.dest}: {message}", hint=_hint(message))
         return self
@@ -123,10 +121,7 @@ class Connection:
     def close(self) -> None:
         if self._dir is None:
             return
-        subprocess.run(
-            self._ssh("-O", "exit"),
-            stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False,
-        )
+        runner.call(self._ssh("-O", "exit"), timeout=30)
         self._cleanup()
 
     def _cleanup(self) -> None:
@@ -137,11 +132,7 @@ class Connection:
     def alive(self) -> bool:
         if self._dir is None:
             return False
-        check = subprocess.run(
-            self._ssh("-O", "check"),
-            stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False,
-        )
-        return check.returncode == 0
+        return runner.call(self._ssh("-O", "check"), timeout=30) == 0
 
     # -- commands ------------------------------------------------------------------------
 
@@ -162,7 +153,7 @@ class Connection:
         bound it there too.
         """
         self._require_open()
-        proc = subprocess.Popen(
+        proc = runner.start(
             self._ssh("-T", remote=remote_command(argv, env, cwd)),
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -181,9 +172,8 @@ class Connection:
         target = PurePosixPath(dest)
         folder, name = (target, ".") if src.is_dir() else (target.parent, target.name)
         script = f"mkdir -p -- {shlex.quote(str(folder))} && tar -xf - -C {shlex.quote(str(folder))}"
-        proc = subprocess.Popen(
-            self._ssh("-T", remote=script),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = runner.start(
+            self._ssh("-T", remote=script), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         reader = _Reader(proc)
         assert proc.stdin is not None
@@ -218,10 +208,7 @@ class Connection:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".get-") as spool:
             with tempfile.TemporaryFile() as errors:
-                proc = subprocess.Popen(
-                    self._ssh("-T", remote=script),
-                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
-                )
+                proc = runner.start(self._ssh("-T", remote=script), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
                 assert proc.stdout is not None
                 try:
                     with tarfile.open(fileobj=cast(IO[bytes], _Capped(proc.stdout, src, limit)), mode="r|") as tar:

@@ -156,3 +156,14 @@ def test_every_ssh_invocation_puts_the_destination_after_double_dash(monkeypatch
         assert argv[0] == "ssh"
         at = argv.index(dest.host)
         assert argv[at - 1] == "--", argv
+
+
+def test_no_ssh_on_path_is_a_clear_error_not_a_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from builder.errors import CommandError
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # a folder with no ssh in it
+    with pytest.raises(CommandError) as err:
+        Connection(Destination("127.0.0.1", port=1)).__enter__()
+    assert err.value.returncode == 127
+    assert "ssh: not found on PATH" in str(err.value)
+    assert "install OpenSSH's client" in (err.value.hint or "")
