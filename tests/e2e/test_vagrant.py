@@ -110,6 +110,16 @@ def test_cells_sharing_a_machine_are_separate_unprivileged_users(fleet: tuple, t
         assert a.run(["sudo", "-n", "true"]).returncode != 0
         limit = a.run(["python3", "-c", "import resource as r; print(r.getrlimit(r.RLIMIT_NPROC)[0], r.getrlimit(r.RLIMIT_AS)[0])"])
         assert limit.output.split() == ["64", str(1024**3)], limit
+        # What the README says this backend gives in place of docker's lockdown, each checked:
+        # the system is read-only by file modes (EACCES, not docker's EROFS), the cell's user has
+        # an empty effective capability set, and an allocation past limits.memory fails in the
+        # cell's own process (ulimit -v) instead of being allowed.
+        usr = a.run(["python3", "-c", "import errno\ntry:\n open('/usr/lib/x', 'w')\nexcept OSError as e: print(errno.errorcode[e.errno])"])
+        assert usr.output.strip() == "EACCES", usr
+        caps = a.run(["sh", "-c", "grep '^CapEff' /proc/self/status"])
+        assert caps.output.split() == ["CapEff:", "0000000000000000"], caps
+        big = a.run(["python3", "-c", "b = bytearray(2 * 1024**3)"])
+        assert big.returncode != 0 and "MemoryError" in big.output, big
         # The time limit ends the cell's processes, including those it left in the background.
         started = time.monotonic()
         stopped = a.run(["sh", "-c", "sleep 600 & sleep 600"], timeout=3)
