@@ -290,7 +290,7 @@ def _list(ctx: Context) -> int:
     for cell in cells:
         for stage in ("fetch", "images", "build", "test", "publish"):
             try:
-                saved = state.load(ctx.matrix, cell, stage)
+                saved = state.load(ctx.matrix.settings.folders, cell, stage)
             except state.CorruptState as exc:
                 saved = state.StageResult(cell.id, stage, "failed", reason=exc.message)
             if saved is not None:

@@ -161,7 +161,7 @@ def build(
     echo: Callable[[str], None] | None = None,
 ) -> StageResult:
     started = time.monotonic()
-    base = cell_dir(matrix, cell)
+    base = cell_dir(matrix.settings.folders, cell)
     out = fresh_dir(base / "build")
     log_path = base / "build.log"
     log_path.unlink(missing_ok=True)
@@ -218,7 +218,7 @@ def test(
     environment: one container start and one copy per cell instead of per format.
     """
     started = time.monotonic()
-    base = cell_dir(matrix, cell)
+    base = cell_dir(matrix.settings.folders, cell)
     log_path = base / "test.log"
     log_path.unlink(missing_ok=True)
     log = _Log(log_path, echo)
@@ -307,7 +307,7 @@ def _check_all(
     sources: Mapping[str, Path],
     log: _Log,
 ) -> tuple[dict[str, dict], dict[str, float]]:
-    base = cell_dir(matrix, cell)
+    base = cell_dir(matrix.settings.folders, cell)
     out = fresh_dir(base / "test")
     guest_spec, files = checks_inputs(cell, items, sources)
     # The prepared environment pays where an environment is dear (a virtualenv, on Python 2)

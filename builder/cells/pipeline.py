@@ -51,7 +51,7 @@ class Run:
 
     def record(self, cell: Cell, result: StageResult) -> None:
         self.results.setdefault(cell.id, {})[result.stage] = result
-        state.save(self.matrix, cell, result)
+        state.save(self.matrix.settings.folders, cell, result)
         line = f"[{cell.id}] {result.stage}: {result.status}"
         if result.duration:
             line += f" ({result.duration:.1f} s)"
@@ -259,7 +259,7 @@ def test(run: Run) -> None:
     for cell in todo:  # `builder test` alone: take the builds a previous run left
         if "build" not in run.results.get(cell.id, {}):
             try:
-                saved = state.load(run.matrix, cell, "build")
+                saved = state.load(run.matrix.settings.folders, cell, "build")
             except state.CorruptState as exc:
                 run.record(cell, StageResult(cell.id, "test", "failed", reason=_one_line(exc)))
                 continue
@@ -327,7 +327,7 @@ def _build_of(run: Run, cell: Cell) -> StageResult:
         done = run.results[cell.id]["publish"]
         return StageResult(cell.id, "build", "passed", artifacts=list(done.artifacts), input_key=done.input_key)
     try:
-        found = run.results.get(cell.id, {}).get("build") or state.load(run.matrix, cell, "build")
+        found = run.results.get(cell.id, {}).get("build") or state.load(run.matrix.settings.folders, cell, "build")
     except state.CorruptState as exc:
         return StageResult(cell.id, "build", "failed", reason=_one_line(exc))
     return found or StageResult(cell.id, "build", "failed", reason="not built")
@@ -343,7 +343,7 @@ def publish(run: Run) -> None:
         if cell.id in run.done:
             continue
         try:
-            tested = run.results.get(cell.id, {}).get("test") or state.load(run.matrix, cell, "test")
+            tested = run.results.get(cell.id, {}).get("test") or state.load(run.matrix.settings.folders, cell, "test")
         except state.CorruptState as exc:
             run.record(cell, StageResult(cell.id, "publish", "failed", reason=_one_line(exc)))
             continue

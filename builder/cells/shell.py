@@ -49,10 +49,10 @@ def prepare(
         mounts = {str(cells.GUEST_DIR): "/builder/guest:ro"}
         return Shell(backend.interactive(platform, images, chosen, mounts, GUEST_ENV), chosen, f"{platform.name} {chosen} image")
     cell = next(c for c in selected if c.id == cell_id)
-    built = state.load(matrix, cell, "build")
-    tested = state.load(matrix, cell, "test")
+    built = state.load(matrix.settings.folders, cell, "build")
+    tested = state.load(matrix.settings.folders, cell, "test")
     chosen = role or ("runtime" if built and built.ok and tested and not tested.ok else "build")
-    folder = state.cell_dir(matrix, cell) / f"shell-{chosen}"
+    folder = state.cell_dir(matrix.settings.folders, cell) / f"shell-{chosen}"
     spec: Mapping[str, object]
     if chosen == "build":
         spec, files = cells.build_inputs(cell, run.sources)
@@ -64,7 +64,7 @@ def prepare(
         fmt = cells.artifact_format(str(artifact))
         deps: list[Path] = []
         for dep in plan.dependencies(cell, selected):  # installed first, as in the cell's test
-            dep_build = state.load(matrix, dep, "build")
+            dep_build = state.load(matrix.settings.folders, dep, "build")
             if not (dep_build and dep_build.ok):
                 raise BuilderError(f"{cell.id} needs {dep.id}, which has no build", hint=f"run: python -m builder build --cell {dep.id}")
             deps += [Path(a) for a in dep_build.artifacts if cells.artifact_format(a) == fmt]

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from packaging.utils import canonicalize_name
 
 from ..errors import BuilderError
-from ..matrix.model import Matrix
+from ..matrix.model import Folders
 from ..matrix.plan import Cell
 
 Stage = Literal["fetch", "images", "build", "test", "publish"]
@@ -40,8 +40,8 @@ class StageResult:
         return self.status == "passed"
 
 
-def cell_dir(matrix: Matrix, cell: Cell) -> Path:
-    return matrix.settings.work / "cells" / cell.platform.name / canonicalize_name(cell.package.name)
+def cell_dir(folders: Folders, cell: Cell) -> Path:
+    return folders.work / "cells" / cell.platform.name / canonicalize_name(cell.package.name)
 
 
 def fresh_dir(path: Path) -> Path:
@@ -50,9 +50,9 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def save(matrix: Matrix, cell: Cell, result: StageResult) -> None:
+def save(folders: Folders, cell: Cell, result: StageResult) -> None:
     result.finished_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    path = cell_dir(matrix, cell) / f"{result.stage}.json"
+    path = cell_dir(folders, cell) / f"{result.stage}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(asdict(result), indent=2, sort_keys=True) + "\n")
@@ -63,12 +63,12 @@ class CorruptState(BuilderError):
     """A stage's saved result is there but cannot be read: never taken for "the stage never ran"."""
 
 
-def load(matrix: Matrix, cell: Cell, stage: Stage) -> StageResult | None:
+def load(folders: Folders, cell: Cell, stage: Stage) -> StageResult | None:
     """The stage's saved result for the cell; None if the stage never ran for it (or the file was
     written by another version of builder, whose input keys differ from ours anyway, so nothing
     of it could be used). CorruptState if the file is there and damaged: save() replaces it
     atomically, so that is a disk or a hand that changed it, and the user must hear of it."""
-    path = cell_dir(matrix, cell) / f"{stage}.json"
+    path = cell_dir(folders, cell) / f"{stage}.json"
     hint = f"run the stage again (python -m builder {stage} --cell {cell.id}), or remove the file"
     try:
         text = path.read_text(encoding="utf-8")

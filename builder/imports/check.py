@@ -68,7 +68,7 @@ def platform_of(matrix: Matrix, name: str) -> Platform:
         if platform.name == name:
             return platform
     known = ", ".join(p.name for p in matrix.platforms)
-    raise SelectionError(f"no platform {name!r} in {matrix.path.name}", hint=f"the matrix declares: {known}")
+    raise SelectionError(f"no platform {name!r} in {matrix.label}", hint=f"the matrix declares: {known}")
 
 
 def check(

@@ -130,6 +130,16 @@ class Platform:
 
 
 @dataclass(frozen=True)
+class Folders:
+    """The three folders builder writes (from settings): what a function that only reads or
+    writes files under them is given, rather than the whole matrix."""
+
+    output: Path = Path("eggs")  # published artifacts: output/<platform>/
+    cache: Path = Path(".builder/cache")  # sources and tools by sha256, prepared environments
+    work: Path = Path(".builder/work")  # per-cell state and logs, base image roots
+
+
+@dataclass(frozen=True)
 class Settings:
     index_url: str | None = None  # None: pip's configured index, else pip's default
     debian_mirror: str | None = None  # None: debootstrap's own default
@@ -137,6 +147,10 @@ class Settings:
     output: Path = Path("eggs")
     cache: Path = Path(".builder/cache")
     work: Path = Path(".builder/work")
+
+    @property
+    def folders(self) -> Folders:
+        return Folders(self.output, self.cache, self.work)
 
 
 # -- deploy targets (the deploy: part) --------------------------------------------------------

@@ -60,7 +60,7 @@ def build_hint(matrix: Matrix, project: str, platform: str) -> str:
     for package in matrix.packages:
         if canonicalize_name(package.name) == project:
             return f"python -m builder all --package {package.name} --platform {platform}"
-    return f"declare {project} in {matrix.path.name}'s packages, then: python -m builder all --package {project} --platform {platform}"
+    return f"declare {project} in {matrix.label}'s packages, then: python -m builder all --package {project} --platform {platform}"
 
 
 def load(matrix: Matrix, platform: str) -> list[Artifact]:

@@ -100,7 +100,7 @@ class FakeBackend:
 def setup(tmp_path: Path) -> tuple[Matrix, Cell, dict[str, Path]]:
     matrix = loads(MATRIX, tmp_path / "matrix.yaml")
     cell = next(iter(all_cells(matrix)))
-    cell_dir(matrix, cell).mkdir(parents=True)  # as the build stage leaves it
+    cell_dir(matrix.settings.folders, cell).mkdir(parents=True)  # as the build stage leaves it
     sdist = tmp_path / "PyYAML-6.0.2.tar.gz"
     sdist.write_bytes(b"an sdist")
     return matrix, cell, {cell.spec.source.sha256: sdist}
@@ -219,7 +219,7 @@ def test_a_reason_names_the_matrix_file_as_it_was_given(tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)
     matrix = load("cases/x.yaml")
     cell = next(iter(all_cells(matrix)))
-    cell_dir(matrix, cell).mkdir(parents=True)
+    cell_dir(matrix.settings.folders, cell).mkdir(parents=True)
 
     def lacks_libyaml(out: Path, argv: Sequence[str], spec: Mapping[str, object]) -> Exec:
         result(out / "egg", "check-result.json", {"ok": False, "missing_libraries": {"yaml/_yaml.so": ["libyaml-0.so.2"]}})

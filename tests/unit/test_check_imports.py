@@ -47,12 +47,14 @@ def put(output: Path, platform: str, package: str, version: str, *files: Path) -
 
 
 @pytest.fixture
-def matrix(tmp_path: Path) -> config.Matrix:
-    """The shipped matrix with its output in a temporary folder holding a few fake artifacts."""
+def matrix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> config.Matrix:
+    """The shipped matrix with its output in a temporary folder holding a few fake artifacts,
+    loaded as `--matrix matrix.yaml` names it (so hints say matrix.yaml)."""
     text = (REPO / "matrix.yaml").read_text().replace("output: eggs", f"output: {tmp_path / 'eggs'}")
     (tmp_path / "matrix.yaml").write_text(text)
     (tmp_path / "images").symlink_to(REPO / "images")
-    loaded = config.load(tmp_path / "matrix.yaml")
+    monkeypatch.chdir(tmp_path)
+    loaded = config.load("matrix.yaml")
     out, built = loaded.settings.output, tmp_path / "built"
     put(out, "debian11-py27", "python-dateutil", "2.8.2",
         egg(built, "python_dateutil", "2.8.2", "dateutil", "six>=1.5\n\n[:python_version < \"3\"]\nfuture_thing\n"

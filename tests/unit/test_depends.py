@@ -36,7 +36,7 @@ def setup_run(tmp_path: Path) -> tuple[pipeline.Run, Matrix, list[str]]:
     run.keys = {c.id: f"key {c.id}" for c in cells}
     run.images = {"debian12": Images("b", "r")}
     for cell in cells:
-        cell_dir(matrix, cell).mkdir(parents=True)  # as the build stage leaves it
+        cell_dir(matrix.settings.folders, cell).mkdir(parents=True)  # as the build stage leaves it
         egg = tmp_path / "built" / f"{cell.package.name.replace('-', '_')}-1.0-py3.11.egg"
         egg.parent.mkdir(parents=True, exist_ok=True)
         egg.write_bytes(cell.id.encode())

@@ -129,7 +129,8 @@ def test_a_missing_dependency_is_named_with_the_selection_that_builds_it(tmp_pat
         resolve(matrix, "debian11-py27", "egg", ["python-dateutil", "requests"])
     assert "six>=1.5 (needed by python_dateutil 2.9.0.post0): no published artifact" in error.value.message
     assert "python -m builder all --package six --platform debian11-py27" in (error.value.hint or "")
-    assert "declare requests in matrix.yaml's packages" in (error.value.hint or "")
+    assert f"declare requests in {matrix.label}'s packages" in (error.value.hint or "")
+    assert matrix.label.endswith("/matrix.yaml")  # the path the matrix was loaded by, as given
 
 
 def test_an_artifact_that_no_longer_matches_its_manifest_is_refused(tmp_path: Path) -> None:

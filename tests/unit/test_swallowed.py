@@ -72,12 +72,12 @@ def test_verify_without_a_lock_file_has_nothing_to_wait_for(tmp_path: Path) -> N
 def test_a_corrupt_stage_file_is_not_read_as_never_ran(tmp_path: Path) -> None:
     run, matrix, _ = setup_run(tmp_path)
     six = next(c for c in run.cells if c.id == SIX)
-    saved = state.cell_dir(matrix, six) / "build.json"
+    saved = state.cell_dir(matrix.settings.folders, six) / "build.json"
     for cell in run.cells:
-        state.save(matrix, cell, run.results[cell.id]["build"])
+        state.save(matrix.settings.folders, cell, run.results[cell.id]["build"])
     saved.write_text(saved.read_text()[:30])
     with pytest.raises(state.CorruptState) as caught:
-        state.load(matrix, six, "build")
+        state.load(matrix.settings.folders, six, "build")
     assert str(saved) in caught.value.message
     # `builder test` alone, which reads the saved builds: the cell fails naming the file.
     run.results = {}
