@@ -27,7 +27,7 @@ GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
 # check, deploy's per-host steps) do not change an artifact, so they are no part of its key
 # (and a new one leaves published cells up to date). guest/__init__.py is empty on purpose: it is
 # one of them, so every word in it would change every key.
-CELL_SCRIPTS = ("__init__.py", "_common.py", "build.py", "check.py")
+CELL_SCRIPTS = ("__init__.py", "_common.py", "_reproducible.py", "build.py", "check.py")
 
 
 def guest_digest() -> str:
