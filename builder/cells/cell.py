@@ -159,9 +159,12 @@ def build(
     images: Images,
     sources: Mapping[str, Path],
     echo: Callable[[str], None] | None = None,
+    base: Path | None = None,
 ) -> StageResult:
+    """Build the cell in a fresh guest into BASE/build (BASE: the cell's work folder, unless a
+    rebuild gives it another, so that the cell's own last build stays as it was)."""
     started = time.monotonic()
-    base = cell_dir(matrix, cell)
+    base = base or cell_dir(matrix, cell)
     out = fresh_dir(base / "build")
     log_path = base / "build.log"
     log_path.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """Reproducible artifacts, the parts that need no guest: SOURCE_DATE_EPOCH from an sdist, the zip
-normalisation (order, times, modes, an egg's .pyc) and the compiler flags chosen by what the
-compiler accepts.
+normalisation (order, times, modes, an egg's .pyc), the compiler flags chosen by what the compiler
+accepts, and the host's comparison of a published artifact with its rebuild.
 
 The builds themselves are proven bit-identical on the real images by tests/e2e/test_reproducible.py.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from builder.guest import build  # noqa: F401 (loads the guest helpers as top-level modules, as guests do)
+from builder.output.reproduce import compare, member_differences
 
 repro = sys.modules["_reproducible"]
 GuestError = sys.modules["_common"].GuestError
@@ -192,3 +193,42 @@ def test_the_flags_go_where_each_pythons_distutils_appends_them() -> None:
                                                                 "CXXFLAGS": "-ffile-prefix-map=/w/src/p=."}
     # Python 2.7's distutils would drop its own CFLAGS for an environment CFLAGS: CPPFLAGS it appends.
     assert repro.add_flags({"PATH": "/bin"}, flags, True) == {"PATH": "/bin", "CPPFLAGS": "-ffile-prefix-map=/w/src/p=."}
+
+
+# --- the host's comparison ------------------------------------------------------------------------
+
+def test_a_rebuild_is_compared_member_by_member_content_apart_from_metadata(tmp_path: Path) -> None:
+    base = [("pkg/__init__.py", b"A = 1\n", 0o100644), ("pkg/stamp.py", b"T = 1\n", 0o100644)]
+    for folder in ("pub", "new"):
+        (tmp_path / folder).mkdir()
+    published = messy_zip(tmp_path / "pub" / "pkg-1.0.egg", base, (2021, 1, 1, 0, 0, 0))
+    same = tmp_path / "new" / "same.egg"
+    shutil.copy(published, same)
+    found = compare(published, same, tmp_path / "report")
+    assert found.identical and found.summary() == f"pkg-1.0.egg: identical (sha256 {found.published_sha256})"
+    other = [("pkg/__init__.py", b"A = 1\n", 0o100664), ("pkg/stamp.py", b"T = 2\n", 0o100644), ("pkg/new.py", b"", 0o100644)]
+    rebuilt = messy_zip(tmp_path / "new" / "pkg-1.0.egg", other, (2021, 1, 1, 0, 0, 0))
+    found = compare(published, rebuilt, tmp_path / "report")
+    assert not found.identical
+    kinds = {(d.name, d.kind) for d in found.differences}
+    assert kinds == {("pkg/__init__.py", "metadata"), ("pkg/stamp.py", "content"), ("pkg/new.py", "only-rebuilt")}
+    meta = next(d for d in found.differences if d.kind == "metadata")
+    assert meta.detail == "external_attr mode 100644 vs mode 100664"
+    line = found.summary()
+    assert "content differs: pkg/stamp.py; metadata only differs: pkg/__init__.py; only in the rebuild: pkg/new.py" in line
+    if shutil.which("diffoscope") is None:
+        assert found.diffoscope is None and "diffoscope is not installed" in found.diffoscope_note
+    missing = compare(published, None, tmp_path / "report")
+    assert not missing.identical and missing.summary() == "pkg-1.0.egg: the rebuild made no file of this name"
+
+
+def test_a_difference_in_the_zips_own_bytes_alone_is_said_so(tmp_path: Path) -> None:
+    members = [("a.py", b"A = 1\n" * 100, 0o100644)]
+    one = messy_zip(tmp_path / "one.whl", members, (2021, 1, 1, 0, 0, 0))
+    with zipfile.ZipFile(tmp_path / "two.whl", "w") as archive, zipfile.ZipFile(one) as source:
+        for info in source.infolist():
+            archive.writestr(info, source.read(info), zipfile.ZIP_DEFLATED, 1)  # another compression level
+        archive.comment = source.comment
+    assert one.read_bytes() != (tmp_path / "two.whl").read_bytes()
+    assert [(d.kind, d.detail) for d in member_differences(one, tmp_path / "two.whl")] == [
+        ("archive", "every member and its metadata are the same: the zip's own bytes differ (compression or headers)")]
