@@ -14,7 +14,8 @@
 #   - compiled code carries the build folder in its debug information: the compiler gets
 #     -ffile-prefix-map (gcc 8+, clang 10+) or else -fdebug-prefix-map (gcc 4.3+), whichever it
 #     accepts, mapping the unpacked sdist to "." (prefix_map_flags); CentOS 5's gcc 4.1 takes
-#     neither, and there the path stays (it is the same in every guest, so builds still match).
+#     neither, and there the path stays (the same in every docker guest, so its builds there still
+#     match; a Vagrant machine names each cell's folder after the cell's own user).
 # Only zip metadata and the egg's .pyc change: a member's content is never touched otherwise, so
 # a wheel's RECORD (hashes of contents) stays true.
 from __future__ import absolute_import, print_function
