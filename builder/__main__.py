@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from . import __version__, ownership
 from .cells import pipeline, state
-from .errors import BuilderError, CellsFailed, FetchError, ImageError, SelectionError
+from .errors import BuilderError, CellsFailed, FetchError, ImageError, NotReproducible, SelectionError, UsageError
 from .machines import registry
 from .matrix import load as config
 from .matrix import plan
@@ -99,8 +99,14 @@ def parser() -> argparse.ArgumentParser:
     system.add_argument("--format", choices=("puppet", "ansible", "salt", "shell", "json"), default="shell")
     system.add_argument("--package", action="append", metavar="GLOB",
                         help="only what these published packages need (repeat or comma-separate)")
-    verify = sub.add_parser("verify", parents=[common], help="re-hash the output folder against its manifests")
-    verify.set_defaults(select=False)
+    verify = sub.add_parser(
+        "verify", parents=[common, select], help="re-hash the output folder against its manifests; --rebuild: rebuild and compare",
+        description="Re-hash everything under the output folder against its manifests. With --rebuild: build the "
+        "selected published cells again from their pinned inputs, in fresh guests, into the work folder, and compare "
+        "each artifact byte for byte with the published one.",
+    )
+    verify.add_argument("--rebuild", action="store_true", help="rebuild the selected cells and compare with what is published")
+    verify.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="cells at once (default: cores)")
     return top
 
 
@@ -172,7 +178,8 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
     matrix = config.load(Path(args.matrix))
     ctx = Context(args, matrix, console, registry.Backends())
     command = COMMANDS.get(args.command, _stages)
-    if args.command in ("verify", "list", "matrix", "system-packages"):  # they write nothing
+    if args.command in ("verify", "list", "matrix", "system-packages") and not getattr(args, "rebuild", False):
+        # They write nothing (verify --rebuild writes its builds into the work folder).
         return command(ctx)
     try:
         return command(ctx)
@@ -191,6 +198,12 @@ def _deploy(ctx: Context) -> int:
 def _verify(ctx: Context) -> int:
     from .output.publish import verify
 
+    args = ctx.args
+    if args.rebuild:
+        return _rebuild(ctx)
+    if args.cell or args.platform or args.package:
+        raise UsageError("--cell, --platform and --package choose the cells to rebuild: give --rebuild too",
+                         hint="plain `verify` re-hashes the whole output folder")
     output = ctx.matrix.settings.output
     problems = verify(output)
     for problem in problems:
@@ -198,6 +211,30 @@ def _verify(ctx: Context) -> int:
     if problems:
         raise BuilderError(f"{len(problems)} problem(s) in {output}", hint="rebuild and republish them")
     ctx.console.print(f"{output}: every artifact matches its manifest", markup=False)
+    return 0
+
+
+def _rebuild(ctx: Context) -> int:
+    """verify --rebuild: the selected published cells built again and compared byte for byte."""
+    from .machines.images import require_dockerfiles
+    from .output.lock import run_lock
+
+    args, matrix = ctx.args, ctx.matrix
+    cells = _selected(ctx)
+    require_dockerfiles(dict.fromkeys(c.platform for c in cells))
+    blocked = pipeline.preflight(matrix, cells, ctx.backends)
+    pipeline.refuse_if_blocked(blocked, cells)
+    with run_lock(matrix.settings.work, ctx.say):
+        run = pipeline.Run(matrix, cells, jobs=args.jobs, verbose=args.verbose, echo=ctx.say, blocked=blocked,
+                           backends=ctx.backends, save_state=False)
+        pipeline.execute(run, pipeline.STAGES["rebuild"])
+    differs, unchecked = report.rebuilt(run, cells, ctx.console)
+    if differs:
+        raise NotReproducible(f"{len(differs)} of {len(cells)} cell(s) did not rebuild to the published bytes: "
+                              f"{', '.join(c.id for c in differs)}", hint="the lines above say which members differ")
+    if unchecked:
+        raise CellsFailed(f"{len(unchecked)} of {len(cells)} cell(s) could not be rebuilt and compared: "
+                          f"{', '.join(c.id for c in unchecked)}")
     return 0
 
 

@@ -116,6 +116,12 @@ class CellsFailed(BuilderError):
     exit_code = 1
 
 
+class NotReproducible(BuilderError):
+    """verify --rebuild: a published artifact did not rebuild to the same bytes."""
+
+    exit_code = 12
+
+
 class DeployError(BuilderError):
     """A deploy, rollback or release listing could not be done; the message names the host and step."""
 

@@ -27,7 +27,7 @@ GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
 # check, deploy's per-host steps) do not change an artifact, so they are no part of its key
 # (and a new one leaves published cells up to date). guest/__init__.py is empty on purpose: it is
 # one of them, so every word in it would change every key.
-CELL_SCRIPTS = ("__init__.py", "_common.py", "build.py", "check.py")
+CELL_SCRIPTS = ("__init__.py", "_common.py", "_reproducible.py", "build.py", "check.py")
 
 
 def guest_digest() -> str:
@@ -159,9 +159,12 @@ def build(
     images: Images,
     sources: Mapping[str, Path],
     echo: Callable[[str], None] | None = None,
+    base: Path | None = None,
 ) -> StageResult:
+    """Build the cell in a fresh guest into BASE/build (BASE: the cell's work folder, unless a
+    rebuild gives it another, so that the cell's own last build stays as it was)."""
     started = time.monotonic()
-    base = cell_dir(matrix.settings.folders, cell)
+    base = base or cell_dir(matrix.settings.folders, cell)
     out = fresh_dir(base / "build")
     log_path = base / "build.log"
     log_path.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (GuestError, environ, fresh_dir, load_spec, make_virtualenv, one_line,  # noqa: E402
                      native_text, prepare_tree, python_version, run_tee, say, unpack, unpack_tree, write_json, capture,
                      describe_exit)
+import _reproducible as repro  # noqa: E402
 
 # Run setup.py as __main__ with setuptools imported first, so a plain-distutils setup.py still
 # gets bdist_egg and bdist_wheel (the same trick pip uses). argv after -c becomes setup.py's.
@@ -170,7 +171,7 @@ def install_tools(python, wheels, dest, work):
     return dest
 
 
-def build_env(spec, work, tools):
+def build_env(spec, work, tools, epoch=None, flags=()):
     home = os.path.join(work, "home")
     cache = os.path.join(work, "egg-cache")
     for folder in (home, cache):
@@ -188,12 +189,18 @@ def build_env(spec, work, tools):
         extra["PYTHONPATH"] = tools
         if os.path.isdir(os.path.join(tools, "bin")):  # installed tools' commands (see install_tools)
             extra["PATH"] = os.path.join(tools, "bin") + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
+    if epoch is not None:
+        # The same for every build of the sdist (see _reproducible.py); a set's order in a
+        # generated file does not change with the hash seed either.
+        extra["SOURCE_DATE_EPOCH"] = str(epoch)
+        extra["PYTHONHASHSEED"] = "0"
     for name, value in (spec.get("env") or {}).items():
         extra[name] = str(value)
     # The host sets PYTHONDONTWRITEBYTECODE for its own reasons; eggs carry .pyc as they always
     # have, so the build must byte-compile. Index settings must not leak into an offline build.
-    return environ(extra, drop=("PYTHONDONTWRITEBYTECODE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
-                                "PIP_FIND_LINKS", "PYTHONPATH"))
+    env = environ(extra, drop=("PYTHONDONTWRITEBYTECODE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+                               "PIP_FIND_LINKS", "PYTHONPATH"))
+    return repro.add_flags(env, flags, sys.version_info[0] == 2) if flags else env
 
 
 def has_pip(python, env):
@@ -308,8 +315,16 @@ def build_format(fmt, python, src, work, out, spec, env, use_pip, wheel_made=Non
         raise GuestError("%s build made %s, version %s, but the sdist is version %s (a build-time requirement "
                          "such as setuptools_scm missing from build_requires?)"
                          % (fmt, made[0], version, spec["version"]))
+    normalise(os.path.join(dist, made[0]), fmt, env)
     shutil.copy2(os.path.join(dist, made[0]), os.path.join(out, made[0]))
     return made[0]
+
+
+def normalise(path, fmt, env):
+    """The artifact's zip rewritten so that a rebuild gives the same bytes (see _reproducible.py):
+    setuptools' bdist_egg stores each file's own time whatever SOURCE_DATE_EPOCH says."""
+    epoch = int(env.get("SOURCE_DATE_EPOCH") or repro.ZIP_EPOCH)
+    say("%s: %s" % (os.path.basename(path), repro.normalise(path, epoch, recompile=(fmt == "egg"))))
 
 
 # setuptools' own wheel-to-egg conversion (what easy_install did with a wheel): the egg folder it
@@ -349,6 +364,7 @@ def egg_from_wheel(python, src, work, out, spec, env, use_pip, wheel_made):
                 egg.write(path, os.path.relpath(path, unpacked))
     finally:
         egg.close()
+    normalise(os.path.join(folder, name + ".zip"), "egg", env)
     shutil.move(os.path.join(folder, name + ".zip"), os.path.join(out, name))
     say("egg: %s, made from %s by setuptools' wheel-to-egg conversion (the sdist has no setup.py)"
         % (name, wheel_made))
@@ -386,6 +402,7 @@ def main(argv):
         sys.stderr.write("usage: build.py SPEC.json\n")
         return 2
     spec = load_spec(argv[1])
+    os.umask(0x12)  # 022: what a build writes is 0644 or 0755, whatever the guest's umask was
     if spec.get("prepare"):
         return prepare(spec)
     out = spec["out"]
@@ -418,7 +435,16 @@ def main(argv):
             tools = install_tools(sys.executable, spec["build_requires"], os.path.join(work, "tools"), work)
         elif spec.get("build_requires"):
             tools = unpack_tools(spec["build_requires"], os.path.join(work, "tools"))
-        env = build_env(spec, work, tools)
+        epoch, why = repro.epoch_of(spec.get("env") or {}, sdist)
+        say("SOURCE_DATE_EPOCH=%d (%s, from %s)" % (epoch, repro.iso(epoch), why))
+        flags = []
+        compiler = repro.compiler_argv(build_env(spec, work, tools))
+        if compiler is not None:
+            flags = repro.prefix_map_flags(compiler, src, work)
+            say("build paths: %s" % (" ".join(flags) or "%s accepts neither -ffile-prefix-map nor -fdebug-prefix-map: "
+                                     "the build folder stays in debug information" % " ".join(compiler)))
+        result["reproducible"] = {"source_date_epoch": epoch, "from": why, "flags": flags}
+        env = build_env(spec, work, tools, epoch, flags)
         lap("unpack")
         python = build_python(spec, work)
         if spec.get("virtualenv"):

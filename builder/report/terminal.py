@@ -90,3 +90,44 @@ def progress(run: Run) -> Table:
         table.add_row(f"[cyan]{escape(stage)}[/]", escape(cell_id), f"{now - started:5.1f} s")
     table.add_row("", f"[dim]{finished} of {len(run.cells)} cells finished[/]", "")
     return table
+
+
+def rebuilt(run: Run, cells: Sequence[Cell], console: Console) -> tuple[list[Cell], list[Cell]]:
+    """What `verify --rebuild` found, a cell a line (and below a differing one, each member that
+    differs and where the rebuild's files are); returns (the cells that differ, those unchecked).
+    Plain text: it is read in CI logs and searched for hashes and member names."""
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    differs: list[Cell] = []
+    unchecked: list[Cell] = []
+    for cell in cells:
+        found = run.rebuilt.get(cell.id)
+        if found is None:  # it never got to the rebuild: the stage it failed at says why
+            status, stage, reason, _ = outcome(run, cell)
+            unchecked.append(cell)
+            say(f"{cell.id}: not checked: {stage}: {reason}" if status != "passed" else f"{cell.id}: not checked")
+        elif found.status == "identical":
+            say(f"{cell.id}: identical: " + ", ".join(c.filename for c in found.comparisons))
+        elif found.status == "differs":
+            differs.append(cell)
+            say(f"{cell.id}: NOT REPRODUCIBLE: {found.reason}")
+            for comparison in found.comparisons:
+                for diff in comparison.differences:
+                    if diff.name:
+                        say(f"  {comparison.filename}: {diff.name}: {diff.kind}" + (f" ({diff.detail})" if diff.detail else ""))
+                if comparison.diffoscope is not None:
+                    say(f"  {comparison.filename}: diffoscope's report: {comparison.diffoscope}")
+                elif comparison.diffoscope_note and not comparison.identical:
+                    say(f"  {comparison.filename}: {comparison.diffoscope_note}")
+            if found.folder is not None:
+                say(f"  the rebuild's files and log: {found.folder}")
+        else:
+            unchecked.append(cell)
+            say(f"{cell.id}: not checked: {found.reason}")
+    same = len(cells) - len(differs) - len(unchecked)
+    say(f"verify --rebuild: {same} of {len(cells)} cell(s) rebuilt bit-identical"
+        + (f"; not reproducible: {', '.join(c.id for c in differs)}" if differs else "")
+        + (f"; not checked: {', '.join(c.id for c in unchecked)}" if unchecked else ""))
+    return differs, unchecked

@@ -36,3 +36,9 @@ def test_a_bad_selection_exits_2_with_a_hint() -> None:
 def test_a_missing_matrix_file_says_what_to_do(tmp_path: Path) -> None:
     done = cli("list", "--matrix", str(tmp_path / "nowhere.yaml"))
     assert done.returncode == 2 and "matrix file not found" in done.stderr
+
+
+def test_verify_takes_a_selection_only_with_rebuild() -> None:
+    done = cli("verify", "--cell", "debian12/six")
+    assert done.returncode == 2 and "choose the cells to rebuild: give --rebuild too" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
