@@ -117,6 +117,11 @@ def compare(want: Expected, host: str, answer: Mapping[str, Any]) -> Verdict:
     if h_os["arch"] != i_os["arch"]:
         refuse(f"{host} is {h_os['arch']}, {platform}'s runtime image is {i_os['arch']}: its compiled modules cannot "
                f"run there; deploy to {i_os['arch']} servers")
+    i_py, h_py = image["python"], answer["python"]
+    if h_py is None:  # nothing more can be asked there
+        refuse(f"there is no Python at {answer.get('asked_python')} on {host}: {platform}'s is {i_py['version']} "
+               f"{i_py['abi']}; install the platform's Python there, or set python: in the target to where it is")
+        return verdict
     i_c, h_c = image["libc"], answer["libc"]
     if h_c["name"] != i_c["name"]:
         refuse(f"{host} has {h_c['name']} {h_c['version']}, {platform}'s runtime image {i_c['name']} {i_c['version']}: "
@@ -127,7 +132,6 @@ def compare(want: Expected, host: str, answer: Mapping[str, Any]) -> Verdict:
                "updates)")
     elif _version(h_c["version"]) > _version(i_c["version"]):
         warn(f"{h_c['name']} {h_c['version']} on {host} is newer than {platform}'s runtime image's {i_c['version']}")
-    i_py, h_py = image["python"], answer["python"]
     where = f"the Python at {h_py['path']} on {host}"
     if h_py["version"] != i_py["version"]:
         refuse(f"{where} is {h_py['version']}, {platform}'s is {i_py['version']} ({i_py['path']} in its runtime image): "
@@ -154,9 +158,36 @@ def compare(want: Expected, host: str, answer: Mapping[str, Any]) -> Verdict:
     return verdict
 
 
+# Where the target's Python is not there, host.py cannot run: the OS is still worth naming (a
+# Debian 12 server has no python2.7), so plain sh says it.
+PROBE = ('cat /etc/os-release 2>/dev/null; echo "@@arch@@ $(uname -m)"; '
+         'if [ -x "$1" ]; then echo "@@python@@ present"; else echo "@@python@@ absent"; fi')
+
+
+def fingerprint_of(conn_host: Any, want: Expected) -> dict[str, Any]:
+    """host.py fingerprint's answer, or, where the target's Python is not there, what sh can
+    tell of the host (its OS and architecture; python None)."""
+    try:
+        return dict(conn_host.host_py("fingerprint", *want.needs)["fingerprint"])
+    except DeployError:
+        done = conn_host.conn.run(["sh", "-c", PROBE, "probe", conn_host.target.python], timeout=60)
+        if "@@python@@ absent" not in done.output:
+            raise
+    fields: dict[str, str] = {}
+    for line in done.output.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.isupper():
+            fields[key] = value.strip().strip('"')
+    arch = next((line.split(None, 1)[1] for line in done.output.splitlines() if line.startswith("@@arch@@ ")), "")
+    ident, release = fields.get("ID", "unknown"), fields.get("VERSION_ID", "")
+    return {"os": {"id": ident, "release": release, "name": fields.get("PRETTY_NAME", f"{ident} {release}"),
+                   "arch": arch.strip(), "family": ident},
+            "python": None, "asked_python": conn_host.target.python}
+
+
 def ask(conn_host: Any, want: Expected) -> Verdict:
     """Ask one host (a roll.Host) and compare; HostMismatch naming every refusal."""
-    answer = conn_host.host_py("fingerprint", *want.needs)["fingerprint"]
+    answer = fingerprint_of(conn_host, want)
     conn_host.step = "doctor"
     verdict = compare(want, str(conn_host.dest), answer)
     for text in verdict.warnings:
@@ -190,8 +221,7 @@ def doctor(target: Target, want: Expected, echo: Echo, *, make_host: Callable[[C
     for dest in target.hosts:
         try:
             with connect(dest) as conn:
-                host = make_host(conn)
-                answer = host.host_py("fingerprint", *want.needs)["fingerprint"]
+                answer = fingerprint_of(make_host(conn), want)
         except BuilderError as exc:  # one host down must not hide the others' answers
             echo(f"{dest}: cannot tell: {exc.message}")
             (unreachable if isinstance(exc, TransportError) else failed).append(str(dest))
