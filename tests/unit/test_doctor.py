@@ -171,3 +171,20 @@ def test_a_release_made_with_another_interpreter_is_stale_and_rollback_refuses_i
     roll.releases(type(target)(**{**target.__dict__, "hosts": (Destination("h1"),)}), said.append,
                   connect=LocalConnection)  # type: ignore[arg-type]
     assert "v1 (stale: made with" in said[-1] and "v2," in said[-1], said[-1]
+
+
+def test_publish_writes_the_runtime_images_fingerprint_beside_the_manifest(tmp_path: Path) -> None:
+    from builder.matrix.load import loads
+    from builder.matrix.plan import runtime_packages
+
+    from .test_system_packages import publish_everything, shipped_project
+
+    matrix_path = shipped_project(tmp_path)
+    publish_everything(matrix_path, ("debian11-py27",))
+    doc = fingerprint.read(tmp_path / "eggs", "debian11-py27")
+    matrix = loads(matrix_path.read_text(), matrix_path)
+    # The image was asked about every run-time package it was given (here: this machine answered).
+    assert sorted(doc["packages"]) == sorted(runtime_packages(matrix, matrix.platform("debian11-py27")))
+    assert doc["runtime_image"] == "r" and doc["python"]["path"] == sys.executable
+    kept = json.loads((tmp_path / ".builder" / "work" / "images" / "debian11-py27.fingerprint.json").read_text())
+    assert kept["document"] == doc  # asked once per runtime image, kept by its id
