@@ -154,6 +154,9 @@ def test_merged_ci_jobs_carry_the_list_too(tmp_path: Path) -> None:
     merge(loads(matrix_path.read_text(), matrix_path), [part], echo=lambda line: None)
     found = system.read(tmp_path / "main" / "eggs", "debian11-py27")
     assert found.packages == ("libpq5", "libyaml-0-2") and not found.unknown
+    # And the runtime image's fingerprint the job published, byte for byte.
+    job, main = (root / "eggs" / "debian11-py27" / "fingerprint.json" for root in (part, tmp_path / "main"))
+    assert main.read_bytes() == job.read_bytes()
 
 
 # -- the formats ----------------------------------------------------------------------------
