@@ -26,6 +26,7 @@ from ..matrix.model import Matrix, Target
 from ..output import fingerprint as fingerprints
 from ..output import system
 from .resolve import Artifact
+from .roll import Host
 
 Echo = Callable[[str], None]
 
@@ -164,7 +165,7 @@ PROBE = ('cat /etc/os-release 2>/dev/null; echo "@@arch@@ $(uname -m)"; '
          'if [ -x "$1" ]; then echo "@@python@@ present"; else echo "@@python@@ absent"; fi')
 
 
-def fingerprint_of(conn_host: Any, want: Expected) -> dict[str, Any]:
+def fingerprint_of(conn_host: Host, want: Expected) -> dict[str, Any]:
     """host.py fingerprint's answer, or, where the target's Python is not there, what sh can
     tell of the host (its OS and architecture; python None)."""
     try:
@@ -185,8 +186,8 @@ def fingerprint_of(conn_host: Any, want: Expected) -> dict[str, Any]:
             "python": None, "asked_python": conn_host.target.python}
 
 
-def ask(conn_host: Any, want: Expected) -> Verdict:
-    """Ask one host (a roll.Host) and compare; HostMismatch naming every refusal."""
+def ask(conn_host: Host, want: Expected) -> Verdict:
+    """Ask one host and compare; HostMismatch naming every refusal."""
     answer = fingerprint_of(conn_host, want)
     conn_host.step = "doctor"
     verdict = compare(want, str(conn_host.dest), answer)
@@ -209,7 +210,7 @@ def describe(want: Expected) -> str:
             f"release needs: {', '.join(want.needs) or 'none'}")
 
 
-def doctor(target: Target, want: Expected, echo: Echo, *, make_host: Callable[[Connection], Any],
+def doctor(target: Target, want: Expected, echo: Echo, *, make_host: Callable[[Connection], Host],
            connect: type[Connection] = Connection) -> list[Verdict]:
     """Every host of the target, each said; HostMismatch (12) if any was refused, DeployError (10)
     if one could not answer, TransportError (8) if the others passed but some could not be reached."""
