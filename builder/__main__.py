@@ -359,6 +359,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "deploy": _deploy,
     "rollback": _deploy,
     "releases": _deploy,
+    "doctor": _deploy,
     "verify": _verify,
     "shell": _shell,
     "check-imports": _check_imports,

@@ -119,10 +119,18 @@ class CellsFailed(BuilderError):
 class NotReproducible(BuilderError):
     """verify --rebuild: a published artifact did not rebuild to the same bytes."""
 
-    exit_code = 12
+    exit_code = 13
 
 
 class DeployError(BuilderError):
     """A deploy, rollback or release listing could not be done; the message names the host and step."""
 
     exit_code = 10
+
+
+class HostMismatch(BuilderError):
+    """A server is not what its platform's runtime image is (another OS release or architecture,
+    an older C library, another Python or ABI, a missing run-time OS package): nothing was copied
+    to it. The message names the host, the difference and the fix."""
+
+    exit_code = 12

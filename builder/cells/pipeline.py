@@ -24,6 +24,7 @@ from ..matrix.model import Matrix, Pin
 from ..matrix.plan import Cell
 from ..output.reproduce import Comparison, compare
 from . import cell as cells
+from . import fingerprint as taken
 from . import state
 from .state import StageResult
 
@@ -406,7 +407,18 @@ def publish(run: Run) -> None:
             run.echo(line)
         for platform, records in passing.items():
             started = time.monotonic()
-            publisher.publish(output, platform, records)
+            try:
+                # What the runtime image is, published with what was tested in it: deploy
+                # compares each server with it (builder doctor).
+                found = by_id[records[0].cell_id].platform
+                fingerprint = taken.take(run.backends[found.backend], run.matrix, found, run.images[platform], run.echo)
+            except BuilderError as exc:
+                for record in records:
+                    run.record(by_id[record.cell_id], StageResult(
+                        record.cell_id, "publish", "failed", input_key=record.input_key,
+                        reason=f"not published: the runtime image's fingerprint could not be taken: {_one_line(exc)}"))
+                continue
+            publisher.publish(output, platform, records, fingerprint)
             for record in records:
                 cell = by_id[record.cell_id]
                 result = StageResult(

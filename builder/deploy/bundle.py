@@ -41,8 +41,10 @@ class Bundle:
     def fingerprint(self) -> str:
         return str(self.plan["fingerprint"])
 
-    def plan_bytes(self) -> bytes:
-        return (json.dumps(self.plan, indent=2, sort_keys=True) + "\n").encode()
+    def plan_bytes(self, doctor: dict[str, Any] | None = None) -> bytes:
+        """The plan; `doctor`, what the host check said of this host, goes into its release.json."""
+        plan = self.plan if doctor is None else {**self.plan, "doctor": doctor}
+        return (json.dumps(plan, indent=2, sort_keys=True) + "\n").encode()
 
 
 def make(matrix: Matrix, target: Target, release: str) -> Bundle:

@@ -6,14 +6,17 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..errors import DeployError, UsageError
 from ..matrix.deploy import find as find_target
 from ..matrix.model import Matrix
 from . import bundle as bundles
+from . import doctor as doctors
 from . import roll
+from .resolve import resolve
 
-COMMANDS = ("deploy", "rollback", "releases")
+COMMANDS = ("deploy", "rollback", "releases", "doctor")
 # As host.py checks it: a folder name under ROOT/releases/.
 RELEASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 
@@ -37,6 +40,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     deploy.add_argument("--dry-run", action="store_true", help="print hosts, batches, files and commands; touch nothing")
     deploy.add_argument("--allow-downgrade", action="store_true",
                         help="switch to RELEASE even where it is older than the current release (see rollback --to)")
+    deploy.add_argument("--skip-doctor", action="store_true",
+                        help="emergencies only: do not compare the hosts with the platform's runtime image first "
+                             "(release.json says it was skipped)")
     deploy.add_argument("--export", type=Path, metavar="DIR",
                         help="write host.py, the plan and its files to DIR for configuration management, and stop")
     rollback = sub.add_parser("rollback", parents=[common], help="switch a target's hosts back to the previous (or a named) release")
@@ -45,6 +51,13 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     rollback.add_argument("--dry-run", action="store_true", help="print what would run; touch nothing")
     releases = sub.add_parser("releases", parents=[common], help="each host's releases and which is current")
     releases.add_argument("target", metavar="TARGET")
+    doctor = sub.add_parser(
+        "doctor", parents=[common], help="is each host of a target what its platform's runtime image is?",
+        description="Ask every host of the target what deploy asks first (OS release, architecture, C library, "
+        "the Python at the target's path, the OS packages the release needs) and compare with the platform's "
+        "published fingerprint.json. Exit status 12 if a host is refused.",
+    )
+    doctor.add_argument("target", metavar="TARGET")
 
 
 def run(matrix: Matrix, args: argparse.Namespace, echo: Callable[[str], None]) -> int:
@@ -55,6 +68,13 @@ def run(matrix: Matrix, args: argparse.Namespace, echo: Callable[[str], None]) -
     target = find_target(matrix, args.target)
     if args.command == "releases":
         roll.releases(target, echo)
+        return 0
+    if args.command == "doctor":
+        wanted = doctors.expected(matrix, target, resolve(matrix, target.platform, target.format, target.requirements))
+        verdicts = doctors.doctor(target, wanted, echo, make_host=lambda conn: roll.Host(conn, target, echo))
+        warned = sum(1 for v in verdicts if v.warnings)
+        echo(f"doctor of {target.name}: {len(verdicts)} host(s) are {target.platform}'s runtime image"
+             + (f" ({warned} with warnings)" if warned else ""))
         return 0
     if args.command == "rollback":
         if args.dry_run:
@@ -72,10 +92,22 @@ def run(matrix: Matrix, args: argparse.Namespace, echo: Callable[[str], None]) -
         export(bundle, args.export)
         echo(f"wrote {args.export}: host.py, plan.json and files/ (see examples/deploy/ansible/)")
         return 0
+    want: doctors.Expected | None = None if args.skip_doctor else doctors.expected(matrix, target, bundle.artifacts)
     if args.dry_run:
-        roll.dry_run(target, bundle, args.release, echo)
+        roll.dry_run(target, bundle, args.release, echo, None if want is None else list(want.needs))
         return 0
-    outcomes = roll.roll(target, lambda host: roll.deploy_host(host, bundle, allow_downgrade=args.allow_downgrade), echo)
+    said: dict[str, dict[str, Any]] = {}  # host -> what the doctor said there, for release.json
+
+    def check(host: roll.Host) -> None:
+        assert want is not None
+        said[str(host.dest)] = doctors.ask(host, want).record()
+
+    if want is None:
+        echo("--skip-doctor: the hosts are not compared with the platform's runtime image; release.json says so")
+    skipped = {"checked": False, "skipped": "--skip-doctor"}
+    outcomes = roll.roll(target, lambda host: roll.deploy_host(host, bundle, allow_downgrade=args.allow_downgrade,
+                                                                doctor=said.get(str(host.dest), skipped)),
+                         echo, check=None if want is None else check)
     for line in roll.summary(outcomes, [], []):
         echo(line)
     changed = [o for o in outcomes if o.state == "deployed"]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runner
-from ..errors import BuilderError, CommandError, DeployError, TransportError
+from ..errors import BuilderError, CommandError, DeployError, HostMismatch, TransportError
 from ..machines.ssh import Connection, Destination
 from ..matrix.model import Hook, HookName, Target
 from .bundle import HOST_SCRIPT, Bundle
@@ -183,13 +183,22 @@ def substitute(hook: Hook, dest: Destination, release: str, root: str) -> str:
 # -- the per-host sequences ---------------------------------------------------------------------
 
 
-def deploy_host(host: Host, bundle: Bundle, *, allow_downgrade: bool = False) -> Outcome:
+def deploy_host(host: Host, bundle: Bundle, *, allow_downgrade: bool = False,
+                doctor: dict[str, Any] | None = None) -> Outcome:
+    """`doctor`: what the doctor said of this host (or that it was skipped), for release.json."""
     release = bundle.release
     status = host.host_py("status")
     known = {r["name"]: r for r in status["releases"]}
     if release in known and known[release]["complete"] and known[release]["fingerprint"] != bundle.fingerprint:
         raise DeployError(f"{host.dest}: release {release} already exists there with other contents",
                           hint="give this deploy a new release name (--release)")
+    stale = (status.get("stale") or {}).get(release)
+    if stale and status["current"] == release:
+        host.step = "status"
+        raise DeployError(f"{host.dest}: release {release} is current there but stale: {stale}",
+                          hint="deploy the application under a new release name: it is made afresh with this interpreter")
+    if stale:
+        host.say(f"release {release} is stale ({stale}): making it afresh")
     if status["current"] == release and status["deployed"] == release:
         host.say(f"{release} is already current: nothing to do")
         return Outcome(host.dest, "unchanged")
@@ -206,7 +215,7 @@ def deploy_host(host: Host, bundle: Bundle, *, allow_downgrade: bool = False) ->
     host.say(f"copied {len(copied)} file(s): {', '.join(copied) or 'none, the cache has them all'}")
     host.step = "copy"
     with tempfile.NamedTemporaryFile(suffix=".json") as plan:
-        plan.write(bundle.plan_bytes())
+        plan.write(bundle.plan_bytes(doctor))
         plan.flush()
         host.put(Path(plan.name), f"{host.tools}/plan-{release}.json")
     prepared = host.host_py("prepare", f"{host.tools}/plan-{release}.json")
@@ -304,6 +313,11 @@ def rollback_host(host: Host, to: str | None) -> Outcome:
     if status["current"] == wanted and status["deployed"] == wanted:
         host.say(f"{wanted} is already current")
         return Outcome(host.dest, "unchanged")
+    stale = (status.get("stale") or {}).get(wanted)
+    if stale:
+        raise DeployError(f"{host.dest}: release {wanted} is stale: {stale}; rollback does not switch to it",
+                          hint=f"deploy it again (`python -m builder deploy {host.target.name} --release {wanted}` with "
+                               "the same application) to make it afresh, or roll back to another release")
     host.check_writable(status)
     before = status["current"] if status["current"] != wanted else status["previous"]
     switch_with_hooks(host, wanted, before)
@@ -314,31 +328,46 @@ def rollback_host(host: Host, to: str | None) -> Outcome:
 
 
 def roll(target: Target, work: Callable[[Host], Outcome], echo: Echo, *, connect: type[Connection] = Connection,
-         what: str = "deploy") -> list[Outcome]:
+         what: str = "deploy", check: Callable[[Host], object] | None = None) -> list[Outcome]:
     """Batch by batch; within a batch hosts go at once. The next batch starts only when every
     host of this one passed; the first failure stops the roll, and the error's message is the
-    summary: done, failed (host, step, reason), not started."""
+    summary: done, failed (host, step, reason), not started.
+
+    `check` (the doctor) runs first on every host of a batch, before anything is copied to any
+    of them: one host refused stops the roll with none of its batch touched."""
     outcomes: list[Outcome] = []
     failures: list[Failure] = []
     not_started: list[Destination] = []
     batches = target.batch.split(target.hosts)
 
-    def one(dest: Destination) -> Outcome | Failure:
+    def one(dest: Destination, job: Callable[[Host], Any]) -> Any:
         host: Host | None = None
         try:
             with connect(dest) as conn:
                 host = Host(conn, target, echo)
-                return work(host)
+                return job(host)
         except BuilderError as exc:
             return Failure(dest, host.step if host else "connect", exc, host.left_out if host else None)
 
+    def each(batch: Sequence[Destination], job: Callable[[Host], Any]) -> list[Any]:
+        if len(batch) == 1:  # in this thread: Ctrl-C stops it at once
+            return [one(batch[0], job)]
+        with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+            return list(pool.map(lambda dest: one(dest, job), batch))
+
     for number, batch in enumerate(batches, 1):
         echo(f"batch {number}/{len(batches)}: {', '.join(str(h) for h in batch)}")
-        if len(batch) == 1:  # in this thread: Ctrl-C stops it at once
-            results = [one(batch[0])]
-        else:
-            with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-                results = list(pool.map(one, batch))
+        if check is not None:
+            checked = [r for r in each(batch, check) if isinstance(r, Failure)]
+            # A host that could not be reached fails as it would have without the check; one
+            # the check refused stops the batch before anything is copied to any of its hosts.
+            failures += checked
+            if any(not f.lost for f in checked):
+                not_started = [h for h in batch if h not in {f.host for f in checked}]
+                not_started += [h for later in batches[number:] for h in later]
+                break
+            batch = tuple(h for h in batch if h not in {f.host for f in checked})
+        results = each(batch, work) if batch else []
         outcomes += [r for r in results if isinstance(r, Outcome)]
         failures += [r for r in results if isinstance(r, Failure)]
         if failures:
@@ -346,8 +375,11 @@ def roll(target: Target, work: Callable[[Host], Outcome], echo: Echo, *, connect
             break
     if failures:
         lines = summary(outcomes, failures, not_started)
-        error = TransportError if all(f.lost for f in failures) else DeployError
-        what_failed = "could not reach" if error is TransportError else "failed on"
+        error: type[BuilderError] = TransportError if all(f.lost for f in failures) else DeployError
+        if any(isinstance(f.error, HostMismatch) for f in failures) and all(
+                f.lost or isinstance(f.error, HostMismatch) for f in failures):
+            error = HostMismatch  # the doctor refused: its own exit status
+        what_failed = {TransportError: "could not reach", HostMismatch: "refused"}.get(error, "failed on")
         hint = next((f.error.hint for f in failures if f.error.hint), None)
         raise error(f"the {what} of {target.name} stopped: it {what_failed} "
                     f"{', '.join(str(f.host) for f in failures)}\n" + "\n".join("  " + line for line in lines), hint=hint)
@@ -365,7 +397,8 @@ def summary(outcomes: Sequence[Outcome], failures: Sequence[Failure], not_starte
     return lines
 
 
-def dry_run(target: Target, bundle: Bundle | None, release: str | None, echo: Echo) -> None:
+def dry_run(target: Target, bundle: Bundle | None, release: str | None, echo: Echo,
+            doctor: Sequence[str] | None = None) -> None:
     """What a deploy (bundle given) or rollback would do, without connecting anywhere. A rollback
     without --to goes to each host's previous release, which only the host knows."""
     batches = target.batch.split(target.hosts)
@@ -386,7 +419,8 @@ def dry_run(target: Target, bundle: Bundle | None, release: str | None, echo: Ec
         def host_py(step: str, *args: str, conn: Connection = conn) -> str:
             return shlex.join(conn.argv(host_py_argv(target, step, *args))) + f"  < {HOST_SCRIPT}"
 
-        steps = [host_py("status")]
+        steps = [host_py("fingerprint", *doctor) + "  (the doctor, first on every host of the batch)"] if doctor is not None else []
+        steps.append(host_py("status"))
         if bundle is not None:
             steps += [host_py("verify", "SHA256..."),
                       f"copy the missing files to {target.root}/cache/.incoming/run-ID/",
@@ -423,9 +457,11 @@ def releases(target: Target, echo: Echo, *, connect: type[Connection] = Connecti
         found.append({"host": str(dest), **status})
         marks = []
         for release in status["releases"]:
+            stale = (status.get("stale") or {}).get(release["name"])
             flags = [f for f, on in (("current", release["name"] == status["current"]),
                                      ("previous", release["name"] == status["previous"]),
-                                     ("incomplete", not release["complete"])) if on]
+                                     ("incomplete", not release["complete"]),
+                                     (f"stale: {stale}", bool(stale))) if on]
             marks.append(release["name"] + (f" ({', '.join(flags)})" if flags else ""))
         line = f"{dest}: current {status['current'] or '-'}; releases: {', '.join(marks) or 'none'}"
         if status.get("previous_unknown"):

@@ -13,6 +13,7 @@ from ..errors import BuilderError
 from ..fetch import sha256_file
 from ..matrix.model import Matrix
 from ..matrix.plan import Cell, all_cells
+from . import fingerprint as _fingerprint
 from . import publish as publisher
 
 
@@ -63,16 +64,31 @@ def records(matrix: Matrix, parts: Sequence[Path]) -> dict[str, list[publisher.P
     return by_platform
 
 
+def fingerprints(parts: Sequence[Path]) -> dict[str, bytes]:
+    """Each platform's runtime image fingerprint as the parts carry it (the first part's wins,
+    as for cells); each one is checked before anything is written."""
+    found: dict[str, bytes] = {}
+    for part in sorted(parts):
+        for path in _manifests(part):
+            fp = path.parent / _fingerprint.FILENAME
+            if path.parent.name not in found and fp.is_file():
+                raw = fp.read_bytes()
+                _fingerprint.load(raw, str(fp))
+                found[path.parent.name] = raw
+    return found
+
+
 def merge(matrix: Matrix, parts: Sequence[Path], echo: Callable[[str], None]) -> int:
     """Publish every cell found in the parts; returns how many were published."""
     found = records(matrix, parts)  # everything is checked before anything is written
+    prints = fingerprints(parts)
     output = matrix.settings.output
     output.mkdir(parents=True, exist_ok=True)
     with publisher.output_lock(output):
         for line in publisher.recover(output):
             echo(line)
         for platform, items in sorted(found.items()):
-            publisher.publish(output, platform, items)
+            publisher.publish(output, platform, items, prints.get(platform))
             for record in items:
                 echo(f"[{record.cell_id}] merged: {', '.join(a.name for a in record.artifacts)}")
     return sum(len(items) for items in found.values())

@@ -19,6 +19,7 @@ from typing import Literal
 
 from ..errors import BuilderError, LockError
 from ..fetch import sha256_file
+from . import fingerprint as _fingerprint
 from . import journal as _journal
 from . import lock as _lock
 from . import system as _system
@@ -129,11 +130,12 @@ def _check(platform: str, records: Sequence[PublishRecord]) -> None:
             seen[path.name] = record.cell_id
 
 
-def publish(output: Path, platform: str, records: Sequence[PublishRecord]) -> list[Path]:
+def publish(output: Path, platform: str, records: Sequence[PublishRecord], fingerprint: bytes | None = None) -> list[Path]:
     """Add the records' artifacts to output/<platform>/ and rewrite its manifest and indexes.
 
     Previously published artifacts stay (the folder keeps history) unless a new one has the same
-    file name. Returns the published artifacts' paths in the output folder.
+    file name. `fingerprint`, the platform's runtime image's (fingerprint.json), is written with
+    them when given. Returns the published artifacts' paths in the output folder.
     """
     _check(platform, records)
     with output_lock(output):
@@ -155,6 +157,8 @@ def publish(output: Path, platform: str, records: Sequence[PublishRecord]) -> li
         manifest = _merge(old, platform, records, hashes)
         staged = {**render_pages(manifest), "manifest.json": dump_manifest(manifest)}
         staged[_system.FILENAME] = _system_packages(folder, manifest, records)
+        if fingerprint is not None:
+            staged[_fingerprint.FILENAME] = fingerprint
         # Artifacts, then pages, then manifest.json last: it is what verify and users trust.
         for final in sorted(staged, key=lambda name: (name == "manifest.json", "/" not in name, name)):
             renames.append(_journal.stage_bytes(folder, final, staged[final]))

@@ -10,6 +10,9 @@
 #   PYTHON host.py switch   ROOT RELEASE      point ROOT/current at a complete release, atomically
 #   PYTHON host.py done     ROOT RELEASE      record that the deploy of RELEASE finished here
 #   PYTHON host.py prune    ROOT KEEP         remove releases beyond KEEP, never current/previous
+#   PYTHON host.py fingerprint ROOT [PACKAGE...]  what this host is: OS, architecture, C library,
+#                                             this Python (version, ABI, binary sha256) and the
+#                                             installed versions of PACKAGE... (writes nothing)
 #
 # Layout under ROOT: releases/R/ (a virtualenv; app/ holds the application, release.json says
 # what is installed), current -> releases/R, cache/<sha256>/<file> (verified artifacts),
@@ -386,7 +389,10 @@ def release_list(root):
 
 def cmd_status(root):
     previous, unknown = root.previous()
+    interpreter = interpreter_facts()
     return {
+        "interpreter": interpreter,
+        "stale": stale_releases(root, interpreter),
         "host": socket.gethostname(),
         "python": "%d.%d.%d" % tuple(sys.version_info[:3]),
         "current": root.current_name(),
@@ -499,9 +505,17 @@ def cmd_prepare(root, plan_path):
     rel = root.release_dir(name)
     root.lock()
     existing = root.manifest(name)
-    if existing is not None:
-        if existing.get("fingerprint") == plan["fingerprint"]:
+    if existing is not None and existing.get("fingerprint") == plan["fingerprint"]:
+        stale = interpreter_change(existing, interpreter_facts())
+        if stale is None:
             return {"release": name, "state": "exists"}
+        if root.current_name() == name:
+            raise HostError("release %s is current and stale (%s): deploy the application under a new release "
+                            "name to make it afresh" % (name, stale))
+        REPAIRED.append("release %s was stale (%s): made it afresh" % (name, stale))
+        remove_tree(rel)
+        existing = None
+    if existing is not None:
         raise HostError("release %s already exists here with other contents (%s): give the new release "
                         "another name" % (name, describe_difference(existing, plan)))
     if os.path.lexists(rel):
@@ -525,6 +539,8 @@ def cmd_prepare(root, plan_path):
         "created": now(),
         "host": socket.gethostname(),
         "python": "%d.%d.%d" % tuple(sys.version_info[:3]),
+        "interpreter": interpreter_facts(),
+        "doctor": plan.get("doctor"),
         "format": plan["format"],
         "artifacts": plan["artifacts"],
         "installed": installed,
@@ -829,9 +845,218 @@ def cmd_prune(root, keep):
     return {"removed": removed, "kept": sorted(kept), "uncached": dropped}
 
 
+# --- what this host is: its fingerprint, for builder doctor -----------------------------------
+# The same questions are asked of a platform's runtime image when builder publishes for it and
+# of each server before a deploy; builder compares the answers. Asking writes nothing.
+
+def read_os_release():
+    """The fields of /etc/os-release (KEY=value lines), {} where there is none (CentOS 5, 6)."""
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        try:
+            handle = open(path)
+        except IOError:
+            continue
+        fields = {}
+        try:
+            for line in handle:
+                line = line.strip()
+                if "=" in line and not line.startswith("#"):
+                    key, value = line.split("=", 1)
+                    fields[key] = value.strip().strip("\"").strip("'")
+        finally:
+            handle.close()
+        return fields
+    return {}
+
+
+def os_facts():
+    """{family, id, release, name, arch}: release is VERSION_ID (Debian's "11", CentOS's "6")."""
+    fields = read_os_release()
+    uname = os.uname()
+    ident, release, name, like = fields.get("ID"), fields.get("VERSION_ID", ""), fields.get("PRETTY_NAME"), []
+    if ident:
+        like = fields.get("ID_LIKE", "").split()
+    elif os.path.isfile("/etc/redhat-release"):
+        handle = open("/etc/redhat-release")
+        try:
+            name = handle.readline().strip()
+        finally:
+            handle.close()
+        found = re.search(r"release (\d+)", name)
+        ident, release, like = (name.split() or ["redhat"])[0].lower(), found and found.group(1) or "", ["rhel"]
+    else:
+        ident, release = uname[0].lower(), uname[2]
+    if ident == "debian" or "debian" in like:
+        family = "debian"
+    elif ident in ("rhel", "centos", "fedora", "rocky", "almalinux", "redhat") or "rhel" in like or "fedora" in like:
+        family = "redhat"
+    else:
+        family = ident
+    facts = {"family": family, "id": ident, "release": release, "name": name or "%s %s" % (ident, release),
+             "arch": uname[4]}
+    if os.path.isfile("/etc/debian_version"):
+        handle = open("/etc/debian_version")
+        try:
+            facts["point"] = handle.read().strip()
+        finally:
+            handle.close()
+    return facts
+
+
+def libc_facts():
+    """{name, version} of the C library: glibc's own answer where there is one."""
+    text = None
+    # Python 2.7 does not know the name; 2 is _CS_GNU_LIBC_VERSION in glibc's <bits/confname.h>.
+    for name in ("CS_GNU_LIBC_VERSION", 2):
+        try:
+            text = os.confstr(name)
+        except (AttributeError, ValueError, OSError):
+            continue
+        if text and text.startswith("glibc "):
+            break
+        text = None
+    if text and len(text.split()) == 2:
+        name, version = text.split()
+        return {"name": name, "version": version}
+    if os.uname()[0] == "FreeBSD":
+        return {"name": "FreeBSD libc", "version": os.uname()[2].split("-")[0]}
+    import platform
+    name, version = platform.libc_ver(sys.executable)
+    return {"name": name or "unknown", "version": version or ""}
+
+
+def python_abi():
+    """The ABI compiled modules are made for: cp27mu (wide unicode) or cp27m (narrow) on 2.x,
+    SOABI (cpython-311-x86_64-linux-gnu) on 3.x."""
+    try:
+        import sysconfig
+        config = sysconfig.get_config_var
+    except ImportError:
+        from distutils import sysconfig as distutils_config
+        config = distutils_config.get_config_var
+    if PY2:
+        flags = ""
+        if hasattr(sys, "gettotalrefcount"):
+            flags += "d"
+        if config("WITH_PYMALLOC"):
+            flags += "m"
+        if sys.maxunicode > 0xFFFF:
+            flags += "u"
+        return "cp%d%d%s" % (sys.version_info[0], sys.version_info[1], flags)
+    return config("SOABI") or "cp%d%d" % tuple(sys.version_info[:2])
+
+
+def interpreter_facts():
+    """This Python: its path as asked, version, ABI, unicode width and the sha256 of its binary."""
+    binary = os.path.realpath(sys.executable)
+    return {
+        "path": sys.executable,
+        "binary": binary,
+        "version": "%d.%d.%d" % tuple(sys.version_info[:3]),
+        "abi": python_abi(),
+        "unicode": sys.maxunicode > 0xFFFF and "wide" or "narrow",
+        "sha256": sha256_of(binary),
+    }
+
+
+def quiet(argv):
+    """(returncode, stdout) of argv; stderr is dropped (a query for a missing package says so
+    there), and a command that is not there is an empty answer."""
+    try:
+        proc = subprocess.Popen(argv, stdin=open(os.devnull, "rb"), stdout=subprocess.PIPE,
+                                stderr=open(os.devnull, "wb"))
+    except OSError:
+        return 127, ""
+    out = proc.communicate()[0]
+    return proc.returncode, out.decode("utf-8", "replace")
+
+
+PACKAGE_QUERIES = {  # family: (name and version of each installed package, its files)
+    "debian": (["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${Status}\n"], ["dpkg-query", "-L"]),
+    "redhat": (["rpm", "-q", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\tinstalled\n"], ["rpm", "-ql"]),
+    "freebsd": (["pkg", "query", "%n\t%v\tinstalled"], ["pkg", "query", "%Fp"]),
+}
+SONAME = re.compile(r"^lib.*\.so\.\d+$")
+
+
+def package_facts(family, names):
+    """{name: {version, sonames} or None (not installed)} with the family's package manager."""
+    found = dict((name, None) for name in names)
+    if not names or family not in PACKAGE_QUERIES:
+        return found
+    versions, files = PACKAGE_QUERIES[family]
+    for line in quiet(versions + list(names))[1].splitlines():
+        parts = line.split("\t")
+        # dpkg's Status is "install ok installed" for an installed package ("deinstall ok
+        # config-files" for one removed but not purged).
+        if len(parts) == 3 and parts[0] in found and parts[2].endswith("installed"):
+            found[parts[0]] = {"version": parts[1], "sonames": []}
+    for name, facts in found.items():
+        if facts is not None:
+            paths = quiet(files + [name])[1].splitlines()
+            facts["sonames"] = sorted(set([os.path.basename(p) for p in paths if SONAME.match(os.path.basename(p))]))
+    return found
+
+
+def cmd_fingerprint(root, names):
+    """What this host is, for builder doctor; ROOT is not used (nothing is read or written there)."""
+    facts = os_facts()
+    return {"fingerprint": {
+        "os": facts,
+        "libc": libc_facts(),
+        "python": interpreter_facts(),
+        "packages": package_facts(facts["family"], list(names)),
+    }}
+
+
+def interpreter_change(manifest, current):
+    """Why a release made as `manifest` (release.json) says no longer matches the interpreter
+    that would run it, or None. Releases made before the interpreter was recorded are judged by
+    their version alone."""
+    recorded = manifest.get("interpreter")
+    if not recorded:
+        made = manifest.get("python")
+        if made and made != current["version"]:
+            return "made with Python %s, the interpreter is now %s" % (made, current["version"])
+        return None
+    path = recorded.get("path")
+    if path != current["path"]:
+        if not os.path.exists(path):
+            return "made with %s, which is no longer there" % path
+        now_sha = sha256_of(os.path.realpath(path))
+        if now_sha != recorded.get("sha256"):
+            return "made with %s (sha256 %s), which is now another binary (sha256 %s)" % (
+                path, recorded.get("sha256", "")[:12], now_sha[:12])
+        return None
+    changes = []
+    for key, what in (("version", "Python"), ("abi", "ABI")):
+        if recorded.get(key) != current.get(key):
+            changes.append("%s %s, now %s" % (what, recorded.get(key), current.get(key)))
+    if not changes and recorded.get("sha256") != current.get("sha256"):
+        changes.append("binary sha256 %s, now %s" % (recorded.get("sha256", "")[:12], current["sha256"][:12]))
+    if changes:
+        return "made with %s %s; the interpreter there has changed (%s)" % (
+            path, recorded.get("version"), "; ".join(changes))
+    return None
+
+
+def stale_releases(root, current):
+    """{release: why} for each complete release whose interpreter has changed under it."""
+    stale = {}
+    if not os.path.isdir(root.releases):
+        return stale
+    for name in sorted(os.listdir(root.releases)):
+        manifest = root.manifest(name) if RELEASE_NAME.match(name) else None
+        if manifest is not None:
+            why = interpreter_change(manifest, current)
+            if why:
+                stale[name] = why
+    return stale
+
+
 def main(argv):
     usage = ("usage: host.py status ROOT | verify ROOT SHA256... | receive ROOT [BATCH] | prepare ROOT PLAN.json"
-             " | switch|done ROOT RELEASE | prune ROOT KEEP")
+             " | switch|done ROOT RELEASE | prune ROOT KEEP | fingerprint ROOT [PACKAGE...]")
     if len(argv) < 3:
         sys.stderr.write(usage + "\n")
         return 2
@@ -845,6 +1070,7 @@ def main(argv):
         "switch": (1, 1, lambda r, n: cmd_switch(r, n)),
         "done": (1, 1, lambda r, n: cmd_done(r, n)),
         "prune": (1, 1, lambda r, k: cmd_prune(r, int(k))),
+        "fingerprint": (0, None, lambda r, *names: cmd_fingerprint(r, names)),
     }
     fewest, most = commands.get(command, (0, 0, None))[:2]
     if command not in commands or len(args) - 1 < fewest or (most is not None and len(args) - 1 > most):
@@ -854,7 +1080,7 @@ def main(argv):
     code = 0
     try:
         root = Root(args[0])
-        if command != "status" and command != "releases":
+        if command not in ("status", "releases", "fingerprint"):
             root.make()
         result.update(commands[command][2](root, *args[1:]))
     except HostError as exc:

@@ -176,11 +176,14 @@ def test_the_ansible_output_makes_a_bare_server_the_runtime_image(shipped: tuple
         on_server = ["docker", "exec", name]
         assert installed(on_server, WANTED) == {}, "the bare server must not have them yet"
         deploy_matrix.write_text(deploy_matrix.read_text() + _deploy_target(platform, port, key, app))
-        # Without them the release cannot import psycopg2 on the server: deploy refuses before any switch.
+        # Without them psycopg2 cannot load there: the doctor refuses the server before anything is copied.
         before = builder(deploy_matrix, "deploy", "bare", "--release", "r1", timeout=900)
-        assert before.returncode == 10, before.stdout + before.stderr
+        assert before.returncode == 12, before.stdout + before.stderr
         said = before.stdout + before.stderr
-        assert "psycopg2" in said and "libpq.so.5" in said, said
+        assert "(step doctor): libpq5 is not installed on" in said and "it provides libpq.so.5 for psycopg2" in said, said
+        assert "the Puppet class from `python -m builder system-packages" in said, said
+        assert subprocess.run([*on_server, "ls", "-A", "/srv/demo"], capture_output=True, text=True,
+                              check=True).stdout == ""
         print(f"{platform}: before provisioning, deploy said: {before.stderr.strip().splitlines()[:3]}")
 
         inventory = tmp_path / "inventory.ini"

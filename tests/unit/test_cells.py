@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +56,10 @@ class FakeMachine:
     def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, user: str | None = None,
             timeout: float | None = None, log: Callable[[str], None] | None = None) -> Exec:
         self.argvs.append(list(argv))
+        if argv[1].endswith("/server/host.py"):  # the runtime image's fingerprint: this machine's real answer
+            done = subprocess.run([sys.executable, str(self.path(argv[1])), *argv[2:]], capture_output=True, text=True,
+                                  check=False)
+            return Exec(done.returncode, done.stdout + done.stderr)
         spec = json.loads(self.path(argv[-1]).read_text())
         return self.guest(self.path("/builder/out"), argv, spec)
 

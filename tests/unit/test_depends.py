@@ -35,6 +35,9 @@ def setup_run(tmp_path: Path) -> tuple[pipeline.Run, Matrix, list[str]]:
     run = pipeline.Run(matrix, cells, echo=lambda line: None)
     run.keys = {c.id: f"key {c.id}" for c in cells}
     run.images = {"debian12": Images("b", "r")}
+    # Publishing asks the runtime image what it is (its fingerprint): this machine answers.
+    (tmp_path / "guests").mkdir()
+    run.backends = {"docker": FakeBackend(tmp_path / "guests", lambda out, argv, spec: Exec(1, "no guest"))}  # type: ignore[dict-item]
     for cell in cells:
         cell_dir(matrix.settings.folders, cell).mkdir(parents=True)  # as the build stage leaves it
         egg = tmp_path / "built" / f"{cell.package.name.replace('-', '_')}-1.0-py3.11.egg"
@@ -58,7 +61,6 @@ def test_a_dependent_is_not_tested_against_a_dependency_whose_test_failed(tmp_pa
         return Exec(0 if ok else 1, "")
 
     run.backends = {"docker": FakeBackend(tmp_path / "guests", guest)}  # type: ignore[dict-item]
-    (tmp_path / "guests").mkdir()
     run.jobs = 2
     pipeline.test(run)
     assert not run.results[SIX]["test"].ok

@@ -12,10 +12,13 @@ from rich.console import Console
 
 from builder.cells import pipeline
 from builder.cells.state import StageResult
+from builder.machines.base import Exec, Images
 from builder.matrix.model import Base, BuildSpec, Matrix, Package, Pin, Platform, Settings
 from builder.matrix.plan import Cell, all_cells
 from builder.report import files as reports
 from builder.report import terminal as report
+
+from .test_cells import FakeBackend
 
 FINISHED = "2026-01-02T03:04:05Z"
 
@@ -64,6 +67,11 @@ def outputs(root: Path, order: list[tuple[Cell, str]]) -> dict[str, bytes]:
     cells = all_cells(m)
     run = pipeline.Run(m, cells, echo=lambda line: None)
     run.keys = {c.id: f"key {c.id}" for c in cells}
+    # Publishing asks each runtime image what it is (its fingerprint): this machine answers.
+    run.images = {p.name: Images("b", "r") for p in m.platforms}
+    shutil.rmtree(root / "guests", ignore_errors=True)
+    (root / "guests").mkdir()
+    run.backends = {"docker": FakeBackend(root / "guests", lambda out, argv, spec: Exec(1, "no guest"))}  # type: ignore[dict-item]
     by_id = {c.id: c for c in cells}
     finished(run, root, [(by_id[c.id], stage) for c, stage in order])
     pipeline.publish(run)

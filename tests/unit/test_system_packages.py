@@ -15,13 +15,14 @@ import yaml
 
 from builder.cells import pipeline
 from builder.cells.state import StageResult
-from builder.machines.base import Images
+from builder.machines.base import Exec, Images
 from builder.matrix.load import loads
 from builder.matrix.plan import all_cells, runtime_packages
 from builder.output import journal as _journal
 from builder.output import system
 from builder.output.publish import PublishRecord, publish, recover
 
+from .test_cells import FakeBackend
 from .test_publish import child_env, make_egg, make_wheel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +54,11 @@ def publish_everything(matrix_path: Path, platforms: tuple[str, ...]) -> None:
     run = pipeline.Run(matrix, cells, echo=lambda line: None)
     run.keys = {c.id: f"key {c.id}" for c in cells}
     run.images = {name: Images("b", "r") for name in platforms}
+    # Publishing asks each runtime image what it is (its fingerprint): this machine answers.
+    guests = matrix_path.parent / "guests"
+    guests.mkdir(exist_ok=True)
+    fake = FakeBackend(guests, lambda out, argv, spec: Exec(1, "no guest"))
+    run.backends = {"docker": fake, "vagrant": fake}  # type: ignore[dict-item]
     built = matrix_path.parent / "built"
     for cell in cells:
         folder = built / cell.platform.name
@@ -148,6 +154,9 @@ def test_merged_ci_jobs_carry_the_list_too(tmp_path: Path) -> None:
     merge(loads(matrix_path.read_text(), matrix_path), [part], echo=lambda line: None)
     found = system.read(tmp_path / "main" / "eggs", "debian11-py27")
     assert found.packages == ("libpq5", "libyaml-0-2") and not found.unknown
+    # And the runtime image's fingerprint the job published, byte for byte.
+    job, main = (root / "eggs" / "debian11-py27" / "fingerprint.json" for root in (part, tmp_path / "main"))
+    assert main.read_bytes() == job.read_bytes()
 
 
 # -- the formats ----------------------------------------------------------------------------
