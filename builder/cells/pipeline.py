@@ -335,6 +335,7 @@ def _build_of(run: Run, cell: Cell) -> StageResult:
 
 def publish(run: Run) -> None:
     from ..output import publish as publisher
+    from ..output import signing
 
     passing: dict[str, list[publisher.PublishRecord]] = {}
     needs = plan.Dependencies(run.cells)
@@ -378,6 +379,7 @@ def publish(run: Run) -> None:
     order = {c.id: n for n, c in enumerate(run.cells)}  # chosen in dependency order, published in the matrix's
     passing = {name: sorted(records, key=lambda r: order[r.cell_id]) for name, records in passing.items()}
     output = run.matrix.settings.output
+    keys = signing.keys(run.matrix.settings, sign=True)  # read before anything is written
     output.mkdir(parents=True, exist_ok=True)
     by_id = {c.id: c for c in run.cells}
     with publisher.output_lock(output):
@@ -386,7 +388,7 @@ def publish(run: Run) -> None:
             run.echo(line)
         for platform, records in passing.items():
             started = time.monotonic()
-            publisher.publish(output, platform, records)
+            publisher.publish(output, platform, records, keys)
             for record in records:
                 cell = by_id[record.cell_id]
                 result = StageResult(

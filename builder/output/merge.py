@@ -14,6 +14,7 @@ from ..fetch import sha256_file
 from ..matrix.model import Matrix
 from ..matrix.plan import Cell, all_cells
 from . import publish as publisher
+from . import signing
 
 
 def _manifests(part: Path) -> list[Path]:
@@ -22,12 +23,26 @@ def _manifests(part: Path) -> list[Path]:
     return sorted(p for p in part.rglob("manifest.json") if ".builder" not in p.parts and (p.parent / "index.html").exists())
 
 
-def records(matrix: Matrix, parts: Sequence[Path]) -> dict[str, list[publisher.PublishRecord]]:
+def _check_signature(path: Path, keys: signing.Keys | None) -> None:
+    """A part's manifest that carries a signature must carry one of this key: a part signed by
+    another builder, or changed after it was signed, is refused. An unsigned part is taken (a CI
+    job need not hold the key); what merge publishes is signed here either way."""
+    signature = path.parent / publisher.SIGNATURE
+    if keys is None or not signature.is_file():
+        return
+    if not keys.valid(path.read_bytes(), signature.read_bytes()):
+        raise BuilderError(f"{signature} does not verify {path} with {keys.path} (key sha256 {keys.fingerprint[:16]})",
+                           hint="the part was changed after it was signed, or signed with another key: re-run that job")
+
+
+def records(matrix: Matrix, parts: Sequence[Path],
+            keys: signing.Keys | None = None) -> dict[str, list[publisher.PublishRecord]]:
     cells: dict[str, Cell] = {c.id: c for c in all_cells(matrix)}
     chosen: dict[str, publisher.PublishRecord] = {}
     for part in sorted(parts):
         for path in _manifests(part):
             folder = path.parent
+            _check_signature(path, keys)
             manifest = publisher.read_manifest(folder.parent, folder.name)
             if manifest is None:
                 continue
@@ -65,14 +80,15 @@ def records(matrix: Matrix, parts: Sequence[Path]) -> dict[str, list[publisher.P
 
 def merge(matrix: Matrix, parts: Sequence[Path], echo: Callable[[str], None]) -> int:
     """Publish every cell found in the parts; returns how many were published."""
-    found = records(matrix, parts)  # everything is checked before anything is written
+    keys = signing.keys(matrix.settings, sign=True)
+    found = records(matrix, parts, keys)  # everything is checked before anything is written
     output = matrix.settings.output
     output.mkdir(parents=True, exist_ok=True)
     with publisher.output_lock(output):
         for line in publisher.recover(output):
             echo(line)
         for platform, items in sorted(found.items()):
-            publisher.publish(output, platform, items)
+            publisher.publish(output, platform, items, keys)
             for record in items:
                 echo(f"[{record.cell_id}] merged: {', '.join(a.name for a in record.artifacts)}")
     return sum(len(items) for items in found.values())

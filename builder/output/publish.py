@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..errors import BuilderError, LockError
+from ..errors import BuilderError, ConfigError, LockError
 from ..fetch import sha256_file
 from . import journal as _journal
 from . import lock as _lock
+from . import signing as _signing
 from . import system as _system
 from .index import (
     ArtifactEntry,
@@ -39,9 +40,10 @@ __all__ = [
 ]
 
 LOCK = ".lock"
+SIGNATURE = "manifest.json" + _signing.SUFFIX  # the manifest's detached signature, beside it
 _ARTIFACT_SUFFIXES = (".egg", ".whl", ".tar.gz")
 
-ProblemKind = Literal["tampered", "missing", "unlisted", "bad-manifest"]
+ProblemKind = Literal["tampered", "missing", "unlisted", "bad-manifest", "unsigned", "bad-signature"]
 
 
 @dataclass(frozen=True)
@@ -129,13 +131,20 @@ def _check(platform: str, records: Sequence[PublishRecord]) -> None:
             seen[path.name] = record.cell_id
 
 
-def publish(output: Path, platform: str, records: Sequence[PublishRecord]) -> list[Path]:
-    """Add the records' artifacts to output/<platform>/ and rewrite its manifest and indexes.
+def publish(output: Path, platform: str, records: Sequence[PublishRecord],
+            keys: _signing.Keys | None = None) -> list[Path]:
+    """Add the records' artifacts to output/<platform>/ and rewrite its manifest and indexes;
+    with keys, manifest.json.sig too, in the same journaled commit.
 
     Previously published artifacts stay (the folder keeps history) unless a new one has the same
     file name. Returns the published artifacts' paths in the output folder.
     """
     _check(platform, records)
+    if keys is None and (output / platform / SIGNATURE).exists():
+        # Unsigned, the new manifest would sit beside the signature of the old one.
+        raise ConfigError(f"{output / platform / 'manifest.json'} is signed ({SIGNATURE} beside it): "
+                          "publishing there without the key would leave it with a signature that does not match",
+                          hint="set settings.signing_key (or BUILDER_SIGNING_KEY) to the key that signs it")
     with output_lock(output):
         recover(output)
         _journal.crash_point("start")
@@ -155,6 +164,8 @@ def publish(output: Path, platform: str, records: Sequence[PublishRecord]) -> li
         manifest = _merge(old, platform, records, hashes)
         staged = {**render_pages(manifest), "manifest.json": dump_manifest(manifest)}
         staged[_system.FILENAME] = _system_packages(folder, manifest, records)
+        if keys is not None:
+            staged[SIGNATURE] = keys.sign(staged["manifest.json"])
         # Artifacts, then pages, then manifest.json last: it is what verify and users trust.
         for final in sorted(staged, key=lambda name: (name == "manifest.json", "/" not in name, name)):
             renames.append(_journal.stage_bytes(folder, final, staged[final]))
@@ -191,10 +202,12 @@ def recover(output: Path) -> list[str]:
         return [line for folder in _platform_folders(output) for line in _journal.recover_folder(folder)]
 
 
-def verify(output: Path) -> list[Problem]:
-    """Re-hash every listed artifact of every platform; an empty list means all is well."""
+def verify(output: Path, keys: _signing.Keys | None = None) -> list[Problem]:
+    """Re-hash every listed artifact of every platform, and with keys check each manifest's
+    signature; an empty list means all is well."""
     with _shared_lock(output):
-        problems = [problem for folder in _platform_folders(output) for problem in _verify_folder(folder)]
+        problems = [problem for folder in _platform_folders(output)
+                    for problem in _verify_folder(folder) + _verify_signature(folder, keys)]
         for path in sorted(output.iterdir()) if output.is_dir() else []:
             if path.is_file() and path.name.endswith(_ARTIFACT_SUFFIXES):
                 problems.append(Problem(path, "unlisted", "not in any platform's manifest.json"))
@@ -231,6 +244,19 @@ def _verify_folder(folder: Path) -> list[Problem]:
         if path.is_file() and path.name.endswith(_ARTIFACT_SUFFIXES) and path not in listed:
             problems.append(Problem(path, "unlisted", "not in manifest.json"))
     return problems
+
+
+def _verify_signature(folder: Path, keys: _signing.Keys | None) -> list[Problem]:
+    manifest = folder / "manifest.json"
+    if keys is None or not manifest.is_file():
+        return []
+    signature = folder / SIGNATURE
+    if not signature.is_file():
+        return [Problem(manifest, "unsigned", f"has no {SIGNATURE}: publish it again with the key set")]
+    if not keys.valid(manifest.read_bytes(), signature.read_bytes()):
+        return [Problem(signature, "bad-signature",
+                        f"does not verify manifest.json with {keys.path} (key sha256 {keys.fingerprint[:16]})")]
+    return []
 
 
 # Locks this process holds, by (output folder, thread): publish() inside output_lock() must not
