@@ -37,6 +37,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     deploy.add_argument("--dry-run", action="store_true", help="print hosts, batches, files and commands; touch nothing")
     deploy.add_argument("--allow-downgrade", action="store_true",
                         help="switch to RELEASE even where it is older than the current release (see rollback --to)")
+    deploy.add_argument("--trust-new-key", action="store_true",
+                        help="let hosts that trust another signing key replace it with this one (a rotated key)")
     deploy.add_argument("--export", type=Path, metavar="DIR",
                         help="write host.py, the plan and its files to DIR for configuration management, and stop")
     rollback = sub.add_parser("rollback", parents=[common], help="switch a target's hosts back to the previous (or a named) release")
@@ -70,12 +72,14 @@ def run(matrix: Matrix, args: argparse.Namespace, echo: Callable[[str], None]) -
          + ", ".join(a.file for a in bundle.artifacts))
     if args.export:
         export(bundle, args.export)
-        echo(f"wrote {args.export}: host.py, plan.json and files/ (see examples/deploy/ansible/)")
+        signed = ", trusted.pub.pem" if bundle.public_key is not None else ""
+        echo(f"wrote {args.export}: host.py, plan.json{signed} and files/ (see examples/deploy/ansible/)")
         return 0
     if args.dry_run:
         roll.dry_run(target, bundle, args.release, echo)
         return 0
-    outcomes = roll.roll(target, lambda host: roll.deploy_host(host, bundle, allow_downgrade=args.allow_downgrade), echo)
+    outcomes = roll.roll(target, lambda host: roll.deploy_host(host, bundle, allow_downgrade=args.allow_downgrade,
+                                                                 trust_new_key=args.trust_new_key), echo)
     for line in roll.summary(outcomes, [], []):
         echo(line)
     changed = [o for o in outcomes if o.state == "deployed"]
@@ -92,6 +96,8 @@ def export(bundle: bundles.Bundle, folder: Path) -> None:
     files.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(bundles.HOST_SCRIPT, folder / "host.py")
     (folder / "plan.json").write_bytes(bundle.plan_bytes())
+    if bundle.public_key is not None:  # the playbook has each host trust it (host.py trust)
+        shutil.copyfile(bundle.public_key, folder / "trusted.pub.pem")
     for sha, path in bundle.files.items():
         (files / sha).mkdir()
         shutil.copyfile(path, files / sha / path.name)
