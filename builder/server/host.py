@@ -537,6 +537,7 @@ def cmd_prepare(root, plan_path):
         "imports_script": plan.get("imports"),
         "imports_checked": imports,
         "signature_checked": signature,
+        "signed_files": signed_files(plan),
         "builder": plan.get("builder", {}),
         "seconds": round(time.time() - started, 1),
     }
@@ -629,6 +630,12 @@ def cmd_trust(root, offered, replace=None):
     write_atomic(path, pem)
     os.remove(offered)
     return {"trusted": new, "state": "replaced %s" % old[:16] if old else "installed", "replaced": old}
+
+
+def signed_files(plan):
+    """The cached manifest.json and signature a release was checked against (kept while it is)."""
+    signed = plan.get("signed") or {}
+    return [signed[name] for name in ("manifest", "signature") if name in signed]
 
 
 def check_signed(root, plan):
@@ -939,7 +946,8 @@ def cmd_prune(root, keep):
     for name in os.listdir(root.releases):
         manifest = root.manifest(name) if RELEASE_NAME.match(name) else None
         for entry in (manifest or {}).get("artifacts", []) + [(manifest or {}).get("app"), (manifest or {}).get(
-                "imports_script")] + list(((manifest or {}).get("tools") or {}).values()):
+                "imports_script")] + list(((manifest or {}).get("tools") or {}).values()) + ((manifest or {}).get(
+                "signed_files") or []):
             if entry:
                 used.add(entry.get("sha256"))
     dropped = []
