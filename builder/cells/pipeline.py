@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from .. import __version__
 from ..errors import BuilderError, FetchError, ImageError
 from ..fetch import Fetcher
-from ..machines.base import Backend, Images
+from ..machines.base import GUEST_ROOT, Backend, Images
 from ..matrix import plan
 from ..matrix.model import Matrix, Pin
 from ..matrix.plan import Cell
@@ -374,6 +374,7 @@ def publish(run: Run) -> None:
                 finished_at=tested.finished_at,
                 runtime_packages=cell.system.runtime,  # what the runtime image was given for it
                 family=cell.platform.family,
+                provenance=_provenance(run, cell, tested),
             )
         )
     order = {c.id: n for n, c in enumerate(run.cells)}  # chosen in dependency order, published in the matrix's
@@ -396,6 +397,42 @@ def publish(run: Run) -> None:
                     input_key=record.input_key, duration=time.monotonic() - started,
                 )
                 run.record(cell, result)
+
+
+def _provenance(run: Run, cell: Cell, tested: StageResult) -> dict[str, Any]:
+    """The cell's provenance statement (output/provenance.py): its pinned inputs, images, the
+    commands its guests ran, and what the test found in the runtime image."""
+    from ..output import provenance
+
+    fetcher = Fetcher(run.matrix.settings.cache, run.matrix.settings.index_url)
+    spec = cell.spec
+
+    def pin(p: Pin) -> dict[str, Any]:
+        return {"name": p.name, "version": p.version, "sha256": p.sha256, "url": fetcher.origin(p)}
+
+    built = _build_of(run, cell)
+    checks = tested.details.get("checks") or {}
+    results = {
+        "status": tested.status,
+        "formats": {fmt: {"modules": len(report.get("modules") or []), "extensions": report.get("extensions") or {},
+                          "test": (report.get("test") or {}).get("returncode")}
+                    for fmt, report in sorted(checks.items()) if isinstance(report, dict)},
+    }
+    return provenance.statement(
+        cell=cell.id, platform=cell.platform.name, family=cell.platform.family, package=cell.package.name,
+        version=spec.source.version, source=pin(spec.source), build_requires=[pin(p) for p in spec.build_requires],
+        tools=[pin(p) for p in cell.platform.tools],
+        parameters={"formats": list(cell.package.formats), "setup_args": list(spec.setup_args),
+                    "config_settings": [list(kv) for kv in spec.config_settings], "env": dict(spec.env),
+                    "extensions": None if spec.extensions is None else list(spec.extensions),
+                    "skip_imports": list(spec.skip_imports), "test": spec.test,
+                    "system": {"build": list(cell.system.build), "runtime": list(cell.system.runtime)}},
+        input_key=tested.input_key, build_image=tested.images.get("build", ""),
+        runtime_image=tested.images.get("runtime", ""), builder_version=__version__, finished_at=tested.finished_at,
+        build_commands=built.details.get("commands") or {},
+        test_command=f"{cell.platform.python} {GUEST_ROOT}/guest/check.py {GUEST_ROOT}/spec.json",
+        os_packages=provenance.os_packages_from_checks(checks), results=results,
+    )
 
 
 def _one_line(exc: BuilderError) -> str:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import BuilderError
 from ..fetch import sha256_file
 from ..matrix.model import Matrix
 from ..matrix.plan import Cell, all_cells
+from . import provenance, signing
 from . import publish as publisher
-from . import signing
 
 
 def _manifests(part: Path) -> list[Path]:
@@ -33,6 +34,24 @@ def _check_signature(path: Path, keys: signing.Keys | None) -> None:
     if not keys.valid(path.read_bytes(), signature.read_bytes()):
         raise BuilderError(f"{signature} does not verify {path} with {keys.path} (key sha256 {keys.fingerprint[:16]})",
                            hint="the part was changed after it was signed, or signed with another key: re-run that job")
+
+
+def _statement(folder: Path, package: str, version: str, files: Sequence[Path], manifest: publisher.Manifest,
+               keys: signing.Keys | None) -> dict[str, Any] | None:
+    """The part's provenance statement of a cell, checked: about the part's artifacts with their
+    sha256, and (with a key, when signed) signed by it. None when the part has none."""
+    path = folder / provenance.filename(package, version)
+    if not path.is_file():
+        return None
+    document = provenance.load(path.read_bytes(), str(path))
+    wanted = {file.name: manifest.artifacts[file.name].sha256 for file in files}
+    if provenance.subjects(document) != wanted:
+        raise BuilderError(f"{path} is not about the part's artifacts {', '.join(sorted(wanted))} with their sha256",
+                           hint="re-run that cell's job")
+    signature = path.with_name(path.name + signing.SUFFIX)
+    if keys is not None and signature.is_file() and not keys.valid(path.read_bytes(), signature.read_bytes()):
+        raise BuilderError(f"{signature} does not verify {path} with {keys.path}", hint="re-run that cell's job")
+    return {**document, "subject": []}
 
 
 def records(matrix: Matrix, parts: Sequence[Path],
@@ -65,12 +84,13 @@ def records(matrix: Matrix, parts: Sequence[Path],
                         raise BuilderError(f"{file} is missing or does not match its manifest", hint="re-run that cell's job")
                 if cell_id in chosen:
                     continue  # a dependency built again in another job: the first part wins
+                statement = _statement(folder, cell.package.name, entry.version, files, manifest, keys)
                 chosen[cell_id] = publisher.PublishRecord(
                     cell_id=cell_id, package=cell.package.name, version=entry.version, platform=folder.name,
                     artifacts=tuple(files), source_sha256=first.source_sha256, input_key=entry.input_key,
                     build_image=first.build_image, runtime_image=first.runtime_image,
                     builder_version=first.builder_version, finished_at=entry.finished_at,
-                    runtime_packages=cell.system.runtime, family=cell.platform.family,
+                    runtime_packages=cell.system.runtime, family=cell.platform.family, provenance=statement,
                 )
     by_platform: dict[str, list[publisher.PublishRecord]] = {}
     for record in chosen.values():

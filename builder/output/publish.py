@@ -11,16 +11,18 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import BuilderError, ConfigError, LockError
 from ..fetch import sha256_file
 from . import journal as _journal
 from . import lock as _lock
+from . import provenance as _provenance
+from . import sbom as _sbom
 from . import signing as _signing
 from . import system as _system
 from .index import (
@@ -65,6 +67,8 @@ class PublishRecord:
     # as its runtime image was given them) and the platform's family; None: not known.
     runtime_packages: tuple[str, ...] | None = None
     family: str = ""
+    # The cell's provenance statement without its subject (provenance.statement); None: none.
+    provenance: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -164,14 +168,44 @@ def publish(output: Path, platform: str, records: Sequence[PublishRecord],
         manifest = _merge(old, platform, records, hashes)
         staged = {**render_pages(manifest), "manifest.json": dump_manifest(manifest)}
         staged[_system.FILENAME] = _system_packages(folder, manifest, records)
+        statements = _statements(folder, records, hashes, staged)
+        staged[_sbom.FILENAME] = _sbom.render(manifest, statements)
         if keys is not None:
-            staged[SIGNATURE] = keys.sign(staged["manifest.json"])
+            for name in [n for n in staged if n.endswith(_provenance.SUFFIX)] + [_sbom.FILENAME, "manifest.json"]:
+                staged[name + _signing.SUFFIX] = keys.sign(staged[name])
         # Artifacts, then pages, then manifest.json last: it is what verify and users trust.
         for final in sorted(staged, key=lambda name: (name == "manifest.json", "/" not in name, name)):
             renames.append(_journal.stage_bytes(folder, final, staged[final]))
         _journal.commit(folder, renames)
         _journal.crash_point("done")
         return sorted(folder / name for name in hashes)
+
+
+def _statements(folder: Path, records: Sequence[PublishRecord], hashes: Mapping[str, tuple[str, int]],
+                staged: dict[str, bytes]) -> dict[str, Mapping[str, Any]]:
+    """The provenance statements of the folder once this publish is done: each record's (added to
+    `staged`, with the artifacts it hashed as subject) over those already there."""
+    found = read_statements(folder)
+    for record in records:
+        if record.provenance is None:
+            continue
+        document = _provenance.with_subject(record.provenance, {p.name: hashes[p.name][0] for p in record.artifacts})
+        name = _provenance.filename(record.package, record.version)
+        staged[name] = _provenance.dump(document)
+        found[name] = document
+    return found
+
+
+def read_statements(folder: Path) -> dict[str, Mapping[str, Any]]:
+    """The folder's provenance statements that parse, by file name (provenance/NAME.intoto.json);
+    verify names those that do not."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for path in sorted((folder / _provenance.FOLDER).glob("*" + _provenance.SUFFIX)):
+        try:
+            found[f"{_provenance.FOLDER}/{path.name}"] = _provenance.load(path.read_bytes(), str(path))
+        except (OSError, BuilderError):
+            continue
+    return found
 
 
 def _system_packages(folder: Path, manifest: Manifest, records: Sequence[PublishRecord]) -> bytes:
@@ -207,7 +241,8 @@ def verify(output: Path, keys: _signing.Keys | None = None) -> list[Problem]:
     signature; an empty list means all is well."""
     with _shared_lock(output):
         problems = [problem for folder in _platform_folders(output)
-                    for problem in _verify_folder(folder) + _verify_signature(folder, keys)]
+                    for problem in _verify_folder(folder) + _verify_signature(folder, keys)
+                    + _verify_statements(folder, keys)]
         for path in sorted(output.iterdir()) if output.is_dir() else []:
             if path.is_file() and path.name.endswith(_ARTIFACT_SUFFIXES):
                 problems.append(Problem(path, "unlisted", "not in any platform's manifest.json"))
@@ -257,6 +292,46 @@ def _verify_signature(folder: Path, keys: _signing.Keys | None) -> list[Problem]
         return [Problem(signature, "bad-signature",
                         f"does not verify manifest.json with {keys.path} (key sha256 {keys.fingerprint[:16]})")]
     return []
+
+
+def _verify_statements(folder: Path, keys: _signing.Keys | None) -> list[Problem]:
+    """Each provenance statement is about artifacts the manifest lists with the same sha256, and
+    the SBOM is what the manifest and the statements render to; with keys, each is signed."""
+    try:
+        manifest = read_manifest(folder.parent, folder.name)
+    except BuilderError:
+        return []  # _verify_folder says so
+    if manifest is None:
+        return []
+    problems: list[Problem] = []
+    statements: dict[str, Mapping[str, Any]] = {}
+    for path in sorted((folder / _provenance.FOLDER).glob("*" + _provenance.SUFFIX)):
+        name = f"{_provenance.FOLDER}/{path.name}"
+        try:
+            document = _provenance.load(path.read_bytes(), str(path))
+        except (OSError, BuilderError) as exc:
+            problems.append(Problem(path, "tampered", getattr(exc, "message", str(exc))))
+            continue
+        statements[name] = document
+        for artifact, sha in _provenance.subjects(document).items():
+            entry = manifest.artifacts.get(artifact)
+            if entry is not None and entry.sha256 != sha:
+                problems.append(Problem(path, "tampered", f"says {artifact} has sha256 {sha}, manifest says {entry.sha256}"))
+    sbom = folder / _sbom.FILENAME
+    if sbom.is_file():
+        if sbom.read_bytes() != _sbom.render(manifest, statements):
+            problems.append(Problem(sbom, "tampered", "does not match manifest.json and provenance/"))
+    elif statements:
+        problems.append(Problem(sbom, "missing", "the folder has provenance/ but no SBOM: publish it again"))
+    if keys is None:
+        return problems
+    for path in [*(folder / name for name in statements), *([sbom] if sbom.is_file() else [])]:
+        signature = path.with_name(path.name + _signing.SUFFIX)
+        if not signature.is_file():
+            problems.append(Problem(path, "unsigned", f"has no {signature.name}: publish it again with the key set"))
+        elif not keys.valid(path.read_bytes(), signature.read_bytes()):
+            problems.append(Problem(signature, "bad-signature", f"does not verify {path.name} with {keys.path}"))
+    return problems
 
 
 # Locks this process holds, by (output folder, thread): publish() inside output_lock() must not

@@ -1,6 +1,6 @@
 """Signed manifests from the index to the running release, against real servers of both Debian
-runtime images (sshd added, reached only through 127.0.0.1): the suite's real `builder all` of
-the shipped matrix is merged into a project that signs (so `merge` signs it), deployed, and then
+runtime images (sshd added, reached only through 127.0.0.1): a real `builder all` of the shipped
+matrix's Debian platforms in a project that signs, merged again elsewhere, deployed, and then
 a tampered manifest, a manifest signed by another key, another key offered to a host, and an
 artifact swapped in a host's cache are each refused on the host, naming the file, with `current`
 untouched; the untouched release passes. The tests run in order on one small pool.
@@ -64,14 +64,17 @@ def _target(name: str, platform: str, server: Server, key: Path, app: Path, fmt:
 
 
 @pytest.fixture(scope="module")
-def pool(shipped: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
+    """A project that signs, its real `builder all` of the shipped matrix's Debian platforms, and
+    one server of each runtime image."""
     tmp = tmp_path_factory.mktemp("trust")
-    published, _ = shipped
     key, other = tmp / "builder.key", tmp / "other.key"
     signing.keygen(key)
     signing.keygen(other)
     text = (REPO / "matrix.yaml").read_text().replace("\nsettings:\n", f"\nsettings:\n  signing_key: {key}\n", 1)
     matrix = project(tmp / "project", text)
+    built = builder(matrix, "all", "--platform", "debian11-py27,debian12")
+    assert built.returncode == 0, built.stdout + built.stderr
     ssh_key = keypair(tmp)
     network = f"builder-trust-{os.getpid()}"
     subprocess.run(["docker", "network", "create", "--label", LABEL,
@@ -79,8 +82,8 @@ def pool(shipped: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) ->
                     "-o", "com.docker.network.bridge.enable_icc=false", network], capture_output=True, check=True)
     servers: list[Server] = []
     try:
-        servers = [_start(sshd_image(_runtime_image(published, "debian11-py27")), ssh_key, network, None),
-                   _start(sshd_image(_runtime_image(published, "debian12")), ssh_key, network, None)]
+        servers = [_start(sshd_image(_runtime_image(matrix.parent, "debian11-py27")), ssh_key, network, None),
+                   _start(sshd_image(_runtime_image(matrix.parent, "debian12")), ssh_key, network, None)]
         app = tmp / "app"
         shutil.copytree(APP, app)
         matrix.write_text(matrix.read_text() + "\ndeploy:"
@@ -98,11 +101,19 @@ def _failed_line(done: subprocess.CompletedProcess[str], server: Server) -> str:
                  if line.strip().startswith(f"failed: {server.host}")), done.stdout + done.stderr)
 
 
-def test_merge_signs_and_a_signed_release_installs_after_the_hosts_check(pool: Pool, shipped: tuple[Path, str]) -> None:
-    merged = pool.run("merge", str(shipped[0] / "eggs"))
-    assert merged.returncode == 0, merged.stdout + merged.stderr
+def test_publish_and_merge_sign_and_a_signed_release_installs_after_the_hosts_check(pool: Pool, tmp_path: Path) -> None:
     checked = pool.run("verify")
     assert checked.returncode == 0 and "every manifest is signed by" in checked.stdout, checked.stdout + checked.stderr
+    # merge (as of CI jobs' folders) publishes the same signed folder again.
+    other = project(tmp_path / "merged", pool.matrix.read_text())
+    merged = builder(other, "merge", str(pool.eggs))
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    for platform in ("debian11-py27", "debian12"):
+        for name in ("manifest.json", "sbom.cdx.json", "system-packages.json"):
+            assert (other.parent / "eggs" / platform / name).read_bytes() == (pool.eggs / platform / name).read_bytes()
+        assert sorted(p.name for p in (other.parent / "eggs" / platform / "provenance").iterdir()) == sorted(
+            p.name for p in (pool.eggs / platform / "provenance").iterdir())
+    assert builder(other, "verify").returncode == 0
     keys = signing.keys(Settings(signing_key=pool.key), sign=False)
     assert keys is not None
     fingerprint = keys.fingerprint
@@ -280,3 +291,90 @@ def test_the_runtime_images_own_openssl_verifies_the_signature(pool: Pool, platf
     assert done.stdout.splitlines()[1] == "Verified OK" and "Verification Failure" in done.stdout, done.stdout
     version = done.stdout.splitlines()[0]
     assert version.startswith("OpenSSL 1.1.1" if platform == "debian11-py27" else "OpenSSL 3."), version
+
+
+# The fields the in-toto Statement v1 and SLSA provenance v1 specifications require, and their
+# types: a minimal schema, as neither publishes one this suite can fetch.
+PROVENANCE_SCHEMA = {
+    "type": "object",
+    "required": ["_type", "subject", "predicateType", "predicate"],
+    "properties": {
+        "_type": {"const": "https://in-toto.io/Statement/v1"},
+        "subject": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["name", "digest"],
+            "properties": {"name": {"type": "string"}, "digest": {
+                "type": "object", "minProperties": 1, "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]+$"}}}}},
+        "predicateType": {"const": "https://slsa.dev/provenance/v1"},
+        "predicate": {"type": "object", "required": ["buildDefinition", "runDetails"], "properties": {
+            "buildDefinition": {"type": "object", "required": ["buildType", "externalParameters"], "properties": {
+                "buildType": {"type": "string", "format": "uri", "pattern": "^[a-z][a-z0-9+.-]*:"},
+                "externalParameters": {"type": "object"},
+                "internalParameters": {"type": "object"},
+                "resolvedDependencies": {"type": "array", "items": {"$ref": "#/$defs/resource"}}}},
+            "runDetails": {"type": "object", "required": ["builder"], "properties": {
+                "builder": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+                "metadata": {"type": "object"},
+                "byproducts": {"type": "array", "items": {"$ref": "#/$defs/resource"}}}}}},
+    },
+    "$defs": {"resource": {"type": "object", "anyOf": [{"required": ["uri"]}, {"required": ["digest"]},
+                                                       {"required": ["content"]}, {"required": ["name"]}]}},
+}
+
+
+@pytest.mark.parametrize("platform", ["debian11-py27", "debian12"])
+def test_the_sbom_and_provenance_validate_and_list_the_runtime_os_packages_as_installed(pool: Pool, platform: str) -> None:
+    import jsonschema
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    folder = pool.eggs / platform
+    manifest = json.loads((folder / "manifest.json").read_text())
+    sbom_text = (folder / "sbom.cdx.json").read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(sbom_text) is None
+    sbom = json.loads(sbom_text)
+    components = {c["bom-ref"]: c for c in sbom["components"]}
+    statements = {p.name: json.loads(p.read_text()) for p in (folder / "provenance").glob("*.intoto.json")}
+    assert len(statements) == len(manifest["cells"])
+    keys = signing.keys(Settings(signing_key=pool.key), sign=False)
+    assert keys is not None
+    for name, statement in statements.items():
+        jsonschema.validate(statement, PROVENANCE_SCHEMA)
+        raw = (folder / "provenance" / name).read_bytes()
+        assert keys.valid(raw, (folder / "provenance" / (name + ".sig")).read_bytes())
+    assert keys.valid(sbom_text.encode(), (folder / "sbom.cdx.json.sig").read_bytes())
+    image = _runtime_image(pool.matrix.parent, platform)
+    installed = dict(line.split("\t") for line in docker_run(
+        image, "dpkg-query -W -f '${Package}\\t${Version}\\n' libpq5 libyaml-0-2").stdout.splitlines())
+    for artifact, entry in manifest["artifacts"].items():
+        component = components[artifact]
+        assert component["hashes"] == [{"alg": "SHA-256", "content": entry["sha256"]}]
+        (source,) = component["pedigree"]["ancestors"]
+        assert source["hashes"][0]["content"] == entry["source_sha256"] and source["version"] == entry["version"]
+        assert source["externalReferences"][0]["url"].startswith(("http://", "https://", "file://"))
+        needs = next(d for d in sbom["dependencies"] if d["ref"] == artifact).get("dependsOn", [])
+        if entry["package"] in ("psycopg2", "PyYAML"):
+            wanted = {"psycopg2": ("libpq5", "libpq.so.5"), "PyYAML": ("libyaml-0-2", "libyaml-0.so.2")}[entry["package"]]
+            ref = f"os:{wanted[0]}@{installed[wanted[0]]}"
+            assert needs == [ref], needs
+            os_package = components[ref]
+            assert os_package["version"] == installed[wanted[0]]
+            assert {"name": "builder:soname", "value": wanted[1]} in os_package["properties"]
+            assert os_package["purl"].startswith(f"pkg:deb/debian/{wanted[0]}@")
+        if entry["package"] == "PyYAML":
+            assert any(p["name"] == "builder:build-requirement" for p in component["properties"])  # Cython
+        statement = next(s for s in statements.values() if artifact in {x["name"] for x in s["subject"]})
+        definition = statement["predicate"]["buildDefinition"]
+        assert definition["internalParameters"]["input_key"] == entry["input_key"]
+        assert definition["internalParameters"]["build_commands"][entry["format"]], definition
+        images = {d["annotations"]["role"]: d for d in definition["resolvedDependencies"] if "id" in d.get("annotations", {})}
+        assert images["runtime-image"]["annotations"]["id"] == entry["runtime_image"]
+        assert statement["predicate"]["runDetails"]["byproducts"][1]["annotations"]["status"] == "passed"
+    # verify sees a changed SBOM and a changed statement.
+    original = (folder / "sbom.cdx.json").read_bytes()
+    (folder / "sbom.cdx.json").write_bytes(original.replace(b'"version": "', b'"version": "0', 1))
+    try:
+        found = pool.run("verify")
+    finally:
+        (folder / "sbom.cdx.json").write_bytes(original)
+    assert found.returncode != 0 and f"tampered: {folder}/sbom.cdx.json does not match manifest.json and provenance/" in found.stdout
+    assert pool.run("verify").returncode == 0
