@@ -153,7 +153,7 @@ SONAME_FILE = re.compile(r"^lib[^/]*\.so(\.[0-9]+)+$")
 
 
 def sonames_of(paths):
-    """The sonames among a package's files: lib*.so.N[.M…] names, less those that only lengthen
+    """The sonames among a package's files: lib*.so.N[.M...] names, less those that only lengthen
     another (libyaml-0.so.2.0.9 is the file libyaml-0.so.2, the soname, points at)."""
     names = set(os.path.basename(p.strip()) for p in paths if SONAME_FILE.match(os.path.basename(p.strip())))
     return sorted(n for n in names if not any(n.startswith(other + ".") for other in names))
