@@ -104,6 +104,6 @@ def test_the_guest_and_server_scripts_are_ascii_as_python_2_needs_without_a_codi
     root = Path(__file__).resolve().parents[2] / "builder"
     for path in [*(root / "guest").glob("*.py"), root / "server" / "host.py"]:
         text = path.read_bytes()
-        if b"coding:" not in text.split(b"\n", 2)[0] + text.split(b"\n", 2)[1]:
+        if not any(b"coding" in line for line in text.split(b"\n")[:2]):
             bad = [n for n, line in enumerate(text.splitlines(), 1) if any(b > 127 for b in line)]
             assert not bad, f"{path.name}: non-ASCII on line(s) {bad}"
