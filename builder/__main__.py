@@ -99,6 +99,11 @@ def parser() -> argparse.ArgumentParser:
     system.add_argument("--format", choices=("puppet", "ansible", "salt", "shell", "json"), default="shell")
     system.add_argument("--package", action="append", metavar="GLOB",
                         help="only what these published packages need (repeat or comma-separate)")
+    keygen = sub.add_parser("keygen", help="make a key to sign manifests with (FILE, 0600) and its public half FILE.pub.pem",
+                            description="Make an RSA-3072 private key in FILE (mode 0600) and its public half in "
+                            "FILE.pub.pem; never replaces a file. Set settings.signing_key to FILE.")
+    keygen.add_argument("file", type=Path, metavar="FILE")
+    keygen.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     verify = sub.add_parser(
         "verify", parents=[common, select], help="re-hash the output folder against its manifests; --rebuild: rebuild and compare",
         description="Re-hash everything under the output folder against its manifests. With --rebuild: build the "
@@ -175,6 +180,8 @@ class Context:
 
 
 def _dispatch(args: argparse.Namespace, console: Console) -> int:
+    if args.command == "keygen":  # needs no matrix
+        return _keygen(args.file)
     matrix = config.load(Path(args.matrix))
     ctx = Context(args, matrix, console, registry.Backends())
     command = COMMANDS.get(args.command, _stages)
@@ -196,6 +203,7 @@ def _deploy(ctx: Context) -> int:
 
 
 def _verify(ctx: Context) -> int:
+    from .output import signing
     from .output.publish import verify
 
     args = ctx.args
@@ -205,12 +213,24 @@ def _verify(ctx: Context) -> int:
         raise UsageError("--cell, --platform and --package choose the cells to rebuild: give --rebuild too",
                          hint="plain `verify` re-hashes the whole output folder")
     output = ctx.matrix.settings.output
-    problems = verify(output)
+    keys = signing.keys(ctx.matrix.settings, sign=False)
+    problems = verify(output, keys)
     for problem in problems:
         ctx.console.print(f"{problem.kind}: {problem.path} {problem.detail}", markup=False)
     if problems:
         raise BuilderError(f"{len(problems)} problem(s) in {output}", hint="rebuild and republish them")
-    ctx.console.print(f"{output}: every artifact matches its manifest", markup=False)
+    signed = f", and every manifest is signed by {keys.path} (key sha256 {keys.fingerprint[:16]})" if keys else ""
+    ctx.console.print(f"{output}: every artifact matches its manifest{signed}", markup=False)
+    return 0
+
+
+def _keygen(path: Path) -> int:
+    from .output import signing
+
+    public = signing.keygen(path)
+    keys = signing.Keys(path, signing.public_key(public), None)
+    sys.stdout.write(f"wrote {path} (private, mode 0600) and {public} (public); key sha256 {keys.fingerprint}\n"
+                     f"set settings.signing_key: {path} in matrix.yaml (or BUILDER_SIGNING_KEY={path})\n")
     return 0
 
 
@@ -343,12 +363,17 @@ def _stages(ctx: Context) -> int:
     args, matrix = ctx.args, ctx.matrix
     cells = _selected(ctx)
     require_dockerfiles(dict.fromkeys(c.platform for c in cells))  # a config error: before anything runs
+    if args.command in ("all", "publish"):
+        from .output import signing
+
+        signing.keys(matrix.settings, sign=True)  # so is a bad signing key
     blocked: dict[str, ImageError] = {}
     if args.command != "fetch":
         # A platform that cannot run here (its base image or box missing) is said once, before
         # anything is fetched; when it is all that was selected, that is the whole answer.
         blocked = pipeline.preflight(matrix, cells, ctx.backends)
         pipeline.refuse_if_blocked(blocked, cells)
+
     from .output.lock import run_lock
 
     with run_lock(matrix.settings.work, ctx.say):

@@ -189,9 +189,29 @@ class Fetcher:
             final = folder / filename
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; cached sources are not secrets
             os.replace(tmp, final)
+            _write_origin(folder, url)
             return final
         finally:
             tmp.unlink(missing_ok=True)
+
+    def origin(self, pin: Pin) -> str:
+        """Where the pinned file came from, for the provenance: the URL it was downloaded from
+        (recorded beside it in the cache), else its url: or path: pin, else its project's page
+        on the index."""
+        try:
+            recorded = (self.root / pin.sha256 / ORIGIN).read_text().strip()
+        except OSError:
+            recorded = ""
+        if recorded:
+            return recorded
+        if pin.url:
+            return pin.url
+        if pin.path:
+            return Path(pin.path).resolve().as_uri()
+        try:
+            return self.index_url.rstrip("/") + "/" + canonicalize_name(pin.name) + "/"
+        except FetchError:
+            return ""
 
     def _locate(self, pin: Pin) -> tuple[str, str]:
         if pin.path:
@@ -226,6 +246,18 @@ class Fetcher:
             f"no file of {pin.name} {pin.version} on the index has sha256 {pin.sha256}",
             hint=f"files of that version: {listing}",
         )
+
+
+ORIGIN = ".origin"  # hidden: cached() never takes it for the file
+
+
+def _write_origin(folder: Path, url: str) -> None:
+    try:
+        tmp = folder / f"{ORIGIN}.tmp-{os.getpid()}"
+        tmp.write_text(url + "\n")
+        os.replace(tmp, folder / ORIGIN)
+    except OSError:
+        pass  # only the provenance's URL is at stake: it falls back to the pin or the index page
 
 
 def _names_version(filename: str, version: str) -> bool:

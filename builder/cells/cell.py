@@ -191,7 +191,8 @@ def build(
         else:
             result.artifacts = [str(out / a["filename"]) for a in report.get("artifacts", [])]
             result.status = "passed"
-        result.details.update({"python": report.get("python"), "returncode": code})
+        result.details.update({"python": report.get("python"), "returncode": code,
+                               "commands": report.get("commands") or {}})
     except BuilderError as exc:
         result.reason = f"build could not run: {exc.message}"
     finally:
@@ -297,6 +298,8 @@ def checks_inputs(
         # also proves the package's build-only OS packages are not in the runtime guest.
         "family": cell.platform.family,
         "build_only": sorted(set(cell.system.build) - set(cell.system.runtime)),
+        # Their versions as installed in this very image go into the SBOM (see output/sbom.py).
+        "runtime_packages": sorted(set(cell.system.runtime)),
     }
     return guest_spec, files
 

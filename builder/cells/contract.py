@@ -74,6 +74,7 @@ class CheckSpec(Prepared):
     # also proves the package's build-only OS packages are not in the runtime guest.
     family: str
     build_only: list[str]
+    runtime_packages: list[str]  # the package's run-time OS packages: check.py records their versions
 
 
 # appenv.py: the published artifacts installed offline, then imports.py `try` of each of `try`

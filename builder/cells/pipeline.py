@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 from .. import __version__
 from ..errors import BuilderError, FetchError, ImageError
 from ..fetch import Fetcher
-from ..machines.base import Backend, Images
+from ..machines.base import GUEST_ROOT, Backend, Images
 from ..matrix import plan
 from ..matrix.model import Matrix, Pin
 from ..matrix.plan import Cell
@@ -356,6 +356,7 @@ def _build_of(run: Run, cell: Cell) -> StageResult:
 
 def publish(run: Run) -> None:
     from ..output import publish as publisher
+    from ..output import signing
 
     passing: dict[str, list[publisher.PublishRecord]] = {}
     needs = plan.Dependencies(run.cells)
@@ -394,11 +395,13 @@ def publish(run: Run) -> None:
                 finished_at=tested.finished_at,
                 runtime_packages=cell.system.runtime,  # what the runtime image was given for it
                 family=cell.platform.family,
+                provenance=_provenance(run, cell, tested),
             )
         )
     order = {c.id: n for n, c in enumerate(run.cells)}  # chosen in dependency order, published in the matrix's
     passing = {name: sorted(records, key=lambda r: order[r.cell_id]) for name, records in passing.items()}
     output = run.matrix.settings.output
+    keys = signing.keys(run.matrix.settings, sign=True)  # read before anything is written
     output.mkdir(parents=True, exist_ok=True)
     by_id = {c.id: c for c in run.cells}
     with publisher.output_lock(output):
@@ -418,7 +421,7 @@ def publish(run: Run) -> None:
                         record.cell_id, "publish", "failed", input_key=record.input_key,
                         reason=f"not published: the runtime image's fingerprint could not be taken: {_one_line(exc)}"))
                 continue
-            publisher.publish(output, platform, records, fingerprint)
+            publisher.publish(output, platform, records, fingerprint=fingerprint, keys=keys)
             for record in records:
                 cell = by_id[record.cell_id]
                 result = StageResult(
@@ -507,6 +510,42 @@ def _other_inputs(run: Run, cell: Cell, published: Any) -> str:
     what = ", ".join(changed) if changed else "its options, tools, dependencies or the in-guest build scripts"
     return (f"published from other inputs than the matrix gives now: {what}; a rebuild cannot be expected to match "
             f"(python -m builder all --cell {cell.id} publishes it from the current ones)")
+
+
+def _provenance(run: Run, cell: Cell, tested: StageResult) -> dict[str, Any]:
+    """The cell's provenance statement (output/provenance.py): its pinned inputs, images, the
+    commands its guests ran, and what the test found in the runtime image."""
+    from ..output import provenance
+
+    fetcher = Fetcher(run.matrix.settings.cache, run.matrix.settings.index_url)
+    spec = cell.spec
+
+    def pin(p: Pin) -> dict[str, Any]:
+        return {"name": p.name, "version": p.version, "sha256": p.sha256, "url": fetcher.origin(p)}
+
+    built = _build_of(run, cell)
+    checks = tested.details.get("checks") or {}
+    results = {
+        "status": tested.status,
+        "formats": {fmt: {"modules": len(report.get("modules") or []), "extensions": report.get("extensions") or {},
+                          "test": (report.get("test") or {}).get("returncode")}
+                    for fmt, report in sorted(checks.items()) if isinstance(report, dict)},
+    }
+    return provenance.statement(
+        cell=cell.id, platform=cell.platform.name, family=cell.platform.family, package=cell.package.name,
+        version=spec.source.version, source=pin(spec.source), build_requires=[pin(p) for p in spec.build_requires],
+        tools=[pin(p) for p in cell.platform.tools],
+        parameters={"formats": list(cell.package.formats), "setup_args": list(spec.setup_args),
+                    "config_settings": [list(kv) for kv in spec.config_settings], "env": dict(spec.env),
+                    "extensions": None if spec.extensions is None else list(spec.extensions),
+                    "skip_imports": list(spec.skip_imports), "test": spec.test,
+                    "system": {"build": list(cell.system.build), "runtime": list(cell.system.runtime)}},
+        input_key=tested.input_key, build_image=tested.images.get("build", ""),
+        runtime_image=tested.images.get("runtime", ""), builder_version=__version__, finished_at=tested.finished_at,
+        build_commands=built.details.get("commands") or {},
+        test_command=f"{cell.platform.python} {GUEST_ROOT}/guest/check.py {GUEST_ROOT}/spec.json",
+        os_packages=provenance.os_packages_from_checks(checks), results=results,
+    )
 
 
 def _one_line(exc: BuilderError) -> str:

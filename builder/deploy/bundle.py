@@ -22,6 +22,8 @@ from .. import __version__
 from ..errors import DeployError
 from ..fetch import Fetcher, sha256_file
 from ..matrix.model import Matrix, Target
+from ..output import signing
+from ..output.publish import SIGNATURE
 from .resolve import Artifact, resolve
 
 GUEST = Path(__file__).resolve().parent.parent / "guest"
@@ -36,6 +38,8 @@ class Bundle:
     plan: dict[str, Any]
     files: dict[str, Path]  # sha256 -> local file
     artifacts: tuple[Artifact, ...]
+    # The public key every host must trust (settings.signing_key's public half), None: unsigned.
+    public_key: Path | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -76,11 +80,52 @@ def make(matrix: Matrix, target: Target, release: str) -> Bundle:
         sha = sha256_file(IMPORTS_SCRIPT)
         files[sha] = IMPORTS_SCRIPT
         plan["imports"] = {"file": "imports.py", "sha256": sha}
+    public_key = _signed(matrix, target, plan, files)
     # What makes two releases the same: the installed files and the application, nothing else
     # (not the time or who deployed), so a rerun of the same deploy is recognised.
     same = [target.format, sorted((a.file, a.sha256) for a in artifacts), app_sha]
     plan["fingerprint"] = hashlib.sha256(json.dumps(same).encode()).hexdigest()
-    return Bundle(release, plan, files, tuple(artifacts))
+    return Bundle(release, plan, files, tuple(artifacts), public_key)
+
+
+def _signed(matrix: Matrix, target: Target, plan: dict[str, Any], files: dict[str, Path]) -> Path | None:
+    """With a signing key set: the platform's manifest.json and its signature go to every host as
+    they are published (host.py checks them there, with the key it trusts, before it installs
+    anything), and the public key to trust. The deploy does not judge the signature itself: the
+    host does. A platform published unsigned sends no signature, and a host that trusts a key
+    refuses it."""
+    keys = signing.keys(matrix.settings, sign=False)
+    if keys is None:
+        return None
+    folder = matrix.settings.output / target.platform
+    deploy_dir = matrix.settings.work / "deploy"
+    deploy_dir.mkdir(parents=True, exist_ok=True)
+    copies: dict[str, dict[str, str]] = {}
+    for name in ("manifest.json", SIGNATURE):
+        try:
+            data = (folder / name).read_bytes()  # read once: what is sent is what was hashed
+        except FileNotFoundError:
+            return _public_key(keys, deploy_dir)
+        sha = hashlib.sha256(data).hexdigest()
+        path = deploy_dir / sha / name
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        files[sha] = path
+        copies[name] = {"file": name, "sha256": sha}
+    plan["signed"] = {"manifest": copies["manifest.json"], "signature": copies[SIGNATURE], "key": keys.fingerprint}
+    return _public_key(keys, deploy_dir)
+
+
+def _public_key(keys: signing.Keys, folder: Path) -> Path:
+    path = folder / f"trusted-{keys.fingerprint[:16]}.pub.pem"
+    if not path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(keys.public_pem())
+        os.replace(tmp, path)
+    return path
 
 
 def _app_archive(matrix: Matrix, target: Target) -> Path:

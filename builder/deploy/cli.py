@@ -43,6 +43,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     deploy.add_argument("--skip-doctor", action="store_true",
                         help="emergencies only: do not compare the hosts with the platform's runtime image first "
                              "(release.json says it was skipped)")
+    deploy.add_argument("--trust-new-key", action="store_true",
+                        help="let hosts that trust another signing key replace it with this one (a rotated key)")
     deploy.add_argument("--export", type=Path, metavar="DIR",
                         help="write host.py, the plan and its files to DIR for configuration management, and stop")
     rollback = sub.add_parser("rollback", parents=[common], help="switch a target's hosts back to the previous (or a named) release")
@@ -90,7 +92,8 @@ def run(matrix: Matrix, args: argparse.Namespace, echo: Callable[[str], None]) -
          + ", ".join(a.file for a in bundle.artifacts))
     if args.export:
         export(bundle, args.export)
-        echo(f"wrote {args.export}: host.py, plan.json and files/ (see examples/deploy/ansible/)")
+        signed = ", trusted.pub.pem" if bundle.public_key is not None else ""
+        echo(f"wrote {args.export}: host.py, plan.json{signed} and files/ (see examples/deploy/ansible/)")
         return 0
     want: doctors.Expected | None = None if args.skip_doctor else doctors.expected(matrix, target, bundle.artifacts)
     if args.dry_run:
@@ -106,7 +109,8 @@ def run(matrix: Matrix, args: argparse.Namespace, echo: Callable[[str], None]) -
         echo("--skip-doctor: the hosts are not compared with the platform's runtime image; release.json says so")
     skipped = {"checked": False, "skipped": "--skip-doctor"}
     outcomes = roll.roll(target, lambda host: roll.deploy_host(host, bundle, allow_downgrade=args.allow_downgrade,
-                                                                doctor=said.get(str(host.dest), skipped)),
+                                                                doctor=said.get(str(host.dest), skipped),
+                                                                trust_new_key=args.trust_new_key),
                          echo, check=None if want is None else check)
     for line in roll.summary(outcomes, [], []):
         echo(line)
@@ -124,6 +128,8 @@ def export(bundle: bundles.Bundle, folder: Path) -> None:
     files.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(bundles.HOST_SCRIPT, folder / "host.py")
     (folder / "plan.json").write_bytes(bundle.plan_bytes())
+    if bundle.public_key is not None:  # the playbook has each host trust it (host.py trust)
+        shutil.copyfile(bundle.public_key, folder / "trusted.pub.pem")
     for sha, path in bundle.files.items():
         (files / sha).mkdir()
         shutil.copyfile(path, files / sha / path.name)

@@ -183,8 +183,21 @@ def substitute(hook: Hook, dest: Destination, release: str, root: str) -> str:
 # -- the per-host sequences ---------------------------------------------------------------------
 
 
+def trust_key(host: Host, bundle: Bundle, replace: bool) -> None:
+    """Put the key that signs the manifests on the host, once: host.py refuses another key than
+    the one it trusts unless `replace` (--trust-new-key)."""
+    if bundle.public_key is None:
+        return
+    host.step = "trust"
+    offered = f"{host.tools}/offered-{uuid.uuid4().hex[:12]}.pub.pem"
+    host.put(bundle.public_key, offered)
+    trusted = host.host_py("trust", offered, *(["replace"] if replace else []))
+    if trusted["state"] != "already trusted":
+        host.say(f"trusted key sha256 {trusted['trusted'][:16]}: {trusted['state']}")
+
+
 def deploy_host(host: Host, bundle: Bundle, *, allow_downgrade: bool = False,
-                doctor: dict[str, Any] | None = None) -> Outcome:
+                doctor: dict[str, Any] | None = None, trust_new_key: bool = False) -> Outcome:
     """`doctor`: what the doctor said of this host (or that it was skipped), for release.json."""
     release = bundle.release
     status = host.host_py("status")
@@ -211,6 +224,7 @@ def deploy_host(host: Host, bundle: Bundle, *, allow_downgrade: bool = False,
                           hint=f"to go back, run `python -m builder rollback {host.target.name} --to {release}`; "
                                "to deploy it anyway, add --allow-downgrade")
     host.check_writable(status)
+    trust_key(host, bundle, trust_new_key)
     copied = host.send(bundle, status["cached"])
     host.say(f"copied {len(copied)} file(s): {', '.join(copied) or 'none, the cache has them all'}")
     host.step = "copy"
@@ -421,6 +435,9 @@ def dry_run(target: Target, bundle: Bundle | None, release: str | None, echo: Ec
 
         steps = [host_py("fingerprint", *doctor) + "  (the doctor, first on every host of the batch)"] if doctor is not None else []
         steps.append(host_py("status"))
+        if bundle is not None and bundle.public_key is not None:
+            steps += [f"copy {bundle.public_key} to {target.root}/.builder/offered-ID.pub.pem",
+                      host_py("trust", f"{target.root}/.builder/offered-ID.pub.pem")]
         if bundle is not None:
             steps += [host_py("verify", "SHA256..."),
                       f"copy the missing files to {target.root}/cache/.incoming/run-ID/",

@@ -36,6 +36,7 @@ SHIM = (
 
 SUFFIX = {"egg": ".egg", "wheel": ".whl"}
 CPU = {}  # format -> CPU seconds of its build command, for build-result.json
+COMMANDS = {}  # format -> the build command's argv, for build-result.json (and the provenance)
 
 
 def find_source_root(folder, archive_name):
@@ -295,6 +296,7 @@ def build_format(fmt, python, src, work, out, spec, env, use_pip, wheel_made=Non
                          spec.get("config_settings") or [])
     started = time.time()
     before = os.times()
+    COMMANDS[fmt] = argv
     code, last = run_tee(argv, cwd=src, env=env)
     after = os.times()
     # CPU time of the compile (the build command and its compilers), beside its wall time: what
@@ -495,6 +497,7 @@ def main(argv):
     result["ok"] = not errors
     result["error"] = "; ".join(errors) or None
     result["cpu"] = CPU
+    result["commands"] = COMMANDS
     write_json(os.path.join(out, "build-result.json"), result)
     say("build %s%s" % ("ok" if result["ok"] else "FAILED: ", result["error"] or ""))
     return 0 if result["ok"] else 1

@@ -143,6 +143,40 @@ PACKAGE_QUERY = {
 }
 
 
+# How each family tells an installed package's version and architecture, and lists its files.
+PACKAGE_DETAILS = {
+    "debian": (["dpkg-query", "-W", "-f=${Version}\t${Architecture}\n"], ["dpkg-query", "-L"]),
+    "redhat": (["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}\t%{ARCH}\n"], ["rpm", "-ql"]),
+    "freebsd": (["pkg", "query", "%v\t%q\n"], ["pkg", "query", "%Fp"]),
+}
+SONAME_FILE = re.compile(r"^lib[^/]*\.so(\.[0-9]+)+$")
+
+
+def sonames_of(paths):
+    """The sonames among a package's files: lib*.so.N[.M...] names, less those that only lengthen
+    another (libyaml-0.so.2.0.9 is the file libyaml-0.so.2, the soname, points at)."""
+    names = set(os.path.basename(p.strip()) for p in paths if SONAME_FILE.match(os.path.basename(p.strip())))
+    return sorted(n for n in names if not any(n.startswith(other + ".") for other in names))
+
+
+def os_packages(family, names):
+    """The run-time OS packages as this image has them installed: name, exact version,
+    architecture and the sonames each provides; version None for one that is not installed."""
+    details = PACKAGE_DETAILS.get(family)
+    found = []
+    for name in names:
+        entry = {"name": name, "version": None, "arch": None, "sonames": []}
+        if details:
+            code, output = capture(details[0] + [name], env=environ({"LC_ALL": "C"}))
+            lines = output.strip().splitlines()
+            if code == 0 and lines and "\t" in lines[0]:
+                entry["version"], entry["arch"] = lines[0].split("\t", 1)
+                code, files = capture(details[1] + [name], env=environ({"LC_ALL": "C"}))
+                entry["sonames"] = sonames_of(files.splitlines()) if code == 0 else []
+        found.append(entry)
+    return found
+
+
 def toolchain_reasons(family, compilers, installed_build_only):
     """Why a runtime guest is not toolless, per family; (reasons, allowed base compilers).
 
@@ -919,6 +953,7 @@ def check(spec, result, envs):
     say("step 7: shared libraries")
     started = time.time()
     judge_libraries(root, files, result, reasons)
+    result["os_packages"] = os_packages(family, spec.get("runtime_packages") or [])
     timings["ldd"] = round(time.time() - started, 3)
 
     if spec.get("test"):

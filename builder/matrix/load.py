@@ -52,7 +52,7 @@ _OS_PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_:~=@/-]*")
 _MEMORY = re.compile(r"[0-9]+[kmg]?")
 # deploy: targets are read by builder.deploy.targets, with the helpers below.
 _TOP_KEYS = ("settings", "platforms", "packages", "deploy")
-_SETTINGS_KEYS = ("index_url", "debian_mirror", "registry_mirror", "output", "cache", "work")
+_SETTINGS_KEYS = ("index_url", "debian_mirror", "registry_mirror", "output", "cache", "work", "signing_key")
 _PLATFORM_KEYS = ("name", "backend", "family", "python", "base", "image", "machines", "enabled", "tools", "context", "limits")
 _PIN_KEYS = ("name", "version", "sha256", "url", "path")
 _OVERRIDE_KEYS = (
@@ -60,7 +60,8 @@ _OVERRIDE_KEYS = (
 )
 _PACKAGE_KEYS = ("name", *_OVERRIDE_KEYS, "formats", "system", "depends", "platforms", "overrides")
 _ENV = {"index_url": "BUILDER_INDEX_URL", "debian_mirror": "BUILDER_DEBIAN_MIRROR",
-        "registry_mirror": "BUILDER_REGISTRY_MIRROR", "cache": "BUILDER_CACHE"}
+        "registry_mirror": "BUILDER_REGISTRY_MIRROR", "cache": "BUILDER_CACHE",
+        "signing_key": "BUILDER_SIGNING_KEY"}
 
 
 def load(path: str | os.PathLike[str]) -> Matrix:
@@ -111,7 +112,13 @@ def _settings(at: y.At | None, doc: y.Doc) -> Settings:
         registry_mirror += "/"  # it is a prefix of image references: host:5000/ + centos:6
     paths = {key: _env_or(key, fields, y.path) or Path(os.path.normpath(doc.root / default))
              for key, default in (("output", Settings.output), ("cache", Settings.cache), ("work", Settings.work))}
-    return Settings(index_url, debian_mirror, registry_mirror, paths["output"], paths["cache"], paths["work"])
+    signing_key = _env_or("signing_key", fields, y.path)
+    if os.environ.get(_ENV["signing_key"], "").strip():
+        key_from = f"environment {_ENV['signing_key']}"
+    else:
+        key_from = f"{fields['signing_key'].location}: settings.signing_key" if "signing_key" in fields else ""
+    return Settings(index_url, debian_mirror, registry_mirror, paths["output"], paths["cache"], paths["work"],
+                    signing_key, key_from)
 
 
 def _env_or(key: str, fields: Mapping[str, y.At], read: Callable[[y.At], T]) -> T | None:

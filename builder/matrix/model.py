@@ -147,6 +147,10 @@ class Settings:
     output: Path = Path("eggs")
     cache: Path = Path(".builder/cache")
     work: Path = Path(".builder/work")
+    # The private key (or, where builder only verifies, the public key) that signs each
+    # platform's manifest.json; None: manifests are not signed (see builder/output/signing.py).
+    signing_key: Path | None = None
+    signing_key_from: str = ""  # where it was set, for errors: "matrix.yaml:4: settings.signing_key"
 
     @property
     def folders(self) -> Folders:

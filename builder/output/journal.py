@@ -161,7 +161,8 @@ def _read_journal(folder: Path) -> list[Rename]:
 
 def _remove_strays(folder: Path) -> int:
     removed = 0
-    for directory in [folder, *sorted((folder / "simple").glob("**/"), reverse=True)]:
+    nested = [*(folder / "simple").glob("**/"), *(folder / "provenance").glob("**/")]
+    for directory in [folder, *sorted(nested, reverse=True)]:
         if not directory.is_dir():
             continue
         for path in directory.iterdir():

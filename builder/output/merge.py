@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import BuilderError
 from ..fetch import sha256_file
 from ..matrix.model import Matrix
 from ..matrix.plan import Cell, all_cells
 from . import fingerprint as _fingerprint
+from . import provenance, signing
 from . import publish as publisher
 
 
@@ -23,12 +25,44 @@ def _manifests(part: Path) -> list[Path]:
     return sorted(p for p in part.rglob("manifest.json") if ".builder" not in p.parts and (p.parent / "index.html").exists())
 
 
-def records(matrix: Matrix, parts: Sequence[Path]) -> dict[str, list[publisher.PublishRecord]]:
+def _check_signature(path: Path, keys: signing.Keys | None) -> None:
+    """A part's manifest that carries a signature must carry one of this key: a part signed by
+    another builder, or changed after it was signed, is refused. An unsigned part is taken (a CI
+    job need not hold the key); what merge publishes is signed here either way."""
+    signature = path.parent / publisher.SIGNATURE
+    if keys is None or not signature.is_file():
+        return
+    if not keys.valid(path.read_bytes(), signature.read_bytes()):
+        raise BuilderError(f"{signature} does not verify {path} with {keys.path} (key sha256 {keys.fingerprint[:16]})",
+                           hint="the part was changed after it was signed, or signed with another key: re-run that job")
+
+
+def _statement(folder: Path, package: str, version: str, files: Sequence[Path], manifest: publisher.Manifest,
+               keys: signing.Keys | None) -> dict[str, Any] | None:
+    """The part's provenance statement of a cell, checked: about the part's artifacts with their
+    sha256, and (with a key, when signed) signed by it. None when the part has none."""
+    path = folder / provenance.filename(package, version)
+    if not path.is_file():
+        return None
+    document = provenance.load(path.read_bytes(), str(path))
+    wanted = {file.name: manifest.artifacts[file.name].sha256 for file in files}
+    if provenance.subjects(document) != wanted:
+        raise BuilderError(f"{path} is not about the part's artifacts {', '.join(sorted(wanted))} with their sha256",
+                           hint="re-run that cell's job")
+    signature = path.with_name(path.name + signing.SUFFIX)
+    if keys is not None and signature.is_file() and not keys.valid(path.read_bytes(), signature.read_bytes()):
+        raise BuilderError(f"{signature} does not verify {path} with {keys.path}", hint="re-run that cell's job")
+    return {**document, "subject": []}
+
+
+def records(matrix: Matrix, parts: Sequence[Path],
+            keys: signing.Keys | None = None) -> dict[str, list[publisher.PublishRecord]]:
     cells: dict[str, Cell] = {c.id: c for c in all_cells(matrix)}
     chosen: dict[str, publisher.PublishRecord] = {}
     for part in sorted(parts):
         for path in _manifests(part):
             folder = path.parent
+            _check_signature(path, keys)
             manifest = publisher.read_manifest(folder.parent, folder.name)
             if manifest is None:
                 continue
@@ -51,12 +85,13 @@ def records(matrix: Matrix, parts: Sequence[Path]) -> dict[str, list[publisher.P
                         raise BuilderError(f"{file} is missing or does not match its manifest", hint="re-run that cell's job")
                 if cell_id in chosen:
                     continue  # a dependency built again in another job: the first part wins
+                statement = _statement(folder, cell.package.name, entry.version, files, manifest, keys)
                 chosen[cell_id] = publisher.PublishRecord(
                     cell_id=cell_id, package=cell.package.name, version=entry.version, platform=folder.name,
                     artifacts=tuple(files), source_sha256=first.source_sha256, input_key=entry.input_key,
                     build_image=first.build_image, runtime_image=first.runtime_image,
                     builder_version=first.builder_version, finished_at=entry.finished_at,
-                    runtime_packages=cell.system.runtime, family=cell.platform.family,
+                    runtime_packages=cell.system.runtime, family=cell.platform.family, provenance=statement,
                 )
     by_platform: dict[str, list[publisher.PublishRecord]] = {}
     for record in chosen.values():
@@ -80,7 +115,8 @@ def fingerprints(parts: Sequence[Path]) -> dict[str, bytes]:
 
 def merge(matrix: Matrix, parts: Sequence[Path], echo: Callable[[str], None]) -> int:
     """Publish every cell found in the parts; returns how many were published."""
-    found = records(matrix, parts)  # everything is checked before anything is written
+    keys = signing.keys(matrix.settings, sign=True)
+    found = records(matrix, parts, keys)  # everything is checked before anything is written
     prints = fingerprints(parts)
     output = matrix.settings.output
     output.mkdir(parents=True, exist_ok=True)
@@ -88,7 +124,7 @@ def merge(matrix: Matrix, parts: Sequence[Path], echo: Callable[[str], None]) ->
         for line in publisher.recover(output):
             echo(line)
         for platform, items in sorted(found.items()):
-            publisher.publish(output, platform, items, prints.get(platform))
+            publisher.publish(output, platform, items, fingerprint=prints.get(platform), keys=keys)
             for record in items:
                 echo(f"[{record.cell_id}] merged: {', '.join(a.name for a in record.artifacts)}")
     return sum(len(items) for items in found.values())

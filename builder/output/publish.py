@@ -11,17 +11,20 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from ..errors import BuilderError, LockError
+from ..errors import BuilderError, ConfigError, LockError
 from ..fetch import sha256_file
 from . import fingerprint as _fingerprint
 from . import journal as _journal
 from . import lock as _lock
+from . import provenance as _provenance
+from . import sbom as _sbom
+from . import signing as _signing
 from . import system as _system
 from .index import (
     ArtifactEntry,
@@ -40,9 +43,10 @@ __all__ = [
 ]
 
 LOCK = ".lock"
+SIGNATURE = "manifest.json" + _signing.SUFFIX  # the manifest's detached signature, beside it
 _ARTIFACT_SUFFIXES = (".egg", ".whl", ".tar.gz")
 
-ProblemKind = Literal["tampered", "missing", "unlisted", "bad-manifest"]
+ProblemKind = Literal["tampered", "missing", "unlisted", "bad-manifest", "unsigned", "bad-signature"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class PublishRecord:
     # as its runtime image was given them) and the platform's family; None: not known.
     runtime_packages: tuple[str, ...] | None = None
     family: str = ""
+    # The cell's provenance statement without its subject (provenance.statement); None: none.
+    provenance: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,14 +136,21 @@ def _check(platform: str, records: Sequence[PublishRecord]) -> None:
             seen[path.name] = record.cell_id
 
 
-def publish(output: Path, platform: str, records: Sequence[PublishRecord], fingerprint: bytes | None = None) -> list[Path]:
-    """Add the records' artifacts to output/<platform>/ and rewrite its manifest and indexes.
+def publish(output: Path, platform: str, records: Sequence[PublishRecord], *, fingerprint: bytes | None = None,
+            keys: _signing.Keys | None = None) -> list[Path]:
+    """Add the records' artifacts to output/<platform>/ and rewrite its manifest and indexes;
+    with keys, manifest.json.sig too, in the same journaled commit.
 
     Previously published artifacts stay (the folder keeps history) unless a new one has the same
     file name. `fingerprint`, the platform's runtime image's (fingerprint.json), is written with
     them when given. Returns the published artifacts' paths in the output folder.
     """
     _check(platform, records)
+    if keys is None and (output / platform / SIGNATURE).exists():
+        # Unsigned, the new manifest would sit beside the signature of the old one.
+        raise ConfigError(f"{output / platform / 'manifest.json'} is signed ({SIGNATURE} beside it): "
+                          "publishing there without the key would leave it with a signature that does not match",
+                          hint="set settings.signing_key (or BUILDER_SIGNING_KEY) to the key that signs it")
     with output_lock(output):
         recover(output)
         _journal.crash_point("start")
@@ -159,12 +172,44 @@ def publish(output: Path, platform: str, records: Sequence[PublishRecord], finge
         staged[_system.FILENAME] = _system_packages(folder, manifest, records)
         if fingerprint is not None:
             staged[_fingerprint.FILENAME] = fingerprint
+        statements = _statements(folder, records, hashes, staged)
+        staged[_sbom.FILENAME] = _sbom.render(manifest, statements)
+        if keys is not None:
+            for name in [n for n in staged if n.endswith(_provenance.SUFFIX)] + [_sbom.FILENAME, "manifest.json"]:
+                staged[name + _signing.SUFFIX] = keys.sign(staged[name])
         # Artifacts, then pages, then manifest.json last: it is what verify and users trust.
         for final in sorted(staged, key=lambda name: (name == "manifest.json", "/" not in name, name)):
             renames.append(_journal.stage_bytes(folder, final, staged[final]))
         _journal.commit(folder, renames)
         _journal.crash_point("done")
         return sorted(folder / name for name in hashes)
+
+
+def _statements(folder: Path, records: Sequence[PublishRecord], hashes: Mapping[str, tuple[str, int]],
+                staged: dict[str, bytes]) -> dict[str, Mapping[str, Any]]:
+    """The provenance statements of the folder once this publish is done: each record's (added to
+    `staged`, with the artifacts it hashed as subject) over those already there."""
+    found = read_statements(folder)
+    for record in records:
+        if record.provenance is None:
+            continue
+        document = _provenance.with_subject(record.provenance, {p.name: hashes[p.name][0] for p in record.artifacts})
+        name = _provenance.filename(record.package, record.version)
+        staged[name] = _provenance.dump(document)
+        found[name] = document
+    return found
+
+
+def read_statements(folder: Path) -> dict[str, Mapping[str, Any]]:
+    """The folder's provenance statements that parse, by file name (provenance/NAME.intoto.json);
+    verify names those that do not."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for path in sorted((folder / _provenance.FOLDER).glob("*" + _provenance.SUFFIX)):
+        try:
+            found[f"{_provenance.FOLDER}/{path.name}"] = _provenance.load(path.read_bytes(), str(path))
+        except (OSError, BuilderError):
+            continue
+    return found
 
 
 def _system_packages(folder: Path, manifest: Manifest, records: Sequence[PublishRecord]) -> bytes:
@@ -195,10 +240,13 @@ def recover(output: Path) -> list[str]:
         return [line for folder in _platform_folders(output) for line in _journal.recover_folder(folder)]
 
 
-def verify(output: Path) -> list[Problem]:
-    """Re-hash every listed artifact of every platform; an empty list means all is well."""
+def verify(output: Path, keys: _signing.Keys | None = None) -> list[Problem]:
+    """Re-hash every listed artifact of every platform, and with keys check each manifest's
+    signature; an empty list means all is well."""
     with _shared_lock(output):
-        problems = [problem for folder in _platform_folders(output) for problem in _verify_folder(folder)]
+        problems = [problem for folder in _platform_folders(output)
+                    for problem in _verify_folder(folder) + _verify_signature(folder, keys)
+                    + _verify_statements(folder, keys)]
         for path in sorted(output.iterdir()) if output.is_dir() else []:
             if path.is_file() and path.name.endswith(_ARTIFACT_SUFFIXES):
                 problems.append(Problem(path, "unlisted", "not in any platform's manifest.json"))
@@ -234,6 +282,59 @@ def _verify_folder(folder: Path) -> list[Problem]:
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.name.endswith(_ARTIFACT_SUFFIXES) and path not in listed:
             problems.append(Problem(path, "unlisted", "not in manifest.json"))
+    return problems
+
+
+def _verify_signature(folder: Path, keys: _signing.Keys | None) -> list[Problem]:
+    manifest = folder / "manifest.json"
+    if keys is None or not manifest.is_file():
+        return []
+    signature = folder / SIGNATURE
+    if not signature.is_file():
+        return [Problem(manifest, "unsigned", f"has no {SIGNATURE}: publish it again with the key set")]
+    if not keys.valid(manifest.read_bytes(), signature.read_bytes()):
+        return [Problem(signature, "bad-signature",
+                        f"does not verify manifest.json with {keys.path} (key sha256 {keys.fingerprint[:16]})")]
+    return []
+
+
+def _verify_statements(folder: Path, keys: _signing.Keys | None) -> list[Problem]:
+    """Each provenance statement is about artifacts the manifest lists with the same sha256, and
+    the SBOM is what the manifest and the statements render to; with keys, each is signed."""
+    try:
+        manifest = read_manifest(folder.parent, folder.name)
+    except BuilderError:
+        return []  # _verify_folder says so
+    if manifest is None:
+        return []
+    problems: list[Problem] = []
+    statements: dict[str, Mapping[str, Any]] = {}
+    for path in sorted((folder / _provenance.FOLDER).glob("*" + _provenance.SUFFIX)):
+        name = f"{_provenance.FOLDER}/{path.name}"
+        try:
+            document = _provenance.load(path.read_bytes(), str(path))
+        except (OSError, BuilderError) as exc:
+            problems.append(Problem(path, "tampered", getattr(exc, "message", str(exc))))
+            continue
+        statements[name] = document
+        for artifact, sha in _provenance.subjects(document).items():
+            entry = manifest.artifacts.get(artifact)
+            if entry is not None and entry.sha256 != sha:
+                problems.append(Problem(path, "tampered", f"says {artifact} has sha256 {sha}, manifest says {entry.sha256}"))
+    sbom = folder / _sbom.FILENAME
+    if sbom.is_file():
+        if sbom.read_bytes() != _sbom.render(manifest, statements):
+            problems.append(Problem(sbom, "tampered", "does not match manifest.json and provenance/"))
+    elif statements:
+        problems.append(Problem(sbom, "missing", "the folder has provenance/ but no SBOM: publish it again"))
+    if keys is None:
+        return problems
+    for path in [*(folder / name for name in statements), *([sbom] if sbom.is_file() else [])]:
+        signature = path.with_name(path.name + _signing.SUFFIX)
+        if not signature.is_file():
+            problems.append(Problem(path, "unsigned", f"has no {signature.name}: publish it again with the key set"))
+        elif not keys.valid(path.read_bytes(), signature.read_bytes()):
+            problems.append(Problem(signature, "bad-signature", f"does not verify {path.name} with {keys.path}"))
     return problems
 
 

@@ -10,7 +10,9 @@ to sign and verify, or a public key (`*.pub.pem`) on a machine that only verifie
 """
 from __future__ import annotations
 
+import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -18,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ..errors import BuilderError, ConfigError
+from ..matrix.model import Settings
 
 SUFFIX = ".sig"
 PUBLIC_SUFFIX = ".pub.pem"
@@ -109,3 +112,49 @@ def valid(key: rsa.RSAPublicKey, data: bytes, signature: bytes) -> bool:
     except InvalidSignature:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The key of settings.signing_key, read once per command: the public half always, the
+    private one where the file holds it (publish and merge need it; verify and deploy do not)."""
+
+    path: Path
+    public: rsa.RSAPublicKey
+    private: rsa.RSAPrivateKey | None
+
+    def sign(self, data: bytes) -> bytes:
+        if self.private is None:
+            raise ConfigError(f"signing key {self.path} is a public key: it can verify but not sign",
+                              hint="publish and merge need the private key; point settings.signing_key at it")
+        return sign(self.private, data)
+
+    def valid(self, data: bytes, signature: bytes) -> bool:
+        return valid(self.public, data, signature)
+
+    def public_pem(self) -> bytes:
+        return self.public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the public key's DER form: what host.py and the README name a key by."""
+        der = self.public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return hashlib.sha256(der).hexdigest()
+
+
+def keys(settings: Settings, *, sign: bool) -> Keys | None:
+    """The settings' key, None when none is set. A file that is missing, unreadable, not an RSA
+    key, or (with sign=True) only a public key is a ConfigError naming the file and where it was
+    set (`matrix.yaml:4: settings.signing_key`, or the environment variable)."""
+    path = settings.signing_key
+    if path is None:
+        return None
+    try:
+        if b"PUBLIC KEY" in _read(path):
+            if sign:
+                private_key(path)  # raises, saying it is a public key
+            return Keys(path, public_key(path), None)
+        private = private_key(path)
+        return Keys(path, private.public_key(), private)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, location=settings.signing_key_from or None, hint=exc.hint) from None

@@ -3,10 +3,13 @@
 #
 #   PYTHON host.py status   ROOT              releases, current, previous, cached files (writes nothing)
 #   PYTHON host.py verify   ROOT SHA256...    re-hash those cached files; remove any that changed
+#   PYTHON host.py trust    ROOT KEY.pem [replace]  trust this public key for signed manifests
+#                                             (once: another key only with `replace`)
 #   PYTHON host.py receive  ROOT [BATCH]      verify files in ROOT/cache/.incoming[/BATCH] by sha256
 #   PYTHON host.py prepare  ROOT PLAN.json    make ROOT/releases/R: virtualenv, offline install,
 #                                             import check, release.json (last: the release is
-#                                             complete only once it exists)
+#                                             complete only once it exists); first of all, with a
+#                                             trusted key, the signed manifest (see check_signed)
 #   PYTHON host.py switch   ROOT RELEASE      point ROOT/current at a complete release, atomically
 #   PYTHON host.py done     ROOT RELEASE      record that the deploy of RELEASE finished here
 #   PYTHON host.py prune    ROOT KEEP         remove releases beyond KEEP, never current/previous
@@ -522,6 +525,7 @@ def cmd_prepare(root, plan_path):
         log("removing %s: an incomplete release a stopped deploy left" % rel)
         remove_tree(rel)
     started = time.time()
+    signature = check_signed(root, plan)
     files = dict((e["sha256"], root.cache_file(e)) for e in plan["artifacts"] + [plan["app"]])
     try:
         python = make_env(root, plan, rel)
@@ -548,6 +552,8 @@ def cmd_prepare(root, plan_path):
         "tools": plan.get("tools", {}),
         "imports_script": plan.get("imports"),
         "imports_checked": imports,
+        "signature_checked": signature,
+        "signed_files": signed_files(plan),
         "builder": plan.get("builder", {}),
         "seconds": round(time.time() - started, 1),
     }
@@ -563,6 +569,140 @@ def describe_difference(existing, plan):
     if existing.get("app", {}).get("sha256") != plan["app"]["sha256"]:
         changed.insert(0, "the application")
     return "differs in " + (", ".join(changed) if changed else "its fingerprint")
+
+
+# --- signed manifests -------------------------------------------------------------------------
+#
+# builder signs each platform's manifest.json (RSA, PKCS#1 v1.5 over SHA-256); the host checks
+# it with its own `openssl dgst -sha256 -verify`, which every OpenSSL from 0.9.8 to 3.x has, against
+# the one public key it trusts (ROOT/.builder/trusted/builder.pub.pem, put there once by `trust`).
+# Then every artifact of the plan must be in that manifest with the same sha256, and each file
+# in the cache must have it: the plan travels unsigned, the manifest cannot be changed unseen.
+
+TRUSTED_DIR = os.path.join(".builder", "trusted")
+TRUSTED_KEY = "builder.pub.pem"
+
+
+def trusted_key(root):
+    return os.path.join(root.path, TRUSTED_DIR, TRUSTED_KEY)
+
+
+def key_fingerprint(pem):
+    """sha256 of the key's DER form (the base64 between the PEM lines), as builder names it."""
+    import base64
+    body = "".join(line.strip() for line in pem.decode("ascii", "replace").splitlines()
+                   if line.strip() and not line.startswith("-----"))
+    try:
+        der = base64.b64decode(body.encode("ascii"))
+    except (TypeError, ValueError):
+        raise HostError("the offered key is not a PEM public key")
+    return hashlib.sha256(der).hexdigest()
+
+
+def read_bytes(path):
+    handle = open(path, "rb")
+    try:
+        return handle.read()
+    finally:
+        handle.close()
+
+
+def openssl(argv):
+    code, output = run(["openssl"] + argv, env=clean_env())
+    if code == 127:
+        raise HostError("openssl is not installed on %s: it checks the signature of builder's manifests "
+                        "(install the openssl package)" % socket.gethostname())
+    return code, output
+
+
+def cmd_trust(root, offered, replace=None):
+    """Trust the public key in the file `offered` (then removed), once: the same key again is
+    nothing to do; another key is refused unless `replace` (deploy --trust-new-key), and the
+    key it replaces is kept beside it, named by its fingerprint."""
+    root.lock()
+    pem = read_bytes(offered)
+    if b"PUBLIC KEY-----" not in pem or b"PRIVATE" in pem:
+        raise HostError("%s is not a PEM public key" % offered)
+    code, output = openssl(["rsa", "-pubin", "-noout", "-in", offered])
+    if code != 0:
+        raise HostError("openssl cannot read the offered key as an RSA public key: %s" % last_lines(output))
+    new = key_fingerprint(pem)
+    path = trusted_key(root)
+    old = None
+    if os.path.isfile(path):
+        old = key_fingerprint(read_bytes(path))
+    if old == new:
+        os.remove(offered)
+        return {"trusted": new, "state": "already trusted"}
+    if old is not None and replace != "replace":
+        os.remove(offered)
+        raise HostError("%s trusts another key (sha256 %s), not this deploy's (sha256 %s): refusing to replace "
+                        "it; if the signing key was rotated, deploy with --trust-new-key" % (path, old[:16], new[:16]))
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
+    if old is not None:
+        os.rename(path, os.path.join(folder, "replaced-%s.pub.pem" % old[:16]))
+    write_atomic(path, pem)
+    os.remove(offered)
+    return {"trusted": new, "state": "replaced %s" % old[:16] if old else "installed", "replaced": old}
+
+
+def signed_files(plan):
+    """The cached manifest.json and signature a release was checked against (kept while it is)."""
+    signed = plan.get("signed") or {}
+    return [signed[name] for name in ("manifest", "signature") if name in signed]
+
+
+def check_signed(root, plan):
+    """Before anything is installed: the release's manifest verifies with the trusted key, and
+    lists every artifact of the plan with the plan's sha256. None when this host trusts no key
+    and the plan is unsigned (a fleet that does not sign); a refusal names the file."""
+    key = trusted_key(root)
+    signed = plan.get("signed")
+    platform = plan.get("platform")
+    if not os.path.isfile(key):
+        if signed:
+            raise HostError("refused: the release's manifest.json is signed, but this host trusts no key (%s is "
+                            "not there): let builder deploy put it there" % key)
+        return None
+    fingerprint = key_fingerprint(read_bytes(key))
+    if not signed:
+        raise HostError("refused: the manifest.json of %s is unsigned, and this host trusts only manifests "
+                        "signed by the key sha256 %s (%s): publish with settings.signing_key set"
+                        % (platform, fingerprint[:16], key))
+    data = read_bytes(root.cache_file(signed["manifest"]))
+    signature = read_bytes(root.cache_file(signed["signature"]))
+    # openssl checks a private copy, so what is read below is exactly what was verified.
+    scratch = tempfile.mkdtemp(prefix="verify-", dir=os.path.join(root.path, ".builder"))
+    try:
+        for name, content in (("manifest.json", data), ("manifest.json.sig", signature)):
+            handle = open(os.path.join(scratch, name), "wb")
+            try:
+                handle.write(content)
+            finally:
+                handle.close()
+        code, output = openssl(["dgst", "-sha256", "-verify", key, "-signature",
+                                os.path.join(scratch, "manifest.json.sig"), os.path.join(scratch, "manifest.json")])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if code != 0 or "Verified OK" not in output:
+        raise HostError("refused: manifest.json of %s (sha256 %s) is not signed by the trusted key sha256 %s: "
+                        "openssl says %r" % (platform, signed["manifest"]["sha256"][:16], fingerprint[:16],
+                                             last_lines(output, 1)))
+    manifest = json.loads(data.decode("utf-8"))
+    if manifest.get("platform") != platform:
+        raise HostError("refused: the signed manifest.json is of platform %s, the release is for %s"
+                        % (manifest.get("platform"), platform))
+    listed = manifest.get("artifacts") or {}
+    for entry in plan["artifacts"]:
+        item = listed.get(entry["file"])
+        if not isinstance(item, dict):
+            raise HostError("refused: %s is not in the signed manifest.json of %s" % (entry["file"], platform))
+        if item.get("sha256") != entry["sha256"]:
+            raise HostError("refused: %s has sha256 %s in the plan, but the signed manifest.json of %s lists %s"
+                            % (entry["file"], entry["sha256"], platform, item.get("sha256")))
+    return {"key": fingerprint, "manifest": signed["manifest"]["sha256"], "artifacts": len(plan["artifacts"])}
 
 
 def make_env(root, plan, rel):
@@ -822,7 +962,8 @@ def cmd_prune(root, keep):
     for name in os.listdir(root.releases):
         manifest = root.manifest(name) if RELEASE_NAME.match(name) else None
         for entry in (manifest or {}).get("artifacts", []) + [(manifest or {}).get("app"), (manifest or {}).get(
-                "imports_script")] + list(((manifest or {}).get("tools") or {}).values()):
+                "imports_script")] + list(((manifest or {}).get("tools") or {}).values()) + ((manifest or {}).get(
+                "signed_files") or []):
             if entry:
                 used.add(entry.get("sha256"))
     dropped = []
@@ -1055,13 +1196,15 @@ def stale_releases(root, current):
 
 
 def main(argv):
-    usage = ("usage: host.py status ROOT | verify ROOT SHA256... | receive ROOT [BATCH] | prepare ROOT PLAN.json"
-             " | switch|done ROOT RELEASE | prune ROOT KEEP | fingerprint ROOT [PACKAGE...]")
+    usage = ("usage: host.py status ROOT | verify ROOT SHA256... | trust ROOT KEY.pem [replace]"
+             " | receive ROOT [BATCH] | prepare ROOT PLAN.json | switch|done ROOT RELEASE | prune ROOT KEEP"
+             " | fingerprint ROOT [PACKAGE...]")
     if len(argv) < 3:
         sys.stderr.write(usage + "\n")
         return 2
     command, args = argv[1], argv[2:]
     commands = {  # name: (fewest, most arguments after ROOT, what runs)
+        "trust": (1, 2, lambda r, key, *replace: cmd_trust(r, key, *replace)),
         "status": (0, 0, lambda r: cmd_status(r)),
         "releases": (0, 0, lambda r: cmd_status(r)),
         "verify": (0, None, lambda r, *shas: cmd_verify(r, shas)),

@@ -112,7 +112,8 @@ def test_layout_manifest_and_readme_untouched(tmp_path: Path) -> None:
     assert published == sorted([out / "p" / egg.name, out / "p" / wheel.name])
     assert (out / "README.md").read_text() == "ours\n"
     assert sorted(snapshot(out / "p")) == sorted(
-        ["index.html", "manifest.json", "simple/index.html", "system-packages.json", "simple/pyyaml/index.html", egg.name, wheel.name]
+        ["index.html", "manifest.json", "sbom.cdx.json", "simple/index.html", "system-packages.json", "simple/pyyaml/index.html", egg.name,
+             wheel.name]
     )
     raw = (out / "p" / "manifest.json").read_text()
     data = json.loads(raw)
