@@ -1,6 +1,7 @@
 """builder's benchmark: whole commands, side by side on the same images and packages.
 
-    python bench/run.py [--quick] [--reps N] [--only a|bce|d] [--json out.json] [--keep]
+    python bench/run.py [--quick] [--reps N] [--only a|bce|d] [--cells C,…] [--baseline CHECKOUT]
+                        [--json out.json] [--keep]
     python bench/run.py --table bench/results/FILE.json     # the README's table of a results file
 
 Every figure is the wall time of a whole command, as a user waits for it (process start, loading,
@@ -101,8 +102,9 @@ class Timed:
     output: str
 
 
-def builder(matrix: Path, *args: str) -> Timed:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+def builder(matrix: Path, *args: str, repo: Path = REPO) -> Timed:
+    """`python -m builder ARGS` of the checkout `repo` (this one unless --baseline says another)."""
+    env = {**os.environ, "PYTHONPATH": str(repo), "COLUMNS": "200"}
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "builder", *args, "--matrix", str(matrix)], cwd=matrix.parent,
                           env=env, capture_output=True, text=True, check=False)
@@ -227,19 +229,21 @@ def load_now() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def _builder_cell(matrix: Path, cell: str) -> dict[str, Any]:
+def _builder_cell(matrix: Path, cell: str, repo: Path = REPO, side: str = "builder") -> dict[str, Any]:
     """One whole `builder all --cell C --force -j1`, and where its time went by its stage results."""
-    run = must(builder(matrix, "all", "-j1", "--force", "--cell", cell), f"builder all --cell {cell} --force")
+    run = must(builder(matrix, "all", "-j1", "--force", "--cell", cell, repo=repo), f"{side} all --cell {cell} --force")
     build, test, publish = (stage_json(matrix, cell, s) for s in ("build", "test", "publish"))
     stages = build["duration"] + test["duration"] + publish["duration"]
     return {
-        "builder_s": round(run.wall, 3), "builder_stages_s": round(stages, 3),
-        "builder_outside_stages_s": round(run.wall - stages, 3),
-        "build_s": round(build["duration"], 3), "test_s": round(test["duration"], 3),
-        "publish_s": round(publish["duration"], 3),
-        "compile_cpu_s": round(sum(build["details"].get("timings", {}).get("compile_cpu", {}).values()), 3),
-        "build_steps": build["details"].get("timings"), "test_steps": test["details"].get("timings"),
-        "test_guest": {k: v.get("timings") for k, v in test["details"].get("checks", {}).items()},
+        f"{side}_s": round(run.wall, 3), f"{side}_stages_s": round(stages, 3),
+        f"{side}_outside_stages_s": round(run.wall - stages, 3),
+        f"{side}_steps": {
+            "build_s": round(build["duration"], 3), "test_s": round(test["duration"], 3),
+            "publish_s": round(publish["duration"], 3),
+            "compile_cpu_s": round(sum(build["details"].get("timings", {}).get("compile_cpu", {}).values()), 3),
+            "build": build["details"].get("timings"), "test": test["details"].get("timings"),
+            "test_guest": {k: v.get("timings") for k, v in test["details"].get("checks", {}).items()},
+        },
     }
 
 
@@ -248,7 +252,8 @@ def _by_hand_cell(data: dict[str, Any], package: str, platform: str, image: str)
     return {"by_hand_s": round(wall, 3), "by_hand_cpu_s": cpu, "by_hand_virtualenv_s": venv}
 
 
-def part_a(root: Path, data: dict[str, Any], reps: int, cells: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def part_a(root: Path, data: dict[str, Any], reps: int, cells: list[tuple[str, str]],
+           baseline: Path | None = None) -> list[dict[str, Any]]:
     """Both sides as whole commands, as a user waits for them: `python -m builder all --cell C
     --force -j1` (process start, loading, planning, build + test + publish, the reports and the
     removal of its guests) against the by-hand `docker run --rm` compile. The pairs are
@@ -261,15 +266,21 @@ def part_a(root: Path, data: dict[str, Any], reps: int, cells: list[tuple[str, s
         # Not timed: the platform's prepared environments and a first publish exist, as on any
         # machine after its first run; every timed run then rebuilds the cell (--force).
         must(builder(matrix, "all", "-j1", "--cell", cell), f"builder all --cell {cell}")
+        old = project(root, f"a-{canonical(package)}-{platform}-baseline", data, formats=["egg"]) if baseline else None
+        if old is not None and baseline is not None:
+            must(builder(old, "all", "-j1", "--cell", cell, repo=baseline), f"baseline all --cell {cell}")
+        sides = ["builder", "by_hand"] + (["baseline"] if baseline else [])
         build_image = stage_json(matrix, cell, "build")["images"]["build"]
         samples: list[dict[str, Any]] = []
         for rep in range(reps):
             sample: dict[str, Any] = {"rep": rep, "load_before": load_now()}
 
-            sample["first"] = "builder" if rep % 2 == 0 else "by_hand"
-            for side in ("builder", "by_hand") if rep % 2 == 0 else ("by_hand", "builder"):
+            sample["order"] = order = sides[rep % len(sides):] + sides[:rep % len(sides)]
+            for side in order:
                 if side == "builder":
                     sample.update(_builder_cell(matrix, cell))
+                elif side == "baseline" and old is not None and baseline is not None:
+                    sample.update(_builder_cell(old, cell, repo=baseline, side="baseline"))
                 else:
                     sample.update(_by_hand_cell(data, package, platform, build_image))
             sample["load_after"] = load_now()
@@ -290,10 +301,15 @@ def part_a(root: Path, data: dict[str, Any], reps: int, cells: list[tuple[str, s
             "builder_outside_stages_s": spread([s["builder_outside_stages_s"] for s in samples]),
             "samples": samples,
         }
+        if baseline:
+            row["baseline"] = str(baseline)
+            row["baseline_s"] = spread([s["baseline_s"] for s in samples])
+            row["baseline_overhead_s"] = spread([s["baseline_s"] - b for s, b in zip(samples, bare, strict=True)])
         o = row["overhead_s"]
         say(f"  {cell}: builder {row['builder_s']['median']:.2f} s, by hand {row['by_hand_bare_s']['median']:.2f} s"
             f"{' (less its virtualenv)' if venvs else ''}; overhead median {o['median']:+.2f} s "
-            f"({o['min']:+.2f} to {o['max']:+.2f})")
+            f"({o['min']:+.2f} to {o['max']:+.2f})"
+            + (f"; baseline overhead {row['baseline_overhead_s']['median']:+.2f} s" if baseline else ""))
         rows.append(row)
     return rows
 
@@ -509,6 +525,10 @@ def table(results: dict[str, Any]) -> str:
         row(f"a. `{cell['cell']}` builder ÷ {bare} (egg, {cell['reps']} pairs)",
             f"{_range(cell['builder_s'])} vs {_range(hand)}; overhead {_range(cell['overhead_s'], sign=True)}",
             f"{cell['builder_s']['median'] / hand['median']:.2f}", f"by_hand[{n}]")
+        if cell.get("baseline_s"):
+            row(f"   … the baseline checkout (`{cell['baseline']}`), interleaved with them",
+                f"{_range(cell['baseline_s'])}; overhead {_range(cell['baseline_overhead_s'], sign=True)}",
+                f"{cell['baseline_s']['median'] / hand['median']:.2f}", f"by_hand[{n}].baseline_s")
     b = results.get("shipped")
     if b:
         row(f"b. cold `-j1` ÷ cold `-j2` ({b['cells']} cells, {b['reps']} each)",
@@ -551,6 +571,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, metavar="JSON", help="print the table of a results file; run nothing")
     parser.add_argument("--keep", action="store_true", help="keep the temporary project folders")
     parser.add_argument("--only", choices=("a", "bce", "d"), action="append", help="run only these parts")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="part a: also time this other checkout of builder (e.g. `git worktree add` of an older "
+                        "commit), interleaved with the two sides: before and after a change, under the same load")
+    parser.add_argument("--cells", metavar="PLATFORM/PACKAGE,…", help="part a: only these of its cells")
+    parser.add_argument("--add", action="store_true",
+                        help="add the parts run to the results file --json names (run long parts apart, one file)")
     args = parser.parse_args(argv)
     if args.table:
         say(table(json.loads(args.table.read_text())))
@@ -560,21 +586,28 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="builder-bench-"))
     reps_a = args.reps or (2 if args.quick else 5)
     reps_b = args.reps or (2 if args.quick else 3)
-    results: dict[str, Any] = {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": args.quick,
-        "commit": git_commit(), "cores": os.cpu_count(), "load_before": os.getloadavg(),
-    }
+    results: dict[str, Any] = json.loads(args.json.read_text()) if args.add and args.json.is_file() else {}
+    if results and results.get("commit") != git_commit():
+        raise SystemExit(f"{args.json} holds figures of commit {results.get('commit')}, not of {git_commit()}")
+    run_of = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": args.quick,
+              "parts": sorted(parts), "load_before": os.getloadavg()}
+    results.update({"commit": git_commit(), "cores": os.cpu_count()})
+    results.setdefault("runs", []).append(run_of)
     try:
         say("preparing (not timed): sources, images, and each platform's prepared test environment")
         # All three are made once per machine and set of inputs, and reused by every later run:
         # "cold" below means they exist and nothing is published.
         prepare = project(root, "prepare", data)
         must(builder(prepare, "images"), "builder images")
-        must(builder(prepare, "all", "--package", "six"), "builder all --package six (warm-up)")
+        if "bce" in parts:  # parts a and d warm up their own cells
+            must(builder(prepare, "all", "--package", "six"), "builder all --package six (warm-up)")
         if "a" in parts:
             say("a. builder all --cell C --force -j1 vs the same compile by hand, whole commands, interleaved")
             cells = [c for c in BY_HAND_CELLS if not args.quick or c[1] == "debian12"]
-            results["by_hand"] = part_a(root, data, reps_a, cells)
+            if args.cells:
+                wanted = set(args.cells.split(","))
+                cells = [c for c in cells if f"{c[1]}/{canonical(c[0])}" in wanted]
+            results["by_hand"] = part_a(root, data, reps_a, cells, args.baseline.resolve() if args.baseline else None)
         if "bce" in parts:
             say("b, c, e. the shipped matrix: cold -j1, cold -j2, warm, interleaved")
             results["shipped"] = part_bce(root, data, ["--platform", "debian12"] if args.quick else [], reps_b)
@@ -584,13 +617,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    results["load_after"] = os.getloadavg()
+    run_of["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    run_of["load_after"] = os.getloadavg()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     say("")
     say(table(results))
-    say(f"\n(load average before/after: {results['load_before'][0]:.1f}/{results['load_after'][0]:.1f}; "
+    say(f"\n(load average before/after: {run_of['load_before'][0]:.1f}/{run_of['load_after'][0]:.1f}; "
         f"figures in {args.json})")
     return 0
 
