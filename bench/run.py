@@ -604,9 +604,9 @@ def main(argv: list[str] | None = None) -> int:
         if "a" in parts:
             say("a. builder all --cell C --force -j1 vs the same compile by hand, whole commands, interleaved")
             cells = [c for c in BY_HAND_CELLS if not args.quick or c[1] == "debian12"]
-            if args.cells:
-                wanted = set(args.cells.split(","))
-                cells = [c for c in cells if f"{c[1]}/{canonical(c[0])}" in wanted]
+            if args.cells:  # in the order given
+                known = {f"{platform}/{canonical(package)}": (package, platform) for package, platform in BY_HAND_CELLS}
+                cells = [known[c] for c in args.cells.split(",") if c in known]
             results["by_hand"] = part_a(root, data, reps_a, cells, args.baseline.resolve() if args.baseline else None)
         if "bce" in parts:
             say("b, c, e. the shipped matrix: cold -j1, cold -j2, warm, interleaved")
