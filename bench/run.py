@@ -285,7 +285,9 @@ def part_a(root: Path, data: dict[str, Any], reps: int, cells: list[tuple[str, s
                     sample.update(_by_hand_cell(data, package, platform, build_image))
             sample["load_after"] = load_now()
             samples.append(sample)
-        shutil.rmtree(matrix.parent, ignore_errors=True)
+        for folder in (matrix, old):
+            if folder is not None:
+                shutil.rmtree(folder.parent, ignore_errors=True)
         walls = [s["builder_s"] for s in samples]
         hands = [s["by_hand_s"] for s in samples]
         # The by-hand virtualenv (Python 2.7 build images have no setuptools) is made once per
