@@ -486,7 +486,7 @@ def part_d(root: Path, data: dict[str, Any], packages: list[str], reps: int) -> 
                 run = must(builder(matrix, "all", f"-{side}", *select), f"builder wheels -{side}")
                 sample[f"builder_{side}_s"] = round(run.wall, 3)
         sample["load_after"] = load_now()
-        say(f"  rep {rep + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in sample.items() if k.endswith("_s")))
+        say(f"  rep {rep + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in sample.items() if isinstance(v, float)))
         samples.append(sample)
     shutil.rmtree(matrix.parent, ignore_errors=True)
     result["samples"] = samples
@@ -557,7 +557,10 @@ def table(results: dict[str, Any]) -> str:
 
 
 def git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
+    """The last commit that changed builder/ (what the figures are of), "+changes" if the tree
+    has uncommitted ones there: a change to the bench alone keeps one results file valid."""
+    done = subprocess.run(["git", "log", "-1", "--format=%H", "--", "builder"], cwd=REPO, capture_output=True,
+                          text=True, check=False)
     dirty = subprocess.run(["git", "status", "--porcelain", "builder"], cwd=REPO, capture_output=True, text=True,
                            check=False).stdout.strip()
     return done.stdout.strip() + ("+changes" if dirty else "")
