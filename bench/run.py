@@ -1,25 +1,32 @@
-"""builder's benchmark: one command, side by side on the same images and packages.
+"""builder's benchmark: whole commands, side by side on the same images and packages.
 
-    python bench/run.py [--quick] [--json out.json] [--keep]
+    python bench/run.py [--quick] [--reps N] [--only a|bce|d] [--cells C,…] [--baseline CHECKOUT]
+                        [--json out.json] [--keep]
+    python bench/run.py --table bench/results/FILE.json     # the README's table of a results file
 
-It measures, in one run on this machine (images present, sources cached; nothing published: every
-builder run gets fresh output and work folders under a temporary folder):
+Every figure is the wall time of a whole command, as a user waits for it (process start, loading,
+planning, the work, the reports, the removal of its guests), measured on this machine with images
+present and sources cached:
 
-  a. builder's cell time (build + test + publish of an egg) ÷ the same compile by hand
-     (`docker run --rm --network none <build image> … python setup.py bdist_egg` on the same
-     verified sdist, with the same build requirements and environment), for PyYAML (libyaml),
-     simplejson and six on debian12 and debian11-py27; the difference is builder's per-cell
-     overhead (container starts, copies, the test in the runtime image, publishing);
-  b. a cold `all -j1` ÷ a cold `all -j2` on the shipped matrix;
-  c. a warm `all` (nothing changed) ÷ the cold one;
-  d. builder, wheels only (built *and* tested) ÷ cibuildwheel building the same wheels in the same
-     local build image (a tag of it with the /opt/python links cibuildwheel looks for);
-  e. the physical limit: the compile steps' CPU time summed over the cold run's cells ÷ cores,
-     beside the cold run's wall time.
+  a. `python -m builder all --cell C --force -j1` (build + test + publish of an egg) against the
+     same compile by hand (`docker run --rm --network none <build image> … python setup.py
+     bdist_egg` on the same verified sdist, with the same build requirements and environment),
+     for PyYAML (libyaml), simplejson and six on debian12 and debian11-py27. The difference,
+     pair by pair, is builder's fixed cost per cell. On debian11-py27 the by-hand side less the
+     virtualenv it must make (builder makes it once per platform) is the bare compile;
+  b. cold `all -j1` and cold `all -j2` on the shipped matrix (fresh output and work folders);
+  c. a warm `all` (nothing changed) after each cold `-j2`;
+  d. builder `-j1` and `-j2`, wheels only (built *and* tested), against cibuildwheel (serial)
+     building the same wheels in the same local build image (a tag of it with the /opt/python
+     links cibuildwheel looks for);
+  e. the physical limit: the compile steps' CPU time summed over a cold run's cells ÷ cores,
+     beside the cold `-j2` wall time.
 
-It prints a table of ratios and writes every figure as JSON (default bench/results/latest.json).
-The machine may be shared: figures are noisy, which is why each ratio compares runs made side by
-side, and the by-hand comparison takes the fastest of its repetitions on both sides.
+The machine may be shared with other people's work, so figures are noisy: the sides of each
+comparison are interleaved repetition by repetition (the order rotating), each figure is the
+median with its min and max, and the load average is recorded around every repetition. All of
+it, every repetition included, goes to the JSON (default bench/results/latest.json); the README
+quotes a committed one, bench/results/<date>.json.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -94,8 +102,9 @@ class Timed:
     output: str
 
 
-def builder(matrix: Path, *args: str) -> Timed:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+def builder(matrix: Path, *args: str, repo: Path = REPO) -> Timed:
+    """`python -m builder ARGS` of the checkout `repo` (this one unless --baseline says another)."""
+    env = {**os.environ, "PYTHONPATH": str(repo), "COLUMNS": "200"}
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "builder", *args, "--matrix", str(matrix)], cwd=matrix.parent,
                           env=env, capture_output=True, text=True, check=False)
@@ -206,89 +215,151 @@ def by_hand(data: dict[str, Any], package: str, platform: str, image: str) -> tu
     return wall, parse_times(done.stdout), venv_seconds(done.stdout)
 
 
-def part_a(root: Path, data: dict[str, Any], reps: int, cells: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: list[float], digits: int = 2) -> dict[str, Any]:
+    """What the README quotes of a list of walls: the median with the min and max beside it."""
+    return {"median": round(median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits), "all": [round(v, digits + 1) for v in values]}
+
+
+def load_now() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _builder_cell(matrix: Path, cell: str, repo: Path = REPO, side: str = "builder") -> dict[str, Any]:
+    """One whole `builder all --cell C --force -j1`, and where its time went by its stage results."""
+    run = must(builder(matrix, "all", "-j1", "--force", "--cell", cell, repo=repo), f"{side} all --cell {cell} --force")
+    build, test, publish = (stage_json(matrix, cell, s) for s in ("build", "test", "publish"))
+    stages = build["duration"] + test["duration"] + publish["duration"]
+    return {
+        f"{side}_s": round(run.wall, 3), f"{side}_stages_s": round(stages, 3),
+        f"{side}_outside_stages_s": round(run.wall - stages, 3),
+        f"{side}_steps": {
+            "build_s": round(build["duration"], 3), "test_s": round(test["duration"], 3),
+            "publish_s": round(publish["duration"], 3),
+            "compile_cpu_s": round(sum(build["details"].get("timings", {}).get("compile_cpu", {}).values()), 3),
+            "build": build["details"].get("timings"), "test": test["details"].get("timings"),
+            "test_guest": {k: v.get("timings") for k, v in test["details"].get("checks", {}).items()},
+        },
+    }
+
+
+def _by_hand_cell(data: dict[str, Any], package: str, platform: str, image: str) -> dict[str, Any]:
+    wall, cpu, venv = by_hand(data, package, platform, image)
+    return {"by_hand_s": round(wall, 3), "by_hand_cpu_s": cpu, "by_hand_virtualenv_s": venv}
+
+
+def part_a(root: Path, data: dict[str, Any], reps: int, cells: list[tuple[str, str]],
+           baseline: Path | None = None) -> list[dict[str, Any]]:
+    """Both sides as whole commands, as a user waits for them: `python -m builder all --cell C
+    --force -j1` (process start, loading, planning, build + test + publish, the reports and the
+    removal of its guests) against the by-hand `docker run --rm` compile. The pairs are
+    interleaved, and every other pair runs the by-hand side first, so a burst of load from
+    other users of the machine falls on both sides alike."""
     rows = []
     for package, platform in cells:
         cell = f"{platform}/{canonical(package)}"
-        builder_times: list[float] = []
-        builder_walls: list[float] = []
-        hand_times: list[float] = []
-        hand_cpu: list[float] = []
-        hand_venv: list[float] = []
-        compile_cpu: list[float] = []
-        breakdown: dict[str, Any] = {}
+        matrix = project(root, f"a-{canonical(package)}-{platform}", data, formats=["egg"])
+        # Not timed: the platform's prepared environments and a first publish exist, as on any
+        # machine after its first run; every timed run then rebuilds the cell (--force).
+        must(builder(matrix, "all", "-j1", "--cell", cell), f"builder all --cell {cell}")
+        old = project(root, f"a-{canonical(package)}-{platform}-baseline", data, formats=["egg"]) if baseline else None
+        if old is not None and baseline is not None:
+            must(builder(old, "all", "-j1", "--cell", cell, repo=baseline), f"baseline all --cell {cell}")
+        sides = ["builder", "by_hand"] + (["baseline"] if baseline else [])
+        build_image = stage_json(matrix, cell, "build")["images"]["build"]
+        samples: list[dict[str, Any]] = []
         for rep in range(reps):
-            # Fresh folders each time: a cold cell, nothing published.
-            matrix = project(root, f"a-{canonical(package)}-{platform}-{rep}", data, formats=["egg"])
-            run = must(builder(matrix, "all", "-j1", "--cell", cell), f"builder all --cell {cell}")
-            build, test, publish = (stage_json(matrix, cell, s) for s in ("build", "test", "publish"))
-            builder_times.append(build["duration"] + test["duration"] + publish["duration"])
-            builder_walls.append(run.wall)
-            compile_cpu.append(sum(build["details"].get("timings", {}).get("compile_cpu", {}).values()))
-            if not breakdown or builder_times[-1] == min(builder_times):
-                breakdown = {"build": round(build["duration"], 3), "test": round(test["duration"], 3),
-                             "publish": round(publish["duration"], 3), "build_steps": build["details"].get("timings"),
-                             "test_steps": test["details"].get("timings"),
-                             "test_guest": {k: v.get("timings") for k, v in test["details"].get("checks", {}).items()}}
-            wall, cpu, venv = by_hand(data, package, platform, build["images"]["build"])
-            hand_times.append(wall)
-            if cpu is not None:
-                hand_cpu.append(cpu)
-            if venv is not None:
-                hand_venv.append(venv)
-            shutil.rmtree(matrix.parent, ignore_errors=True)
-        best, hand = min(builder_times), min(hand_times)
-        row = {"cell": cell, "builder_cell_s": round(best, 2), "by_hand_s": round(hand, 2),
-               "ratio": round(best / hand, 3), "overhead_s": round(best - hand, 2),
-               "overhead_pct": round(100 * (best - hand) / hand, 1),
-               "builder_command_wall_s": round(min(builder_walls), 2),
-               "by_hand_cpu_s": round(min(hand_cpu), 2) if hand_cpu else None,
-               # Part of by_hand_s: the virtualenv a Python 2.7 build needs, which builder makes
-               # once per platform (its prepared build environment) rather than per cell.
-               "by_hand_virtualenv_s": round(min(hand_venv), 2) if hand_venv else None,
-               "builder_compile_cpu_s": round(min(compile_cpu), 2),
-               "all_builder_s": [round(t, 2) for t in builder_times], "all_by_hand_s": [round(t, 2) for t in hand_times],
-               "breakdown": breakdown}
-        say(f"  {cell}: builder {best:.2f} s, by hand {hand:.2f} s, overhead {best - hand:+.2f} s "
-            f"({row['overhead_pct']:+.0f} %)")
+            sample: dict[str, Any] = {"rep": rep, "load_before": load_now()}
+
+            sample["order"] = order = sides[rep % len(sides):] + sides[:rep % len(sides)]
+            for side in order:
+                if side == "builder":
+                    sample.update(_builder_cell(matrix, cell))
+                elif side == "baseline" and old is not None and baseline is not None:
+                    sample.update(_builder_cell(old, cell, repo=baseline, side="baseline"))
+                else:
+                    sample.update(_by_hand_cell(data, package, platform, build_image))
+            sample["load_after"] = load_now()
+            samples.append(sample)
+        for folder in (matrix, old):
+            if folder is not None:
+                shutil.rmtree(folder.parent, ignore_errors=True)
+        walls = [s["builder_s"] for s in samples]
+        hands = [s["by_hand_s"] for s in samples]
+        # The by-hand virtualenv (Python 2.7 build images have no setuptools) is made once per
+        # platform by builder: the fair bare compile is the by-hand wall less that step.
+        venvs = [s["by_hand_virtualenv_s"] for s in samples if s["by_hand_virtualenv_s"] is not None]
+        bare = [s["by_hand_s"] - (s["by_hand_virtualenv_s"] or 0.0) for s in samples]
+        row = {
+            "cell": cell, "reps": reps, "builder_s": spread(walls), "by_hand_s": spread(hands),
+            "by_hand_virtualenv_s": spread(venvs) if venvs else None,
+            "by_hand_bare_s": spread(bare),
+            # builder - by hand (less its virtualenv where it has one), pair by pair: the fixed cost.
+            "overhead_s": spread([w - b for w, b in zip(walls, bare, strict=True)]),
+            "builder_outside_stages_s": spread([s["builder_outside_stages_s"] for s in samples]),
+            "samples": samples,
+        }
+        if baseline:
+            row["baseline"] = str(baseline)
+            row["baseline_s"] = spread([s["baseline_s"] for s in samples])
+            row["baseline_overhead_s"] = spread([s["baseline_s"] - b for s, b in zip(samples, bare, strict=True)])
+        o = row["overhead_s"]
+        say(f"  {cell}: builder {row['builder_s']['median']:.2f} s, by hand {row['by_hand_bare_s']['median']:.2f} s"
+            f"{' (less its virtualenv)' if venvs else ''}; overhead median {o['median']:+.2f} s "
+            f"({o['min']:+.2f} to {o['max']:+.2f})"
+            + (f"; baseline overhead {row['baseline_overhead_s']['median']:+.2f} s" if baseline else ""))
         rows.append(row)
     return rows
 
 
 # --- b, c, e. cold -j1, cold -j2, warm; the physical limit --------------------------------------
 
-def part_bce(root: Path, data: dict[str, Any], select: list[str]) -> dict[str, Any]:
-    one = project(root, "b-j1", data)
-    two = project(root, "b-j2", data)
-    j1 = must(builder(one, "all", "-j1", *select), "cold all -j1")
-    say(f"  cold -j1: {j1.wall:.1f} s")
-    shutil.rmtree(one.parent, ignore_errors=True)
-    j2 = must(builder(two, "all", "-j2", *select), "cold all -j2")
-    say(f"  cold -j2: {j2.wall:.1f} s")
-    warm = must(builder(two, "all", "-j2", *select), "warm all")
-    say(f"  warm: {warm.wall:.2f} s")
-    if "up to date" not in warm.output:
-        raise SystemExit("the warm run rebuilt cells: " + warm.output[-2000:])
+def part_bce(root: Path, data: dict[str, Any], select: list[str], reps: int) -> dict[str, Any]:
+    """Cold -j1 and cold -j2, interleaved (every other repetition starts with -j2), each in fresh
+    output and work folders; a warm run after each cold -j2; compile CPU from each -j2 run."""
     cores = os.cpu_count() or 1
-    cells = cell_ids(two, *select)
-    cpu = 0.0
-    stage_sum = 0.0
-    per_cell = {}
-    for cell in cells:
-        build = stage_json(two, cell, "build")
-        test = stage_json(two, cell, "test")
-        compile_cpu = sum(build["details"].get("timings", {}).get("compile_cpu", {}).values())
-        cpu += compile_cpu
-        stage_sum += build["duration"] + test["duration"]
-        per_cell[cell] = {"compile_cpu_s": round(compile_cpu, 2), "build_s": round(build["duration"], 2),
-                          "test_s": round(test["duration"], 2)}
+    samples: list[dict[str, Any]] = []
+    for rep in range(reps):
+        sample: dict[str, Any] = {"rep": rep, "load_before": load_now()}
+        for jobs in ((1, 2) if rep % 2 == 0 else (2, 1)):
+            matrix = project(root, f"b-j{jobs}", data)
+            cold = must(builder(matrix, "all", f"-j{jobs}", *select), f"cold all -j{jobs}")
+            sample[f"cold_j{jobs}_s"] = round(cold.wall, 3)
+            say(f"  rep {rep + 1}: cold -j{jobs}: {cold.wall:.1f} s")
+            if jobs == 2:
+                warm = must(builder(matrix, "all", "-j2", *select), "warm all")
+                if "up to date" not in warm.output:
+                    raise SystemExit("the warm run rebuilt cells: " + warm.output[-2000:])
+                sample["warm_s"] = round(warm.wall, 3)
+                cells = cell_ids(matrix, *select)
+                per_cell = {}
+                for cell in cells:
+                    build, test = stage_json(matrix, cell, "build"), stage_json(matrix, cell, "test")
+                    per_cell[cell] = {
+                        "compile_cpu_s": round(sum(build["details"].get("timings", {}).get("compile_cpu", {}).values()), 3),
+                        "build_s": round(build["duration"], 3), "test_s": round(test["duration"], 3)}
+                sample["cells"] = len(cells)
+                sample["compile_cpu_s"] = round(sum(c["compile_cpu_s"] for c in per_cell.values()), 3)
+                sample["per_cell"] = per_cell
+            shutil.rmtree(matrix.parent, ignore_errors=True)
+        sample["load_after"] = load_now()
+        samples.append(sample)
+    j1 = [s["cold_j1_s"] for s in samples]
+    j2 = [s["cold_j2_s"] for s in samples]
+    warm = [s["warm_s"] for s in samples]
+    cpu = [s["compile_cpu_s"] for s in samples]
+    limit = median(cpu) / cores
     return {
-        "cells": len(cells),
-        "cold_j1_s": round(j1.wall, 2), "cold_j2_s": round(j2.wall, 2), "warm_s": round(warm.wall, 3),
-        "j1_over_j2": round(j1.wall / j2.wall, 3), "warm_over_cold": round(warm.wall / j2.wall, 4),
-        "cores": cores, "compile_cpu_s": round(cpu, 2), "limit_s": round(cpu / cores, 2),
-        "wall_over_limit": round(j2.wall / (cpu / cores), 2) if cpu else None,
-        "cell_stage_sum_s": round(stage_sum, 2), "per_cell": per_cell,
+        "reps": reps, "cells": samples[0]["cells"], "cores": cores,
+        "cold_j1_s": spread(j1), "cold_j2_s": spread(j2), "warm_s": spread(warm, 3),
+        "j1_over_j2": round(median(j1) / median(j2), 3), "warm_over_cold": round(median(warm) / median(j2), 4),
+        "compile_cpu_s": spread(cpu), "limit_s": round(limit, 2),
+        "wall_over_limit": round(median(j2) / limit, 2) if limit else None,
+        "samples": samples,
     }
 
 
@@ -342,27 +413,14 @@ def cibw_project(root: Path, data: dict[str, Any], package: str) -> tuple[Path, 
     return src, env
 
 
-def part_d(root: Path, data: dict[str, Any], packages: list[str]) -> dict[str, Any]:
-    matrix = project(root, "d-builder", data, formats=["wheel"])
-    select = ["--platform", "debian12", "--package", ",".join(packages)]
-    result: dict[str, Any] = {"packages": packages}
-    j1 = must(builder(matrix, "all", "-j1", *select), "builder wheels -j1")
-    build_image = stage_json(matrix, f"debian12/{canonical(packages[0])}", "build")["images"]["build"]
-    shutil.rmtree(matrix.parent)
-    matrix = project(root, "d-builder", data, formats=["wheel"])
-    j2 = must(builder(matrix, "all", "-j2", *select), "builder wheels -j2")
-    result.update({"builder_j1_s": round(j1.wall, 2), "builder_j2_s": round(j2.wall, 2)})
-    say(f"  builder (wheels, built and tested): -j1 {j1.wall:.1f} s, -j2 {j2.wall:.1f} s")
-    try:
-        tool = cibuildwheel()
-        image = cibw_image(build_image)
-    except (subprocess.CalledProcessError, OSError) as exc:
-        result["cibuildwheel_error"] = f"cibuildwheel {CIBW_VERSION} could not be set up: {exc}"
-        say("  " + result["cibuildwheel_error"])
-        return result
+def _cibuildwheel_once(root: Path, data: dict[str, Any], packages: list[str], tool: Path, image: str,
+                       result: dict[str, Any]) -> tuple[float, dict[str, float], Path] | None:
+    """cibuildwheel over `packages`, one after the other as it works: (total wall, per package,
+    the wheels' folder), or None with the reason in result."""
     total = 0.0
     per_package = {}
     wheels = root / "cibw-wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
     for package in packages:
         src, env = cibw_project(root, data, package)
         settings = {
@@ -389,103 +447,188 @@ def part_d(root: Path, data: dict[str, Any], packages: list[str]) -> dict[str, A
             result["cibuildwheel_error"] = f"cibuildwheel failed on {package} (exit {done.returncode}): " + \
                 " ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
             say("  " + result["cibuildwheel_error"])
-            return result
-        per_package[package] = round(wall, 2)
+            return None
+        per_package[package] = round(wall, 3)
         total += wall
-    made = sorted(p.name for p in wheels.glob("*.whl"))
-    # The same wheels: the C packages' with their extension compiled in, as builder's are.
-    compiled = {}
-    for wheel in sorted(wheels.glob("*.whl")):
-        with zipfile.ZipFile(wheel) as zf:
-            compiled[wheel.name] = sorted(n for n in zf.namelist() if n.endswith(".so"))
-    result["cibuildwheel_compiled_modules"] = compiled
-    result.update({"cibuildwheel_s": round(total, 2), "cibuildwheel_per_package_s": per_package,
-                   "cibuildwheel_wheels": made, "cibuildwheel_image": image,
-                   "j1_over_cibuildwheel": round(j1.wall / total, 3), "j2_over_cibuildwheel": round(j2.wall / total, 3)})
-    say(f"  cibuildwheel (built, not tested): {total:.1f} s for {len(made)} wheels")
+    return total, per_package, wheels
+
+
+def part_d(root: Path, data: dict[str, Any], packages: list[str], reps: int) -> dict[str, Any]:
+    """builder -j1 and -j2 (wheels built *and* tested) and cibuildwheel (serial, built only),
+    interleaved: each repetition runs the three in a rotated order, builder in fresh folders."""
+    select = ["--platform", "debian12", "--package", ",".join(packages)]
+    result: dict[str, Any] = {"packages": packages, "reps": reps}
+    matrix = project(root, "d-builder", data, formats=["wheel"])
+    must(builder(matrix, "all", "-j2", *select), "builder wheels (warm-up)")
+    build_image = stage_json(matrix, f"debian12/{canonical(packages[0])}", "build")["images"]["build"]
+    try:
+        tool = cibuildwheel()
+        image = cibw_image(build_image)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        tool = None
+        result["cibuildwheel_error"] = f"cibuildwheel {CIBW_VERSION} could not be set up: {exc}"
+        say("  " + result["cibuildwheel_error"])
+    samples: list[dict[str, Any]] = []
+    sides = ["j1", "j2", "cibuildwheel"] if tool else ["j1", "j2"]
+    for rep in range(reps):
+        sample: dict[str, Any] = {"rep": rep, "load_before": load_now()}
+        order = sides[rep % len(sides):] + sides[:rep % len(sides)]
+        sample["order"] = order
+        for side in order:
+            if side == "cibuildwheel":
+                assert tool is not None
+                done = _cibuildwheel_once(root, data, packages, tool, image, result)
+                if done is None:
+                    return result
+                sample["cibuildwheel_s"], sample["cibuildwheel_per_package_s"], wheels = round(done[0], 3), done[1], done[2]
+            else:
+                matrix = project(root, "d-builder", data, formats=["wheel"])
+                run = must(builder(matrix, "all", f"-{side}", *select), f"builder wheels -{side}")
+                sample[f"builder_{side}_s"] = round(run.wall, 3)
+        sample["load_after"] = load_now()
+        say(f"  rep {rep + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in sample.items() if isinstance(v, float)))
+        samples.append(sample)
+    shutil.rmtree(matrix.parent, ignore_errors=True)
+    result["samples"] = samples
+    j1, j2 = [s["builder_j1_s"] for s in samples], [s["builder_j2_s"] for s in samples]
+    result.update({"builder_j1_s": spread(j1), "builder_j2_s": spread(j2)})
+    if tool:
+        cibw = [s["cibuildwheel_s"] for s in samples]
+        # The same wheels: the C packages' with their extension compiled in, as builder's are.
+        compiled = {}
+        for wheel in sorted(wheels.glob("*.whl")):
+            with zipfile.ZipFile(wheel) as zf:
+                compiled[wheel.name] = sorted(n for n in zf.namelist() if n.endswith(".so"))
+        result.update({"cibuildwheel_s": spread(cibw), "cibuildwheel_compiled_modules": compiled,
+                       "cibuildwheel_wheels": sorted(compiled), "cibuildwheel_image": image,
+                       "j1_over_cibuildwheel": round(median(j1) / median(cibw), 3),
+                       "j2_over_cibuildwheel": round(median(j2) / median(cibw), 3)})
     return result
 
 
 # --- the table ----------------------------------------------------------------------------------
 
+def _range(figure: dict[str, Any], unit: str = "s", digits: int = 2, sign: bool = False) -> str:
+    fmt = f"{{:{'+' if sign else ''}.{digits}f}}"
+    return (f"{fmt.format(figure['median'])} {unit} ({fmt.format(figure['min'])}–{fmt.format(figure['max'])})")
+
+
 def table(results: dict[str, Any]) -> str:
-    lines = [f"{'measure':<46} {'figures':<40} {'ratio':>8}", "-" * 96]
+    """The README's table, in Markdown, from a results file: every figure is a median over the
+    repetitions with its min–max, and each row names the key of the JSON it comes from."""
+    lines = ["| measure | figures: median (min–max) | ratio of medians | JSON |", "|---|---|---|---|"]
 
-    def row(name: str, figures: str, ratio: str) -> None:
-        lines.append(f"{name:<46} {figures:<40} {ratio:>8}")
+    def row(name: str, figures: str, ratio: str, key: str) -> None:
+        lines.append(f"| {name} | {figures} | {ratio} | `{key}` |")
 
-    for cell in results.get("by_hand", []):
-        row(f"a. {cell['cell']} cell ÷ by hand (egg)",
-            f"{cell['builder_cell_s']:.2f} s vs {cell['by_hand_s']:.2f} s; {cell['overhead_s']:+.2f} s "
-            f"({cell['overhead_pct']:+.0f} %)", f"{cell['ratio']:.2f}")
-        venv = cell.get("by_hand_virtualenv_s")
-        if venv:
-            bare = cell["by_hand_s"] - venv
-            row("   … ÷ by hand less its virtualenv step", f"{cell['builder_cell_s']:.2f} s vs {bare:.2f} s "
-                f"(by hand less {venv:.2f} s)", f"{cell['builder_cell_s'] / bare:.2f}")
+    for n, cell in enumerate(results.get("by_hand", [])):
+        bare = "by hand less its virtualenv" if cell.get("by_hand_virtualenv_s") else "by hand"
+        hand = cell["by_hand_bare_s"]
+        row(f"a. `{cell['cell']}` builder ÷ {bare} (egg, {cell['reps']} pairs)",
+            f"{_range(cell['builder_s'])} vs {_range(hand)}; overhead {_range(cell['overhead_s'], sign=True)}",
+            f"{cell['builder_s']['median'] / hand['median']:.2f}", f"by_hand[{n}]")
+        if cell.get("baseline_s"):
+            row(f"   … the baseline checkout (`{cell['baseline']}`), interleaved with them",
+                f"{_range(cell['baseline_s'])}; overhead {_range(cell['baseline_overhead_s'], sign=True)}",
+                f"{cell['baseline_s']['median'] / hand['median']:.2f}", f"by_hand[{n}].baseline_s")
     b = results.get("shipped")
     if b:
-        row(f"b. cold -j1 ÷ cold -j2 ({b['cells']} cells)", f"{b['cold_j1_s']:.1f} s vs {b['cold_j2_s']:.1f} s",
-            f"{b['j1_over_j2']:.2f}")
-        row("c. warm ÷ cold (-j2)", f"{b['warm_s']:.2f} s vs {b['cold_j2_s']:.1f} s", f"{b['warm_over_cold']:.4f}")
+        row(f"b. cold `-j1` ÷ cold `-j2` ({b['cells']} cells, {b['reps']} each)",
+            f"{_range(b['cold_j1_s'], digits=1)} vs {_range(b['cold_j2_s'], digits=1)}", f"{b['j1_over_j2']:.2f}",
+            "shipped")
+        row("c. warm ÷ cold `-j2`", f"{_range(b['warm_s'])} vs {b['cold_j2_s']['median']:.1f} s",
+            f"{b['warm_over_cold']:.3f}", "shipped")
         if b.get("wall_over_limit"):
-            row(f"e. cold -j2 wall ÷ (compile CPU ÷ {b['cores']} cores)",
-                f"{b['cold_j2_s']:.1f} s vs {b['compile_cpu_s']:.1f}/{b['cores']} = {b['limit_s']:.1f} s",
-                f"{b['wall_over_limit']:.2f}")
+            row(f"e. cold `-j2` ÷ (compile CPU ÷ {b['cores']} cores)",
+                f"{b['cold_j2_s']['median']:.1f} s vs {b['compile_cpu_s']['median']:.1f} s ÷ {b['cores']} = {b['limit_s']:.1f} s",
+                f"{b['wall_over_limit']:.2f}", "shipped")
     d = results.get("cibuildwheel")
-    if d:
+    if d and "builder_j1_s" in d:
         if "cibuildwheel_s" in d:
-            row(f"d. builder -j1 wheels ÷ cibuildwheel ({len(d['packages'])})",
-                f"{d['builder_j1_s']:.1f} s vs {d['cibuildwheel_s']:.1f} s", f"{d['j1_over_cibuildwheel']:.2f}")
-            row("d. builder -j2 wheels ÷ cibuildwheel", f"{d['builder_j2_s']:.1f} s vs {d['cibuildwheel_s']:.1f} s",
-                f"{d['j2_over_cibuildwheel']:.2f}")
+            row(f"d. builder `-j1` ÷ cibuildwheel (serial) ({len(d['packages'])} wheels, {d['reps']} each)",
+                f"{_range(d['builder_j1_s'], digits=1)} vs {_range(d['cibuildwheel_s'], digits=1)}",
+                f"{d['j1_over_cibuildwheel']:.2f}", "cibuildwheel")
+            row("d. builder `-j2` ÷ cibuildwheel",
+                f"{_range(d['builder_j2_s'], digits=1)} vs {d['cibuildwheel_s']['median']:.1f} s",
+                f"{d['j2_over_cibuildwheel']:.2f}", "cibuildwheel")
         else:
-            row("d. builder wheels ÷ cibuildwheel", "cibuildwheel did not run (see JSON)", "-")
+            row("d. builder wheels ÷ cibuildwheel", "cibuildwheel did not run (see the JSON)", "-", "cibuildwheel")
     return "\n".join(lines)
+
+
+def git_commit() -> str:
+    """The last commit that changed builder/ (what the figures are of), "+changes" if the tree
+    has uncommitted ones there: a change to the bench alone keeps one results file valid."""
+    done = subprocess.run(["git", "log", "-1", "--format=%H", "--", "builder"], cwd=REPO, capture_output=True,
+                          text=True, check=False)
+    dirty = subprocess.run(["git", "status", "--porcelain", "builder"], cwd=REPO, capture_output=True, text=True,
+                           check=False).stdout.strip()
+    return done.stdout.strip() + ("+changes" if dirty else "")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="one repetition, debian12 only for b-e (a few minutes instead of ~15)")
+                        help="two repetitions, debian12 only (a few minutes instead of ~25)")
+    parser.add_argument("--reps", type=int, help="repetitions of each measure (default 5 for a, 3 for b-e and d)")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "latest.json",
                         help="where to write the figures (default: bench/results/latest.json)")
+    parser.add_argument("--table", type=Path, metavar="JSON", help="print the table of a results file; run nothing")
     parser.add_argument("--keep", action="store_true", help="keep the temporary project folders")
     parser.add_argument("--only", choices=("a", "bce", "d"), action="append", help="run only these parts")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="part a: also time this other checkout of builder (e.g. `git worktree add` of an older "
+                        "commit), interleaved with the two sides: before and after a change, under the same load")
+    parser.add_argument("--cells", metavar="PLATFORM/PACKAGE,…", help="part a: only these of its cells")
+    parser.add_argument("--add", action="store_true",
+                        help="add the parts run to the results file --json names (run long parts apart, one file)")
     args = parser.parse_args(argv)
+    if args.table:
+        say(table(json.loads(args.table.read_text())))
+        return 0
     parts = set(args.only or ("a", "bce", "d"))
     data = load_shipped()
     root = Path(tempfile.mkdtemp(prefix="builder-bench-"))
-    results: dict[str, Any] = {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": args.quick,
-        "cores": os.cpu_count(), "load_before": os.getloadavg(),
-    }
+    reps_a = args.reps or (2 if args.quick else 5)
+    reps_b = args.reps or (2 if args.quick else 3)
+    results: dict[str, Any] = json.loads(args.json.read_text()) if args.add and args.json.is_file() else {}
+    if results and results.get("commit") != git_commit():
+        raise SystemExit(f"{args.json} holds figures of commit {results.get('commit')}, not of {git_commit()}")
+    run_of = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": args.quick,
+              "parts": sorted(parts), "load_before": os.getloadavg()}
+    results.update({"commit": git_commit(), "cores": os.cpu_count()})
+    results.setdefault("runs", []).append(run_of)
     try:
         say("preparing (not timed): sources, images, and each platform's prepared test environment")
         # All three are made once per machine and set of inputs, and reused by every later run:
         # "cold" below means they exist and nothing is published.
         prepare = project(root, "prepare", data)
         must(builder(prepare, "images"), "builder images")
-        must(builder(prepare, "all", "--package", "six"), "builder all --package six (warm-up)")
+        if "bce" in parts:  # parts a and d warm up their own cells
+            must(builder(prepare, "all", "--package", "six"), "builder all --package six (warm-up)")
         if "a" in parts:
-            say("a. builder cell vs the same compile by hand")
+            say("a. builder all --cell C --force -j1 vs the same compile by hand, whole commands, interleaved")
             cells = [c for c in BY_HAND_CELLS if not args.quick or c[1] == "debian12"]
-            results["by_hand"] = part_a(root, data, 1 if args.quick else 3, cells)
+            if args.cells:  # in the order given
+                known = {f"{platform}/{canonical(package)}": (package, platform) for package, platform in BY_HAND_CELLS}
+                cells = [known[c] for c in args.cells.split(",") if c in known]
+            results["by_hand"] = part_a(root, data, reps_a, cells, args.baseline.resolve() if args.baseline else None)
         if "bce" in parts:
-            say("b, c, e. the shipped matrix: cold -j1, cold -j2, warm")
-            results["shipped"] = part_bce(root, data, ["--platform", "debian12"] if args.quick else [])
+            say("b, c, e. the shipped matrix: cold -j1, cold -j2, warm, interleaved")
+            results["shipped"] = part_bce(root, data, ["--platform", "debian12"] if args.quick else [], reps_b)
         if "d" in parts:
-            say("d. builder wheels vs cibuildwheel (debian12)")
-            results["cibuildwheel"] = part_d(root, data, WHEEL_PACKAGES[:2] if args.quick else WHEEL_PACKAGES)
+            say("d. builder wheels -j1, -j2 vs cibuildwheel (debian12), interleaved")
+            results["cibuildwheel"] = part_d(root, data, WHEEL_PACKAGES[:2] if args.quick else WHEEL_PACKAGES, reps_b)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    results["load_after"] = os.getloadavg()
+    run_of["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    run_of["load_after"] = os.getloadavg()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     say("")
     say(table(results))
-    say(f"\n(load average before/after: {results['load_before'][0]:.1f}/{results['load_after'][0]:.1f}; "
+    say(f"\n(load average before/after: {run_of['load_before'][0]:.1f}/{run_of['load_after'][0]:.1f}; "
         f"figures in {args.json})")
     return 0
 

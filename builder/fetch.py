@@ -14,7 +14,6 @@ import sys
 import tempfile
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -75,6 +74,8 @@ class _Links(HTMLParser):
 
 
 def _open(url: str, accept: str | None = None):  # noqa: ANN202 - urllib's response type
+    import urllib.request  # only when something is downloaded: a cached run never loads http.client
+
     headers = {"Accept": accept} if accept else {}
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT)
 

@@ -106,8 +106,7 @@ def _run_guest(
 
     with backend.machine(cell.platform, images, role, limits, cell.id) as machine:
         lap("start")
-        machine.copy_in(inputs, GUEST_ROOT)
-        machine.mkdir(f"{GUEST_ROOT}/out")
+        machine.copy_in(inputs, GUEST_ROOT, mkdirs=[f"{GUEST_ROOT}/out"])
         lap("copy_in")
         env = {"HOME": f"{GUEST_WORK}/home", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
         result = machine.run(
@@ -396,8 +395,7 @@ def prepared_env(
             inputs = stage_inputs(stage / "in", spec, files)
             label = f"{cell.platform.name}/{what}-env"
             with backend.machine(cell.platform, images, role, cell.platform.limits, label) as machine:
-                machine.copy_in(inputs, GUEST_ROOT)
-                machine.mkdir(f"{GUEST_ROOT}/out")
+                machine.copy_in(inputs, GUEST_ROOT, mkdirs=[f"{GUEST_ROOT}/out"])
                 env = {"HOME": f"{GUEST_WORK}/home", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
                 done = machine.run([cell.platform.python, f"{GUEST_ROOT}/guest/{script}", f"{GUEST_ROOT}/spec.json"],
                                    env=env, timeout=cell.platform.limits.timeout, log=log)

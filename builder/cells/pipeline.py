@@ -5,6 +5,7 @@ stages, never stopping the others (unless --fail-fast).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -265,13 +266,29 @@ def _parallel(run: Run, stage: state.Stage, todo: Sequence[Cell], work: Callable
         list(pool.map(one, todo))
 
 
+def _prestart_tests(run: Run, todo: Sequence[Cell]) -> None:
+    """Have the backends start the test guests of `todo` now, where they can (docker), so that
+    each start overlaps work still running instead of coming after it. Each is the fresh guest
+    of that one cell's test; one whose test does not come is stopped when the run ends."""
+    for cell in todo:
+        start = getattr(run.backend(cell), "prestart", None)
+        images = run.images.get(cell.platform.name)
+        if start is not None and images is not None:
+            start(cell.platform, images, "runtime", cell.platform.limits, cell.id)
+
+
 def build(run: Run) -> None:
     echo = run.echo if run.verbose else None
+    todo = run.live()
+    # The cells tested first (-j of the first wave), started while the last cell builds.
+    first_tests = (_waves(todo, plan.Dependencies(run.cells)) or [[]])[0][: max(1, run.jobs)]
 
     def work(cell: Cell) -> StageResult:
+        if cell is todo[-1]:
+            _prestart_tests(run, first_tests)
         return cells.build(run.backend(cell), run.matrix, cell, run.images[cell.platform.name], run.sources, echo)
 
-    _parallel(run, "build", run.live(), work)
+    _parallel(run, "build", todo, work)
 
 
 def test(run: Run) -> None:
@@ -292,7 +309,10 @@ def test(run: Run) -> None:
 
     needs = plan.Dependencies(run.cells)
 
-    def work(cell: Cell) -> StageResult:
+    def work(cell: Cell, todo: Sequence[Cell]) -> StageResult:
+        # The guest of the cell that will take this worker's place next is started meanwhile.
+        later = todo.index(cell) + max(1, run.jobs)
+        _prestart_tests(run, todo[later:later + 1])
         deps = {d.id: _build_of(run, d) for d in needs.of(cell)}
         built = run.results[cell.id]["build"]
         return cells.test(run.backend(cell), run.matrix, cell, run.images[cell.platform.name], built, deps, run.sources, echo)
@@ -307,7 +327,7 @@ def test(run: Run) -> None:
                 run.record(cell, StageResult(cell.id, "test", "failed", reason=why, input_key=run.keys.get(cell.id, "")))
             else:
                 todo.append(cell)
-        _parallel(run, "test", todo, work)
+        _parallel(run, "test", todo, functools.partial(work, todo=todo))
 
 
 def _waves(todo: Sequence[Cell], needs: plan.Dependencies) -> list[list[Cell]]:
@@ -564,8 +584,14 @@ STAGES: dict[str, tuple[Callable[[Run], None], ...]] = {
 
 
 def execute(run: Run, stages: Sequence[Callable[[Run], None]]) -> Run:
-    for stage in stages:
-        if (not run.live() and stage is not publish) or run.stopping():
-            break
-        stage(run)
+    try:
+        for stage in stages:
+            if (not run.live() and stage is not publish) or run.stopping():
+                break
+            stage(run)
+    finally:
+        for backend in list(run.backends.values()):
+            release = getattr(backend, "release", None)
+            if release is not None:
+                release()  # guests started ahead for tests that did not come
     return run

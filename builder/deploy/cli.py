@@ -6,15 +6,14 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DeployError, UsageError
 from ..matrix.deploy import find as find_target
 from ..matrix.model import Matrix
-from . import bundle as bundles
-from . import doctor as doctors
-from . import roll
-from .resolve import resolve
+
+if TYPE_CHECKING:
+    from . import bundle as bundles
 
 COMMANDS = ("deploy", "rollback", "releases", "doctor")
 # As host.py checks it: a folder name under ROOT/releases/.
@@ -63,6 +62,13 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 
 def run(matrix: Matrix, args: argparse.Namespace, echo: Callable[[str], None]) -> int:
+    # Imported here, not above: every command's parser is made from this module, and the build
+    # commands should not pay for loading deploy's machinery (a tenth of a second or more).
+    from . import bundle as bundles
+    from . import doctor as doctors
+    from . import roll
+    from .resolve import resolve
+
     if args.command == "deploy":
         release_name(args.release, "--release")
     elif args.command == "rollback":
@@ -124,9 +130,11 @@ def export(bundle: bundles.Bundle, folder: Path) -> None:
     """host.py, plan.json and files/<sha256>/<name>: everything a playbook copies to a host."""
     if folder.exists() and any(folder.iterdir()):
         raise DeployError(f"{folder} is not empty", hint="export into a new folder")
+    from .bundle import HOST_SCRIPT
+
     files = folder / "files"
     files.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(bundles.HOST_SCRIPT, folder / "host.py")
+    shutil.copyfile(HOST_SCRIPT, folder / "host.py")
     (folder / "plan.json").write_bytes(bundle.plan_bytes())
     if bundle.public_key is not None:  # the playbook has each host trust it (host.py trust)
         shutil.copyfile(bundle.public_key, folder / "trusted.pub.pem")

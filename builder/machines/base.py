@@ -50,7 +50,9 @@ class Machine(Protocol):
         log: Callable[[str], None] | None = None,
     ) -> Exec: ...
 
-    def copy_in(self, src: Path, dest: str, *, writable: bool = False) -> None: ...
+    def copy_in(self, src: Path, dest: str, *, writable: bool = False, mkdirs: Sequence[str] = ()) -> None:
+        """Copy a host file or folder to dest (read-only to the guest's user unless writable),
+        and make `mkdirs` (paths under dest) empty folders that user may write."""
 
     def copy_out(self, src: str, dest: Path) -> None: ...
 

@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
@@ -48,23 +49,25 @@ def _engine(doing: str) -> Iterator[None]:
         ) from exc
 
 
-def _remove_soon(container: docker.models.containers.Container) -> None:
-    """Remove a finished guest without making its cell wait: deleting a build tree from the
-    overlay takes 0.3-2 s, which then overlaps with the next cell's work. The thread is not a
-    daemon, so the process still waits for every removal before it exits; a run killed before
-    that leaves labelled containers that the next run (or `builder clean`) removes."""
+def _stop_soon(container: docker.models.containers.Container) -> None:
+    """End a finished guest without making anyone wait for its removal: guests are made with
+    auto-remove, so a kill (a few hundredths of a second) ends it and the engine itself then
+    deletes it and its anonymous volumes (deleting a build tree from the overlay takes 0.3-2 s),
+    as for `docker run --rm`. The kill runs in a thread that is not a daemon, so the process
+    still sends it before it exits; a run killed before that leaves labelled containers that the
+    next run (or `builder clean`) removes."""
 
-    def remove() -> None:
+    def stop() -> None:
         try:
-            container.remove(force=True, v=True)  # v: its anonymous volumes (/builder, a build's /tmp) too
+            container.kill()
         except ENGINE_FAULTS:
-            # Safe to leave: gone already, being removed by `clean` (an interrupt), or the engine
-            # went away. The guest has finished (its limits no longer matter) and what is left
-            # carries our labels and pid, so the next run (or `builder clean`) removes it. There
-            # is no one to tell here: this thread outlives the cell.
+            # Safe to leave: stopped already (then the engine removes it), being removed by
+            # `clean` (an interrupt), or the engine went away. What is left carries our labels
+            # and pid, so the next run (or `builder clean`) removes it. There is no one to tell
+            # here: this thread outlives the cell.
             pass
 
-    threading.Thread(target=remove, name=f"remove {container.name}").start()
+    threading.Thread(target=stop, name=f"stop {container.name}").start()
 
 
 class DockerBackend:
@@ -73,6 +76,8 @@ class DockerBackend:
     def __init__(self, engine: docker.DockerClient | None = None) -> None:
         self._engine = engine
         self._lock = threading.Lock()
+        # Guests prestart() began, by machine()'s arguments: each is taken by one machine() call.
+        self._spares: dict[tuple[str, Images, Role, Limits, str], Future[docker.models.containers.Container]] = {}
 
     @property
     def engine(self) -> docker.DockerClient:
@@ -149,10 +154,8 @@ class DockerBackend:
 
     # -- machines -----------------------------------------------------------------------------
 
-    @contextmanager
-    def machine(
-        self, platform: Platform, images: Images, role: Role, limits: Limits, label: str
-    ) -> Iterator[DockerMachine]:
+    def _start(self, platform: Platform, images: Images, role: Role, limits: Limits, label: str
+               ) -> docker.models.containers.Container:
         image = images.build if role == "build" else images.runtime
         # The root file system is read-only; a guest writes only /tmp (its work folder) and the
         # folders under /builder it is given. /builder is an anonymous volume (removed with the
@@ -178,15 +181,55 @@ class DockerBackend:
                 memswap_limit=limits.memory,
                 pids_limit=limits.pids,
                 labels={LABEL: "cell", f"{LABEL}.cell": label, f"{LABEL}.pid": str(os.getpid())},
+                auto_remove=True,  # the engine removes it (and its volumes) once it stops: _stop_soon
                 detach=True,
             )
             container.start()
         except ENGINE_FAULTS as exc:
             raise EngineError(f"cannot start a {role} container of {platform.name}: {exc}") from exc
+        return container
+
+    def prestart(self, platform: Platform, images: Images, role: Role, limits: Limits, label: str) -> None:
+        """Start the guest that machine() will be asked for with these arguments, in the
+        background, so that its start overlaps other work (the test guest of a cell while the
+        cell builds, or while another cell is tested). It is as fresh as any guest: made for that
+        one machine() call, nothing runs in it before. One not asked for is stopped by release()."""
+        key = (platform.name, images, role, limits, label)
+        with self._lock:
+            if key in self._spares:
+                return
+            future: Future[docker.models.containers.Container] = Future()
+            self._spares[key] = future
+
+        def start() -> None:
+            try:
+                future.set_result(self._start(platform, images, role, limits, label))
+            except BaseException as exc:  # handed to the machine() call that takes it
+                future.set_exception(exc)
+
+        threading.Thread(target=start, name=f"prestart {label}", daemon=True).start()
+
+    def release(self) -> None:
+        """Stop the started guests no machine() call took (their cell failed or was skipped)."""
+        with self._lock:
+            spares, self._spares = list(self._spares.values()), {}
+        for future in spares:
+            try:
+                _stop_soon(future.result())
+            except BaseException:  # noqa: BLE001 - it never started: nothing to stop
+                pass
+
+    @contextmanager
+    def machine(
+        self, platform: Platform, images: Images, role: Role, limits: Limits, label: str
+    ) -> Iterator[DockerMachine]:
+        with self._lock:
+            spare = self._spares.pop((platform.name, images, role, limits, label), None)
+        container = spare.result() if spare is not None else self._start(platform, images, role, limits, label)
         try:
             yield DockerMachine(container, max_output=limits.output_bytes, memory=limits.memory)
         finally:
-            _remove_soon(container)
+            _stop_soon(container)
 
     def interactive(
         self, platform: Platform, images: Images, role: Role, mounts: Mapping[str, str], env: Mapping[str, str]
@@ -286,9 +329,9 @@ class DockerMachine:
                 f"could not stop a guest at its time limit ({timeout} s, limits.timeout): {kill_failed[0]}",
                 hint=f"remove it by hand: docker rm -f -v {self.container.name}",
             )
-        code = api.exec_inspect(exec_id).get("ExitCode")
-        if timed_out.is_set():
+        if timed_out.is_set():  # killed: the engine is removing it, there is nothing left to ask
             return Exec(-9, "".join(chunks) + f"\n(stopped after {timeout} s)", timed_out=True)
+        code = api.exec_inspect(exec_id).get("ExitCode")
         if code != 0:
             # A command cut short because its container was stopped (an engine shutting down
             # stops every container) is the engine's failure, not the package's.
@@ -316,8 +359,10 @@ class DockerMachine:
         counts = [int(line.split()[1]) for line in text.splitlines() if line.startswith("oom_kill ")]
         return max(counts, default=0)
 
-    def copy_in(self, src: Path, dest: str, *, writable: bool = False) -> None:
-        """Copy a host file or folder to dest, owned by root and read-only unless writable."""
+    def copy_in(self, src: Path, dest: str, *, writable: bool = False, mkdirs: Sequence[str] = ()) -> None:
+        """Copy a host file or folder to dest, owned by root and read-only unless writable; with
+        `mkdirs` (guest paths under dest), empty folders the guest user may write, in the same
+        copy (one call to the engine instead of one more per folder)."""
         buffer = io.BytesIO()
         owner = 65534 if writable else 0
         volume = PurePosixPath(GUEST_ROOT)  # the only place of a read-only guest the engine copies onto
@@ -342,6 +387,13 @@ class DockerMachine:
                     tar.add(str(child), arcname=child.name, filter=fix)
             else:
                 tar.add(str(src), arcname=str(target.relative_to(volume)), filter=fix)
+            for folder in mkdirs:
+                path = PurePosixPath(folder)
+                if target != path and target not in path.parents:
+                    raise ValueError(f"copy_in: {folder} is not under {dest}")
+                info = tarfile.TarInfo(str(path.relative_to(volume)))
+                info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, 65534, 65534
+                tar.addfile(info)
         with _engine(f"copying {src.name} in"):
             self.container.put_archive(str(volume), buffer.getvalue())
 

@@ -83,8 +83,12 @@ def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> li
     """
     removed: list[str] = []
     failed: list[str] = []
-    for container in listed(engine, label=LABEL):
-        owner = container.labels.get(f"{LABEL}.pid", "")
+    # The listing's own labels and names: no inspect per container (the engine may hold many,
+    # other runs' among them, and every run asks this before its first cell).
+    for container in engine.containers.list(all=True, sparse=True, filters={"label": LABEL}):
+        labels = container.attrs.get("Labels") or {}
+        name = (container.attrs.get("Names") or [container.id])[0].lstrip("/")
+        owner = labels.get(f"{LABEL}.pid", "")
         if not owner.isdigit():
             # Not one we started: every guest carries its run's pid. A step of an image build
             # FROM a builder image inherits that image's labels, and must not be killed here.
@@ -95,12 +99,12 @@ def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> li
             continue
         try:
             container.remove(force=True, v=True)  # v: with its anonymous volumes
-            removed.append(str(container.name))
+            removed.append(name)
         except docker.errors.NotFound:
             pass  # gone while we looked
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: its removal is already under way (a finished guest's)
-                failed.append(f"{container.name} ({exc.explanation or exc})")
+                failed.append(f"{name} ({exc.explanation or exc})")
     if failed:  # a guest left running keeps its limits' worth of the machine: say so, never pass
         raise EngineError(
             "cannot remove container " + ", ".join(failed),

@@ -63,8 +63,10 @@ class FakeMachine:
         spec = json.loads(self.path(argv[-1]).read_text())
         return self.guest(self.path("/builder/out"), argv, spec)
 
-    def copy_in(self, src: Path, dest: str, *, writable: bool = False) -> None:
+    def copy_in(self, src: Path, dest: str, *, writable: bool = False, mkdirs: Sequence[str] = ()) -> None:
         shutil.copytree(src, self.path(dest), dirs_exist_ok=True)
+        for folder in mkdirs:
+            self.mkdir(folder)
 
     def copy_out(self, src: str, dest: Path) -> None:
         if self.refuse_output:

@@ -9,14 +9,16 @@ from builder.machines import engine as backend
 
 
 class Container:
+    """A container as a sparse listing gives it: the list's own fields only."""
+
     def __init__(self, name: str, labels: dict[str, str], gone: bool = False) -> None:
         self.name, self.labels, self.removed, self.gone = name, labels, False, gone
-
-    def reload(self) -> None:
-        if self.gone:  # removed between the listing and the inspection
-            raise docker.errors.NotFound(f"No such container: {self.name}")
+        self.id = f"id-{name}"
+        self.attrs = {"Id": self.id, "Names": [f"/{name}"], "Labels": labels}
 
     def remove(self, force: bool = False, v: bool = False) -> None:
+        if self.gone:  # removed between the listing and our call
+            raise docker.errors.NotFound(f"No such container: {self.name}")
         self.removed = True
 
 

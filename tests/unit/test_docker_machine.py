@@ -140,3 +140,34 @@ def test_a_time_limit_that_cannot_be_enforced_is_an_error_not_a_pass() -> None:
     with pytest.raises(EngineError, match=r"could not stop a guest at its time limit \(0.2 s, limits.timeout\)"):
         DockerMachine(guest).run(["python", "loop.py"], timeout=0.2)  # type: ignore[arg-type]
     assert guest.calls == ["kill", "kill", "remove"]
+
+
+class Receiver:
+    """What copy_in uses of a docker SDK container: put_archive, keeping each tar it is sent."""
+
+    def __init__(self) -> None:
+        self.puts: list[tuple[str, bytes]] = []
+
+    def put_archive(self, path: str, data: bytes) -> None:
+        self.puts.append((path, data))
+
+
+def test_copy_in_makes_the_writable_folders_in_the_same_archive(tmp_path: Path) -> None:
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "spec.json").write_text("{}")
+    container = Receiver()
+    DockerMachine(container).copy_in(tmp_path / "inputs", "/builder", mkdirs=["/builder/out"])  # type: ignore[arg-type]
+    assert len(container.puts) == 1, "one call to the engine for the inputs and the output folder"
+    path, data = container.puts[0]
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert path == "/builder"
+    spec, out = members["spec.json"], members["out"]
+    assert (spec.uid, spec.mode) == (0, 0o444), "inputs stay root's and read-only"
+    assert out.isdir() and (out.uid, out.gid, out.mode) == (65534, 65534, 0o755), "out is the guest user's"
+
+
+def test_copy_in_refuses_a_folder_outside_its_destination(tmp_path: Path) -> None:
+    (tmp_path / "inputs").mkdir()
+    with pytest.raises(ValueError, match="not under"):
+        DockerMachine(Receiver()).copy_in(tmp_path / "inputs", "/builder/in", mkdirs=["/builder/out"])  # type: ignore[arg-type]

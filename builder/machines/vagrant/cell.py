@@ -122,9 +122,10 @@ class VagrantMachine:
             return Exec(-9, done.output + f"\n(stopped after {timeout} s)", timed_out=True)
         return done
 
-    def copy_in(self, src: Path, dest: str, *, writable: bool = False) -> None:
+    def copy_in(self, src: Path, dest: str, *, writable: bool = False, mkdirs: Sequence[str] = ()) -> None:
         """Copy a host file or folder in; the cell reads it, and writes it only if writable.
-        A spec.json in it has its guest paths mapped into the cell's folder."""
+        A spec.json in it has its guest paths mapped into the cell's folder. `mkdirs`: empty
+        folders under dest the cell's user may write, made after the copy."""
         stopping()
         target = translate(dest, self.root)
         spec = src / "spec.json" if src.is_dir() else None
@@ -142,6 +143,8 @@ class VagrantMachine:
             self._must(["chown", "-hR", f"{self.user}:", target], f"giving {target} to {self.user}")
         else:
             self.connection.run(["chmod", "-R", "a+rX,go-w", target], timeout=300)
+        for folder in mkdirs:
+            self.mkdir(folder)
 
     def mkdir(self, dest: str) -> None:
         """An empty folder the cell's user may write: the only writable place it gets besides its work folder."""
