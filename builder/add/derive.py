@@ -200,6 +200,10 @@ def build_entry(matrix: Matrix, derived: Derived, depends: Sequence[str]) -> Com
     if base.build_requires:
         doc["build_requires"] = _pins(base.build_requires)
     switches = sorted({s for p in per.values() for s in p.facts.switches})
+    envs = [per[n].facts.env for n in names]
+    if base.facts.env:
+        doc["env"] = entries.flow_map(dict(sorted(base.facts.env.items())))
+        doc.yaml_add_eol_comment("setup.py's own switch: a failed compile is an error, not a silent pure-Python build", "env")
     exts = [sorted(per[n].extensions) for n in names]
     doc["extensions"] = entries.flow_list(sorted(base.extensions))
     if switches:
@@ -234,6 +238,8 @@ def build_entry(matrix: Matrix, derived: Derived, depends: Sequence[str]) -> Com
         if p.release.text != main:
             one["version"] = p.release.text
             one["sha256"] = p.release.sdist.sha256
+        if envs[i] != envs[names.index(first)]:
+            one["env"] = entries.flow_map(dict(sorted(envs[i].items())))
         if pins[i] != pins[names.index(first)]:
             one["build_requires"] = _pins(p.build_requires)
         if exts[i] != exts[names.index(first)]:
@@ -325,6 +331,7 @@ def add(
                        hint=f"python -m builder add {name} --update derives it again (new version, new pins)")
     platforms = _pick_platforms(matrix, globs, echo)
     index_url = matrix.settings.index_url or default_index_url()
+    resolve.releases(index_url, name)  # an unknown or wheel-only project stops here, before any image is made
     fetcher = Fetcher(matrix.settings.cache, matrix.settings.index_url, warn=echo)
     targets = _targets(matrix, platforms, backends, echo)
     by_name = {t.platform.name: t for t in targets}
@@ -463,6 +470,9 @@ def _runtime(cell: plan.Cell, artifacts: Sequence[str], images: Images, one: Per
             modules.add(_module(member))
             sonames.update(needed(data))
     one.extensions = sorted(modules)
+    if not modules and one.facts.compiled_sources:
+        echo(f"[{cell.id}] warning: the sdist has {', '.join(one.facts.compiled_sources[:3])} but the build made no compiled "
+             "module: a silent pure-Python fallback? extensions: [] is written; check the build log")
     owners = provides.owners(images.build, sonames)
     runtime_has = provides.installed(images.runtime)
     packages = sorted({pkg for _, pkg in owners.values() if pkg and pkg not in runtime_has})

@@ -19,13 +19,10 @@ from pathlib import Path, PurePosixPath
 from ..errors import BuilderError
 
 MAX_MEMBER = 4 << 20  # the metadata files read are small; a 4 MiB setup.py is not metadata
-# Switches that turn a silent pure-Python fallback into an error, with what to set.
-SWITCHES = {
-    "REQUIRE_SPEEDUPS": 'env: {REQUIRE_SPEEDUPS: "1"} makes a failed speedup build an error',
-    "--with-libyaml": "setup_args: [--with-libyaml] makes a missing libyaml an error",
-    "PYYAML_FORCE_LIBYAML": 'env: {PYYAML_FORCE_LIBYAML: "1"} makes a missing libyaml an error',
-    "PYYAML_FORCE_CYTHON": 'env: {PYYAML_FORCE_CYTHON: "1"} makes a missing Cython an error',
-}
+# Switches that turn a silent pure-Python fallback into an error. The environment ones are set
+# for the probe and written into the entry; the others are said in a comment.
+ENV_SWITCHES = {"REQUIRE_SPEEDUPS": "1", "PYYAML_FORCE_LIBYAML": "1", "PYYAML_FORCE_CYTHON": "1"}
+SWITCHES = {"--with-libyaml": "setup_args: [--with-libyaml] makes a missing libyaml an error"}
 
 
 @dataclass
@@ -43,6 +40,7 @@ class Facts:
     pyx_without_c: list[str] = field(default_factory=list)
     compiled_sources: list[str] = field(default_factory=list)  # .c/.cpp/.pyx members
     switches: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # ENV_SWITCHES its setup.py reads
     uses_setuptools: bool = False  # setup.py imports setuptools itself (bdist_egg without the shim)
 
     def python_ok(self, version: tuple[int, int]) -> bool | None:
@@ -111,6 +109,7 @@ def read(path: Path) -> Facts:
     if setup_py is not None:
         _setup_py(setup_py, facts)
         facts.switches = [note for word, note in SWITCHES.items() if word in setup_py]
+        facts.env = {word: value for word, value in ENV_SWITCHES.items() if re.search(rf"[\'\"]{word}[\'\"]", setup_py)}
         facts.uses_setuptools = bool(re.search(r"^\s*(from\s+setuptools\b|import\s+setuptools\b)", setup_py, re.M))
     if not facts.install_requires:
         requires = next((f for f in files if re.fullmatch(r"[^/]+\.egg-info/requires\.txt|src/[^/]+\.egg-info/requires\.txt", f)), None)
