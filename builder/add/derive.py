@@ -129,9 +129,7 @@ def derive_one(
     matrix: Matrix, fetcher: Fetcher, index_url: str, name: str, wanted: str | None, targets: Sequence[Target], echo: Echo
 ) -> Derived:
     candidates = resolve.releases(index_url, name)
-    canonical = canonicalize_name(name)
-    shown = next((r.sdist.filename.rsplit("-", 1)[0] for r in candidates), name)
-    derived = Derived(shown if canonicalize_name(shown) == canonical else name)
+    derived = Derived(name)  # spelled as asked (the command line, or the requirement that needs it)
     for target in targets:
         release, why = resolve.pick(candidates, target.short, wanted, _declared(fetcher, name, target.short))
         path = fetcher.fetch(Pin(name, release.text, str(release.sdist.sha256)))

@@ -21,7 +21,9 @@ from ..errors import BuilderError
 MAX_MEMBER = 4 << 20  # the metadata files read are small; a 4 MiB setup.py is not metadata
 # Switches that turn a silent pure-Python fallback into an error. The environment ones are set
 # for the probe and written into the entry; the others are said in a comment.
-ENV_SWITCHES = {"REQUIRE_SPEEDUPS": "1", "PYYAML_FORCE_LIBYAML": "1", "PYYAML_FORCE_CYTHON": "1"}
+# Each with how setup.py names it: PyYAML 6 spells the libyaml one 'PYYAML_FORCE_{0}'.format(...).
+ENV_SWITCHES = {"REQUIRE_SPEEDUPS": ("1", r"REQUIRE_SPEEDUPS"), "PYYAML_FORCE_LIBYAML": ("1", r"PYYAML_FORCE_(LIBYAML|\{)"),
+                "PYYAML_FORCE_CYTHON": ("1", r"PYYAML_FORCE_(CYTHON|\{)")}
 SWITCHES = {"--with-libyaml": "setup_args: [--with-libyaml] makes a missing libyaml an error"}
 
 
@@ -109,7 +111,7 @@ def read(path: Path) -> Facts:
     if setup_py is not None:
         _setup_py(setup_py, facts)
         facts.switches = [note for word, note in SWITCHES.items() if word in setup_py]
-        facts.env = {word: value for word, value in ENV_SWITCHES.items() if re.search(rf"[\'\"]{word}[\'\"]", setup_py)}
+        facts.env = {word: value for word, (value, named) in ENV_SWITCHES.items() if re.search(rf"[\'\"]{named}", setup_py)}
         facts.uses_setuptools = bool(re.search(r"^\s*(from\s+setuptools\b|import\s+setuptools\b)", setup_py, re.M))
     if not facts.install_requires:
         requires = next((f for f in files if re.fullmatch(r"[^/]+\.egg-info/requires\.txt|src/[^/]+\.egg-info/requires\.txt", f)), None)
