@@ -47,6 +47,7 @@ class Target:
 
     platform: Platform
     python: str = ""  # 3.11.2
+    setuptools: str | None = None  # the build image's own, if its Python has one
     build_image: str = ""
     runtime_image: str = ""
 
@@ -99,8 +100,9 @@ def _targets(matrix: Matrix, platforms: Sequence[Platform], backends: Mapping[st
     found = []
     for platform in platforms:
         images = backends[platform.backend].prepare(matrix, platform, files, echo)
-        target = Target(platform, provides.python_version(images.build, platform.python), images.build, images.runtime)
-        echo(f"[{platform.name}] Python {target.python}")
+        target = Target(platform, provides.python_version(images.build, platform.python),
+                        provides.setuptools_version(images.build, platform.python), images.build, images.runtime)
+        echo(f"[{platform.name}] Python {target.python}" + (f", setuptools {target.setuptools}" if target.setuptools else ""))
         found.append(target)
     return found
 
@@ -138,17 +140,23 @@ def derive_one(
         echo(f"[{target.platform.name}] {derived.name} {release.text} ({why}); sdist {release.sdist.filename} "
              f"sha256 {release.sdist.sha256}")
         wanted_build: list[str] = list(facts.build_system or []) + facts.setup_requires
-        if facts.pyx_without_c and not any(canonicalize_name(Requirement(r).name) == "cython" for r in wanted_build
-                                           if _parses(r)):
-            wanted_build.append("Cython")
-            one.evidence.append(f"{', '.join(facts.pyx_without_c[:3])} ship(s) without generated C: Cython at build time")
+        if facts.pyx_without_c:
+            declared = any(canonicalize_name(Requirement(r).name) == "cython" for r in wanted_build if _parses(r))
+            if not declared:
+                wanted_build.append("Cython")
+            one.evidence.append(f"{', '.join(facts.pyx_without_c[:3])} ship(s) without generated C: Cython at build time"
+                                + (" (the sdist declares it too)" if declared else " (the sdist does not declare it)"))
         if facts.setup_requires_dynamic:
             derived.notes.append("setup.py computes setup_requires at run time: not read (the probe build decides)")
         seen: set[str] = set()
         for req in _requirement_names(wanted_build, target.short, target.python):
             key = canonicalize_name(req.name)
-            if key in GIVEN or key in seen:
+            newer = key == "setuptools" and target.setuptools is not None and \
+                not req.specifier.contains(target.setuptools, prereleases=True)
+            if (key in GIVEN and not newer) or key in seen:
                 continue
+            if newer:
+                one.evidence.append(f"the sdist needs {req}; the build image has setuptools {target.setuptools}: pinned")
             seen.add(key)
             wheel = resolve.build_wheel(index_url, str(req), target.short)
             one.build_requires.append(wheel)

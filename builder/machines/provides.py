@@ -157,3 +157,11 @@ def python_version(image: str, python: str) -> str:
     if code != 0 or not lines or not re.fullmatch(r"\d+\.\d+\.\d+", lines[-1]):
         raise ImageError(f"{python} --version in {image[:19]} failed (exit {code}): {output.strip()[-300:]}")
     return lines[-1]
+
+
+def setuptools_version(image: str, python: str) -> str | None:
+    """The version of the setuptools `python` imports in `image`, or None when it has none."""
+    snippet = "import setuptools; print(setuptools.__version__)"
+    code, output = engine.run_once(engine.client(), image, [python, "-c", snippet])
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return lines[-1] if code == 0 and lines else None
