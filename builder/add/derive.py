@@ -401,7 +401,7 @@ def add(
         one = next(d for d in order if d.name == cell.package.name).per[cell.platform.name]
         _runtime(cell, built.artifacts, run.images[cell.platform.name], one, echo)
     # The whole cell, as `all` runs it: build, test (and publish unless --dry-run).
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
         final_started = time.monotonic()
         new_text, candidate = _candidate(text, matrix.path, items(), replace)
         cells = cells_of(candidate)
@@ -413,8 +413,10 @@ def add(
         failed = [c for c in cells if run.failed(c)]
         if not failed:
             break
-        if attempt == 2 or not any(_skips(c, run, next(d for d in order if d.name == c.package.name), echo)
-                                   for c in failed if c.package.name in new_names):
+        # Every failed cell is read (no short cut): each may propose its own skips.
+        proposed = [_skips(c, run, next(d for d in order if d.name == c.package.name), echo)
+                    for c in failed if c.package.name in new_names]
+        if attempt == 3 or not any(proposed):
             cell = failed[0]
             last = run.last(cell)
             raise AddError(f"{cell.id} failed at {last.stage if last else '?'}: {last.reason if last else ''}",
@@ -490,6 +492,18 @@ def _runtime(cell: plan.Cell, artifacts: Sequence[str], images: Images, one: Per
         echo(f"[{cell.id}] no installed package owns {', '.join(unowned)}")
 
 
+def proposable(module: str, error: str) -> bool:
+    """Whether an import failure is the platform's or a helper module's, not a fault of the build:
+    a Windows-only or Python-2-only module, or a submodule that fails on its own terms (a build-time
+    helper reading a file it does not ship, one that needs distutils). Never a missing module or
+    library (a missing dependency or system package), nor the package's top level."""
+    if _NOT_OURS.search(error):
+        return True
+    if re.search(r"No module named|cannot open shared object file|undefined symbol|ImportError", error):
+        return False
+    return "." in module
+
+
 def _skips(cell: plan.Cell, run: pipeline.Run, derived: Derived, echo: Echo) -> bool:
     """Modules that failed to import for a reason that is the platform's: proposed for skip_imports."""
     import json
@@ -502,7 +516,7 @@ def _skips(cell: plan.Cell, run: pipeline.Run, derived: Derived, echo: Echo) -> 
         failures = report.get("import_failures") or {}
         for module, error in failures.items():
             line = " ".join(str(error).split())[-160:]
-            if not _NOT_OURS.search(str(error)):
+            if not proposable(module, str(error)):
                 return False
             if module not in one.skip:
                 one.skip[module] = line

@@ -126,3 +126,34 @@ def test_a_platform_system_must_be_the_platform_family() -> None:
         "    overrides:\n      debian12:\n        system: {redhat: {runtime: [libffi]}}\n")
     with pytest.raises(ConfigError, match="debian12 is a debian platform"):
         config.loads(text, REPO / "matrix.yaml")
+
+
+def _one(version: str, runtime: list[str]) -> derive.PerPlatform:
+    facts = sdist.Facts(f"pkg-{version}.tar.gz", has_setup_py=True, uses_setuptools=True)
+    return derive.PerPlatform(_release(version, None), "test", facts, build=["libffi-dev"], runtime=runtime,
+                              extensions=["_cffi_backend"])
+
+
+def test_runtime_packages_that_differ_per_release_go_to_each_platform_s_overrides() -> None:
+    matrix = config.load(REPO / "matrix.yaml")
+    derived = derive.Derived("cffi", per={"debian11-py27": _one("1.15.1", ["libffi7"]), "debian12": _one("1.17.1", ["libffi8"])})
+    item = derive.build_entry(matrix, derived, [])
+    text = entry.splice((REPO / "matrix.yaml").read_text(), item)
+    package = config.loads(text, REPO / "matrix.yaml").package("cffi")
+    assert "system" not in item
+    assert package.system_for("debian", "debian11-py27").runtime == ("libffi7",)
+    assert package.system_for("debian", "debian12").runtime == ("libffi8",)
+    assert package.spec_for("debian11-py27").source.version == "1.15.1"
+    assert package.platforms == ("debian11-py27", "debian12")
+    # The same lists on both: one family-level entry.
+    same = derive.Derived("cffi", per={"debian11-py27": _one("1.17.1", ["libffi8"]), "debian12": _one("1.17.1", ["libffi8"])})
+    assert dict(derive.build_entry(matrix, same, [])["system"]) == {"debian": {"build": ["libffi-dev"], "runtime": ["libffi8"]}}
+
+
+def test_only_the_platform_s_or_a_helper_s_import_failures_are_proposed_for_skip_imports() -> None:
+    assert derive.proposable("dateutil.tzwin", "ModuleNotFoundError: No module named 'winreg'")
+    assert derive.proposable("simplejson.ordered_dict", "SyntaxError: invalid syntax")
+    assert derive.proposable("pycparser._build_tables", "IOError: [Errno 2] No such file or directory: '_c_ast.cfg'")
+    assert not derive.proposable("pkg.sub", "ModuleNotFoundError: No module named 'six'")  # a missing dependency
+    assert not derive.proposable("pkg._speedups", "ImportError: libpq.so.5: cannot open shared object file")
+    assert not derive.proposable("pkg", "RuntimeError: boom")  # the package itself
