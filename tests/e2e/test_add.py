@@ -44,7 +44,10 @@ def test_add_psycopg2_from_nothing_to_published_equals_the_shipped_entry(tmp_pat
     # What an expert wrote: the Debian lists, the compiled module, and 2.8.6 for Python 2.7.
     assert got["system"]["debian"] == shipped["system"]["debian"] == {"build": ["libpq-dev"], "runtime": ["libpq5"]}
     assert got["extensions"] == shipped["extensions"] == ["psycopg2._psycopg"]
-    assert got["overrides"]["debian11-py27"] == shipped["overrides"]["debian11-py27"]
+    py27 = dict(got["overrides"]["debian11-py27"])
+    # Newer 2.9 releases need a newer setuptools than Debian 12's: pinned for 3.11 only, so 2.7 says none.
+    assert py27.pop("build_requires", []) == [] and py27 == shipped["overrides"]["debian11-py27"]
+    assert [p["name"] for p in got.get("build_requires", [])] in ([], ["setuptools"])
     assert got["version"].startswith("2.9.") and len(got["sha256"]) == 64  # the newest 2.9 (the shipped one is 2.9.10)
     assert "pg_config" in done.stdout and "libpq-dev" in done.stdout  # the evidence
     assert "bdist_egg works directly" in done.stdout
