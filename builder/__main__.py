@@ -112,6 +112,16 @@ def parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--rebuild", action="store_true", help="rebuild the selected cells and compare with what is published")
     verify.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="cells at once (default: cores)")
+    add = sub.add_parser(
+        "add", parents=[common], help="derive a package's entry, prove it as a cell, publish it and write it into the matrix",
+        description="Find NAME's release for each platform's Python on the index, its build requirements, the OS packages "
+        "it needs to build (from probe builds and the platform's package index) and to run (from its compiled modules), "
+        "build, test and publish it as a cell does, then add its entry to the matrix file and print the diff.",
+    )
+    add.add_argument("requirement", metavar="NAME[==VERSION]")
+    add.add_argument("--platform", action="append", metavar="GLOB", help="platforms to derive it for (default: every enabled one)")
+    add.add_argument("--dry-run", action="store_true", help="derive, build and test, show the entry; publish and write nothing")
+    add.add_argument("--update", action="store_true", help="derive a package already in the matrix again (new version, new pins)")
     return top
 
 
@@ -200,6 +210,24 @@ def _deploy(ctx: Context) -> int:
     from .deploy import cli as deploy_cli
 
     return deploy_cli.run(ctx.matrix, ctx.args, lambda line: ctx.console.print(line, markup=False, highlight=False, soft_wrap=True))
+
+
+def _add(ctx: Context) -> int:
+    from .add import derive
+    from .output.lock import run_lock
+
+    args = ctx.args
+    with run_lock(ctx.matrix.settings.work, ctx.say):
+        outcome = derive.add(Path(args.matrix), args.requirement, _split(args.platform), dry_run=args.dry_run,
+                             update=args.update, backends=ctx.backends, echo=ctx.say)
+    for line in derive.summary(outcome):
+        ctx.say(line)
+    sys.stdout.write(derive.entries.diff(outcome.old, outcome.text, args.matrix))
+    if args.dry_run:
+        ctx.say(f"--dry-run: {args.matrix} and the output folder are unchanged")
+    else:
+        ctx.say(f"published and written to {args.matrix}")
+    return 0
 
 
 def _verify(ctx: Context) -> int:
@@ -381,6 +409,7 @@ def _stages(ctx: Context) -> int:
 
 
 COMMANDS: dict[str, Callable[[Context], int]] = {
+    "add": _add,
     "deploy": _deploy,
     "rollback": _deploy,
     "releases": _deploy,

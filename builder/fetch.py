@@ -55,21 +55,25 @@ class IndexFile:
     filename: str
     url: str
     sha256: str | None
+    requires_python: str | None = None  # PEP 691 requires-python / PEP 503 data-requires-python
+    yanked: bool = False
 
 
 class _Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
-        self.links: list[tuple[str, str]] = []
+        self.links: list[tuple[str, str, dict[str, str | None]]] = []
         self._href: str | None = None
+        self._attrs: dict[str, str | None] = {}
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
-            self._href = dict(attrs).get("href")
+            self._attrs = dict(attrs)
+            self._href = self._attrs.get("href")
 
     def handle_data(self, data: str) -> None:
         if self._href is not None:
-            self.links.append((self._href, data.strip()))
+            self.links.append((self._href, data.strip(), self._attrs))
             self._href = None
 
 
@@ -100,17 +104,19 @@ def index_files(index_url: str, project: str, matrix_file: str = "matrix.yaml") 
     if "json" in content_type:
         data = json.loads(body)
         return [
-            IndexFile(f["filename"], urllib.parse.urljoin(page, f["url"]), f.get("hashes", {}).get("sha256"))
+            IndexFile(f["filename"], urllib.parse.urljoin(page, f["url"]), f.get("hashes", {}).get("sha256"),
+                      f.get("requires-python") or None, bool(f.get("yanked")))
             for f in data.get("files", [])
         ]
     parser = _Links()
     parser.feed(body.decode("utf-8", "replace"))
     files = []
-    for href, text in parser.links:
+    for href, text, attrs in parser.links:
         url, _, fragment = href.partition("#")
         algo, _, value = fragment.partition("=")
         name = text or urllib.parse.unquote(url.rsplit("/", 1)[-1])
-        files.append(IndexFile(name, urllib.parse.urljoin(page, url), value if algo == "sha256" else None))
+        files.append(IndexFile(name, urllib.parse.urljoin(page, url), value if algo == "sha256" else None,
+                               attrs.get("data-requires-python") or None, "data-yanked" in attrs))
     return files
 
 

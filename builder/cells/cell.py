@@ -13,6 +13,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from ..errors import BuilderError
+from ..machines import provides
 from ..machines.base import GUEST_ROOT, GUEST_WORK, Backend, Exec, Images, Role
 from ..matrix.model import Matrix, Pin, file_of
 from ..matrix.plan import Cell
@@ -434,17 +435,35 @@ def _any_failed(out: Path, items: Sequence[tuple[Path, str, Sequence[Path]]]) ->
     return any(not contract.read_result(out / fmt / contract.CHECK_RESULT).get("ok") for _, fmt, _ in items)
 
 
+LOOKUP = provides.soname_packages  # the unit tests give their own: no engine there
+
+
+def _providers(cell: Cell, sonames: set[str]) -> dict[str, str]:
+    """soname -> the platform's package that ships it, from its package index (Debian platforms;
+    the same look-up `add` uses). Nothing when it cannot be asked: the reason still names the key."""
+    if not sonames:
+        return {}
+    try:
+        return LOOKUP(cell.platform, sonames)
+    except BuilderError:
+        return {}
+
+
 def _reasons(cell: Cell, report: dict) -> list[str]:
     """One actionable line per problem; shared libraries are named with where to add them."""
     if report.get("ok"):
         return []
     family = cell.platform.family
     lines: list[str] = []
-    for so, libs in sorted((report.get("missing_libraries") or {}).items()):
+    missing = sorted((report.get("missing_libraries") or {}).items())
+    named = _providers(cell, {lib for _, libs in missing for lib in libs})
+    for so, libs in missing:
         for lib in libs:
+            package = f"the OS package providing it ({named[lib]} on {cell.platform.name})" if lib in named else \
+                "the OS package providing it"
             lines.append(
-                f"{so} needs {lib}, which the {cell.platform.name} runtime image lacks: add the OS package "
-                f"providing it to packages[{cell.package.name}].system.{family}.runtime in {file_of(cell.package.location)}"
+                f"{so} needs {lib}, which the {cell.platform.name} runtime image lacks: add {package} "
+                f"to packages[{cell.package.name}].system.{family}.runtime in {file_of(cell.package.location)}"
             )
     for so, versions in sorted((report.get("missing_versions") or {}).items()):
         lines.append(

@@ -174,3 +174,50 @@ def image_for(engine: docker.DockerClient, platform: Platform, context: Path, ta
         repository, _, tag = ref.rpartition(":")
         engine.images.get(found).tag(repository, tag)
     return found
+
+
+def image_from_text(engine: docker.DockerClient, dockerfile: str, tag: str, args: dict[str, str], what: str) -> str:
+    """The id of the image a one-file Dockerfile makes (a helper image: no context), built once per tag."""
+    import io
+
+    found = image_id(engine, tag)
+    if found:
+        return found
+    try:
+        image, _ = engine.images.build(
+            fileobj=io.BytesIO(dockerfile.encode()), tag=tag, buildargs=args, rm=True, forcerm=True, pull=False,
+            labels={LABEL: "helper"},
+        )
+    except docker.errors.BuildError as exc:
+        output = _ANSI.sub("", "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log))
+        raise ImageError(f"the {what} image {tag} failed to build: {_decisive(output, str(exc.msg))}",
+                         hint=f"the build's last lines:\n{_tail(output)}") from exc
+    except ENGINE_FAULTS as exc:
+        raise ImageError(f"the {what} image {tag} failed to build: {exc}") from exc
+    return str(image.id)
+
+
+def run_once(engine: docker.DockerClient, image: str, argv: Sequence[str], timeout: float = 300) -> tuple[int, str]:
+    """Run `argv` in a fresh container of `image` with no network, as nobody, read-only, and
+    return its exit code and output. The container carries our pid, like every guest, so a
+    killed run's is found by `clean`."""
+    try:
+        container = engine.containers.create(
+            image, command=list(argv), network_mode="none", user="65534:65534", read_only=True,
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777"},
+            labels={LABEL: "helper", f"{LABEL}.pid": str(os.getpid())}, detach=True,
+        )
+    except ENGINE_FAULTS as exc:
+        raise EngineError(f"cannot start a helper container of {image}: {exc}") from exc
+    try:
+        container.start()
+        status = container.wait(timeout=timeout)
+        output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        return int(status.get("StatusCode", 1)), output
+    except ENGINE_FAULTS as exc:
+        raise EngineError(f"a helper container of {image} failed: {exc}") from exc
+    finally:
+        try:
+            container.remove(force=True, v=True)
+        except ENGINE_FAULTS:
+            pass

@@ -327,6 +327,7 @@ def _package(at: y.At, platforms: Sequence[Platform]) -> tuple[Package, list[y.A
         system=_system(fields["system"]) if "system" in fields else {},
         platforms=only,
         location=at.location,
+        platform_system=_platform_system(fields["overrides"], platforms) if "overrides" in fields else {},
     )
     return package, y.items(fields["depends"]) if "depends" in fields else []
 
@@ -375,8 +376,28 @@ def _overrides(
                 f"{name} is not built on {platform} (see its platforms:)",
                 f"add {platform} to its platforms: or remove this override",
             )
-        overrides[platform] = _spec(y.mapping(value, _OVERRIDE_KEYS), name, spec)
+        given = {k: v for k, v in y.mapping(value, (*_OVERRIDE_KEYS, "system")).items() if k != "system"}
+        overrides[platform] = _spec(given, name, spec)
     return overrides
+
+
+def _platform_system(at: y.At, platforms: Sequence[Platform]) -> dict[str, SystemPackages]:
+    """overrides.<platform>.system: {FAMILY: {build, runtime}}, the platform's own family only."""
+    family = {p.name: p.family for p in platforms}
+    found: dict[str, SystemPackages] = {}
+    for key, value in y.pairs(at):
+        fields = y.mapping(value, (*_OVERRIDE_KEYS, "system"))
+        if "system" not in fields:
+            continue
+        name = y.text(key)
+        lists = y.mapping(fields["system"], FAMILIES)
+        for other, node in lists.items():
+            if other != family[name]:
+                node.fail(f"{name} is a {family[name]} platform: its system lists are under {family[name]}:",
+                          f"write system: {{{family[name]}: {{build: [...], runtime: [...]}}}}")
+        if family[name] in lists:
+            found[name] = _system_packages(lists[family[name]])
+    return found
 
 
 def _depends(

@@ -66,11 +66,16 @@ class Package:
     depends: tuple[str, ...] = ()  # other packages of the matrix needed at run time
     platforms: tuple[str, ...] | None = None  # None: every platform
     location: str = ""  # "matrix.yaml:12", for messages
+    # overrides.<platform>.system: one platform's lists in place of its family's (libffi7 on
+    # Debian 11, libffi8 on Debian 12), by platform name.
+    platform_system: Mapping[str, SystemPackages] = field(default_factory=dict)
 
     def spec_for(self, platform: str) -> BuildSpec:
         return self.overrides.get(platform, self.spec)
 
-    def system_for(self, family: Family) -> SystemPackages:
+    def system_for(self, family: Family, platform: str | None = None) -> SystemPackages:
+        if platform is not None and platform in self.platform_system:
+            return self.platform_system[platform]
         return self.system.get(family, SystemPackages())
 
 

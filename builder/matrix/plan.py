@@ -30,7 +30,7 @@ class Cell:
 
     @property
     def system(self) -> SystemPackages:
-        return self.package.system_for(self.platform.family)
+        return self.package.system_for(self.platform.family, self.platform.name)
 
 
 def all_cells(matrix: Matrix) -> list[Cell]:
@@ -162,11 +162,11 @@ def dependencies(cell: Cell, cells: Sequence[Cell]) -> list[Cell]:
 
 def runtime_packages(matrix: Matrix, platform: Platform) -> tuple[str, ...]:
     """The OS packages every server of the platform needs: the union over the matrix."""
-    return _union(p.system_for(platform.family).runtime for p in _on(matrix, platform))
+    return _union(p.system_for(platform.family, platform.name).runtime for p in _on(matrix, platform))
 
 
 def build_packages(matrix: Matrix, platform: Platform) -> tuple[str, ...]:
-    return _union(p.system_for(platform.family).build for p in _on(matrix, platform))
+    return _union(p.system_for(platform.family, platform.name).build for p in _on(matrix, platform))
 
 
 def _on(matrix: Matrix, platform: Platform) -> list[Package]:

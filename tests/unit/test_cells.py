@@ -192,8 +192,10 @@ def test_a_passing_check_passes_the_cell(tmp_path: Path, setup: tuple[Matrix, Ce
     assert backend.started == [("runtime", "debian12/pyyaml")]
 
 
-def test_a_missing_library_names_the_matrix_key_to_change(tmp_path: Path, setup: tuple[Matrix, Cell, dict[str, Path]]) -> None:
+def test_a_missing_library_names_the_matrix_key_to_change(tmp_path: Path, setup: tuple[Matrix, Cell, dict[str, Path]],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     matrix, cell, sources = setup
+    monkeypatch.setattr(cells, "LOOKUP", lambda platform, sonames: {})  # the index could not be asked
 
     def lacks_libyaml(out: Path, argv: Sequence[str], spec: Mapping[str, object]) -> Exec:
         result(out / "egg", "check-result.json", {
@@ -207,6 +209,30 @@ def test_a_missing_library_names_the_matrix_key_to_change(tmp_path: Path, setup:
     assert done.reason == (
         "yaml/_yaml.so needs libyaml-0.so.2, which the debian12 runtime image lacks: add the OS package providing it "
         "to packages[PyYAML].system.debian.runtime in matrix.yaml"
+    )
+
+
+def test_a_missing_library_names_the_os_package_the_platform_index_gives(
+    tmp_path: Path, setup: tuple[Matrix, Cell, dict[str, Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    matrix, cell, sources = setup
+    asked: list[tuple[str, set[str]]] = []
+
+    def lookup(platform: object, sonames: set[str]) -> dict[str, str]:
+        asked.append((getattr(platform, "name"), set(sonames)))  # noqa: B009
+        return {"libyaml-0.so.2": "libyaml-0-2"}
+
+    monkeypatch.setattr(cells, "LOOKUP", lookup)
+
+    def lacks_libyaml(out: Path, argv: Sequence[str], spec: Mapping[str, object]) -> Exec:
+        result(out / "egg", "check-result.json", {"ok": False, "missing_libraries": {"yaml/_yaml.so": ["libyaml-0.so.2"]}})
+        return Exec(1, "")
+
+    done = cells.test(FakeBackend(tmp_path, lacks_libyaml), matrix, cell, Images("b", "r"), egg(tmp_path), {}, sources)
+    assert asked == [("debian12", {"libyaml-0.so.2"})]
+    assert done.reason == (
+        "yaml/_yaml.so needs libyaml-0.so.2, which the debian12 runtime image lacks: add the OS package providing it "
+        "(libyaml-0-2 on debian12) to packages[PyYAML].system.debian.runtime in matrix.yaml"
     )
 
 

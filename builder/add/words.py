@@ -1,0 +1,62 @@
+"""What a failed build says it lacked, read from its log: headers, libraries, tools, pkg-config
+modules, a C++ compiler. Each becomes a file to look up in the platform's package index."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_HEADER = re.compile(r"fatal error: ([\w./+-]+\.(?:h|hh|hpp|hxx)): No such file or directory")
+_LIBRARY = re.compile(r"cannot find -l([\w.+-]+)")
+_PKG_CONFIG = re.compile(r"Package '?([\w.+-]+)'?,? (?:was not found in the pkg-config search path|required by .* not found)")
+_TOOL = re.compile(
+    r"(?:\b([\w.+-]+-config|pg_config|pkg-config|cmake|swig|nasm|yasm)(?: executable)?: (?:\d+: )?(?:command )?not found"
+    r"|Error: ([\w.+-]+-config|pg_config) executable not found"
+    r"|\b([\w.+-]+-config|pg_config)\b[^\n]{0,40}: No such file or directory)"
+)
+_CXX = re.compile(r"cannot execute '?cc1plus'?|\bg\+\+: (?:command )?not found|command 'g\+\+' failed|"
+                  r"x86_64-linux-gnu-g\+\+: No such file or directory|unable to execute '?(?:x86_64-linux-gnu-)?g\+\+'?")
+
+_ERE_SPECIAL = set(".^$*+?()[]{}|\\")
+
+
+def ere(text: str) -> str:
+    """`text` as a literal in a POSIX extended regular expression (apt-file's)."""
+    return "".join("\\" + c if c in _ERE_SPECIAL else c for c in text)
+
+
+@dataclass(frozen=True)
+class Missing:
+    kind: str  # header, library, tool, pkg-config, compiler
+    name: str  # libxml/xmlversion.h, pq, pg_config, libffi, g++
+    evidence: str  # the log's line
+
+    @property
+    def pattern(self) -> str:
+        """Which file of the package index provides it (an ERE on the path; apt-file matches
+        paths without their leading slash, so none is anchored at the start)."""
+        if self.kind == "header":
+            return f"/include/(.+/)?{ere(self.name)}$"
+        if self.kind == "library":
+            return f"/lib/(x86_64-linux-gnu/)?lib{ere(self.name)}\\.(so|a)$"
+        if self.kind == "tool":
+            return f"/s?bin/{ere(self.name)}$"
+        if self.kind == "pkg-config":
+            return f"/pkgconfig/{ere(self.name)}\\.pc$"
+        return f"/bin/{ere(self.name)}$"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+def missing(log: str) -> list[Missing]:
+    """Everything the log says was missing, in the order it says it, each once."""
+    found: dict[tuple[str, str], Missing] = {}
+    for line in log.splitlines():
+        line = line.strip()
+        for kind, pattern in (("header", _HEADER), ("library", _LIBRARY), ("pkg-config", _PKG_CONFIG), ("tool", _TOOL)):
+            for match in pattern.finditer(line):
+                name = next(g for g in match.groups() if g)
+                found.setdefault((kind, name), Missing(kind, name, line[:300]))
+        if _CXX.search(line):
+            found.setdefault(("compiler", "g++"), Missing("compiler", "g++", line[:300]))
+    return list(found.values())
