@@ -264,6 +264,7 @@ def _keygen(path: Path) -> int:
 
 def _rebuild(ctx: Context) -> int:
     """verify --rebuild: the selected published cells built again and compared byte for byte."""
+    from .cells import rebuild
     from .machines.images import require_dockerfiles
     from .output.lock import run_lock
 
@@ -275,7 +276,7 @@ def _rebuild(ctx: Context) -> int:
     with run_lock(matrix.settings.work, ctx.say):
         run = pipeline.Run(matrix, cells, jobs=args.jobs, verbose=args.verbose, echo=ctx.say, blocked=blocked,
                            backends=ctx.backends, save_state=False)
-        pipeline.execute(run, pipeline.STAGES["rebuild"])
+        pipeline.execute(run, rebuild.STAGES)
     differs, unchecked = report.rebuilt(run, cells, ctx.console)
     if differs:
         raise NotReproducible(f"{len(differs)} of {len(cells)} cell(s) did not rebuild to the published bytes: "

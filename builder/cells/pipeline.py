@@ -12,36 +12,22 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO
-
-from packaging.utils import canonicalize_name
+from typing import Any, TextIO
 
 from .. import __version__
 from ..errors import BuilderError, FetchError, ImageError
 from ..fetch import Fetcher
-from ..machines.base import GUEST_ROOT, Backend, Images
+from ..machines.base import Backend, Images
 from ..matrix import plan
 from ..matrix.model import Matrix, Pin
 from ..matrix.plan import Cell
-from ..output.reproduce import Comparison, compare
 from . import cell as cells
 from . import fingerprint as taken
 from . import state
-from .state import StageResult
+from .provenance import provenance_of
+from .state import Rebuilt, StageResult
 
 Echo = Callable[[str], None]
-
-
-@dataclass
-class Rebuilt:
-    """What `verify --rebuild` found for one cell: identical (every published artifact rebuilt to
-    the same bytes), differs (the comparisons say how), or unchecked (and why: not published,
-    published from other inputs, the rebuild failed)."""
-
-    status: Literal["identical", "differs", "unchecked"]
-    reason: str = ""
-    comparisons: list[Comparison] = field(default_factory=list)
-    folder: Path | None = None  # the rebuild's files and log
 
 
 @dataclass
@@ -415,7 +401,7 @@ def publish(run: Run) -> None:
                 finished_at=tested.finished_at,
                 runtime_packages=cell.system.runtime,  # what the runtime image was given for it
                 family=cell.platform.family,
-                provenance=_provenance(run, cell, tested),
+                provenance=provenance_of(run.matrix, cell, tested, _build_of(run, cell)),
             )
         )
     order = {c.id: n for n, c in enumerate(run.cells)}  # chosen in dependency order, published in the matrix's
@@ -451,123 +437,6 @@ def publish(run: Run) -> None:
                 run.record(cell, result)
 
 
-def rebuild_folder(matrix: Matrix) -> Path:
-    """Where `verify --rebuild` builds: beside the cells' state, never in the output folder."""
-    return matrix.settings.work / "rebuild"
-
-
-def rebuild(run: Run) -> None:
-    """`verify --rebuild`: build each published cell again from its pinned inputs, in fresh guests
-    as the build stage does, into rebuild_folder(), and compare what it makes with what is
-    published, byte for byte. Only a cell published with the inputs the matrix gives now can be
-    rebuilt to its bytes: one published with others (another image, an older builder) is said so,
-    not rebuilt."""
-    from ..fetch import sha256_file
-    from ..output import publish as publisher
-
-    output = run.matrix.settings.output
-    manifests: dict[str, publisher.Manifest | None] = {}
-    todo: list[Cell] = []
-    for cell in run.live():
-        name = cell.platform.name
-        if name not in manifests:
-            try:
-                manifests[name] = publisher.read_manifest(output, name)
-            except BuilderError as exc:
-                manifests[name] = None
-                run.echo(f"[{name}] {_one_line(exc)}")
-        manifest = manifests[name]
-        entry = manifest.cells.get(cell.id) if manifest else None
-        if manifest is None or entry is None or not entry.artifacts:
-            why = f"not published in {output / name}: nothing to compare with (python -m builder all --cell {cell.id} publishes it)"
-            run.rebuilt[cell.id] = Rebuilt("unchecked", why)
-            continue
-        if entry.input_key != run.keys.get(cell.id):
-            run.rebuilt[cell.id] = Rebuilt("unchecked", _other_inputs(run, cell, manifest.artifacts[entry.artifacts[0]]))
-            continue
-        changed = _unlike_manifest([output / name / a for a in entry.artifacts], manifest.artifacts, sha256_file)
-        if changed:
-            run.rebuilt[cell.id] = Rebuilt("unchecked", f"{changed}: `python -m builder verify` names what else changed")
-            continue
-        todo.append(cell)
-    echo = run.echo if run.verbose else None
-    folders = {c.id: rebuild_folder(run.matrix) / c.platform.name / canonicalize_name(c.package.name) for c in todo}
-
-    def work(cell: Cell) -> StageResult:
-        images = run.images[cell.platform.name]
-        return cells.build(run.backend(cell), run.matrix, cell, images, run.sources, echo, base=folders[cell.id])
-
-    _parallel(run, "build", todo, work)
-    for cell in todo:
-        built = run.results[cell.id]["build"]
-        folder = folders[cell.id]
-        if not built.ok:
-            run.rebuilt[cell.id] = Rebuilt("unchecked", f"the rebuild failed: {built.reason} (log: {built.log})", folder=folder)
-            continue
-        manifest = manifests[cell.platform.name]
-        assert manifest is not None
-        made = {Path(a).name: Path(a) for a in built.artifacts}
-        names = manifest.cells[cell.id].artifacts
-        found = [compare(output / cell.platform.name / name, made.get(name), folder) for name in names]
-        extra = sorted(set(made) - set(names))
-        differs = [c for c in found if not c.identical]
-        if differs or extra:
-            reason = "; ".join([c.summary() for c in differs] + [f"the rebuild also made {n}" for n in extra])
-            run.rebuilt[cell.id] = Rebuilt("differs", reason, found, folder)
-        else:
-            run.rebuilt[cell.id] = Rebuilt("identical", comparisons=found, folder=folder)
-
-
-def _other_inputs(run: Run, cell: Cell, published: Any) -> str:
-    """Why a cell's published input key is not the one the matrix gives now, as far as the
-    manifest says (its images, builder's version, the source)."""
-    images = run.images[cell.platform.name]
-    now = {"the build image": images.build, "the runtime image": images.runtime, "builder's version": __version__,
-           "the source": cell.spec.source.sha256}
-    then = {"the build image": published.build_image, "the runtime image": published.runtime_image,
-            "builder's version": published.builder_version, "the source": published.source_sha256}
-    changed = [f"{what} ({then[what] or '?'} published, {value} now)" for what, value in now.items() if then[what] != value]
-    what = ", ".join(changed) if changed else "its options, tools, dependencies or the in-guest build scripts"
-    return (f"published from other inputs than the matrix gives now: {what}; a rebuild cannot be expected to match "
-            f"(python -m builder all --cell {cell.id} publishes it from the current ones)")
-
-
-def _provenance(run: Run, cell: Cell, tested: StageResult) -> dict[str, Any]:
-    """The cell's provenance statement (output/provenance.py): its pinned inputs, images, the
-    commands its guests ran, and what the test found in the runtime image."""
-    from ..output import provenance
-
-    fetcher = Fetcher(run.matrix.settings.cache, run.matrix.settings.index_url)
-    spec = cell.spec
-
-    def pin(p: Pin) -> dict[str, Any]:
-        return {"name": p.name, "version": p.version, "sha256": p.sha256, "url": fetcher.origin(p)}
-
-    built = _build_of(run, cell)
-    checks = tested.details.get("checks") or {}
-    results = {
-        "status": tested.status,
-        "formats": {fmt: {"modules": len(report.get("modules") or []), "extensions": report.get("extensions") or {},
-                          "test": (report.get("test") or {}).get("returncode")}
-                    for fmt, report in sorted(checks.items()) if isinstance(report, dict)},
-    }
-    return provenance.statement(
-        cell=cell.id, platform=cell.platform.name, family=cell.platform.family, package=cell.package.name,
-        version=spec.source.version, source=pin(spec.source), build_requires=[pin(p) for p in spec.build_requires],
-        tools=[pin(p) for p in cell.platform.tools],
-        parameters={"formats": list(cell.package.formats), "setup_args": list(spec.setup_args),
-                    "config_settings": [list(kv) for kv in spec.config_settings], "env": dict(spec.env),
-                    "extensions": None if spec.extensions is None else list(spec.extensions),
-                    "skip_imports": list(spec.skip_imports), "test": spec.test,
-                    "system": {"build": list(cell.system.build), "runtime": list(cell.system.runtime)}},
-        input_key=tested.input_key, build_image=tested.images.get("build", ""),
-        runtime_image=tested.images.get("runtime", ""), builder_version=__version__, finished_at=tested.finished_at,
-        build_commands=built.details.get("commands") or {},
-        test_command=f"{cell.platform.python} {GUEST_ROOT}/guest/check.py {GUEST_ROOT}/spec.json",
-        os_packages=provenance.os_packages_from_checks(checks), results=results,
-    )
-
-
 def _one_line(exc: BuilderError) -> str:
     return exc.message.splitlines()[0] + (f" ({exc.hint.splitlines()[0]})" if exc.hint else "")
 
@@ -579,7 +448,6 @@ STAGES: dict[str, tuple[Callable[[Run], None], ...]] = {
     "test": (unavailable, fetch, images, test),
     "publish": (unavailable, fetch, images, publish),
     "all": (unavailable, fetch, images, up_to_date, build, test, publish),
-    "rebuild": (unavailable, fetch, images, rebuild),
 }
 
 

@@ -14,6 +14,7 @@ from packaging.utils import canonicalize_name
 from ..errors import BuilderError
 from ..matrix.model import Folders
 from ..matrix.plan import Cell
+from ..output.reproduce import Comparison
 
 Stage = Literal["fetch", "images", "build", "test", "publish"]
 Status = Literal["passed", "failed", "skipped", "pending"]
@@ -86,3 +87,15 @@ def load(folders: Folders, cell: Cell, stage: Stage) -> StageResult | None:
         return StageResult(**data)
     except TypeError:
         return None  # other fields: another version of builder wrote it (see above)
+
+
+@dataclass
+class Rebuilt:
+    """What `verify --rebuild` found for one cell: identical (every published artifact rebuilt to
+    the same bytes), differs (the comparisons say how), or unchecked (and why: not published,
+    published from other inputs, the rebuild failed)."""
+
+    status: Literal["identical", "differs", "unchecked"]
+    reason: str = ""
+    comparisons: list[Comparison] = field(default_factory=list)
+    folder: Path | None = None  # the rebuild's files and log
