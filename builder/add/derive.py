@@ -2,19 +2,14 @@
 and testing exactly as a cell does, then publish and write the entry into matrix.yaml."""
 from __future__ import annotations
 
-import io
 import re
 import time
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from ruamel.yaml.comments import CommentedMap
@@ -28,17 +23,14 @@ from ..machines.base import Backend, Images
 from ..matrix import load as config
 from ..matrix import plan
 from ..matrix.model import Matrix, Pin, Platform
+from . import elf, resolve, sdist, words
 from . import entry as entries
-from . import resolve, sdist, words
 from .resolve import AddError, Release
 
 Echo = Callable[[str], None]
 ROUNDS = 4  # probe builds per add before it gives up, with the evidence
 # Build tools every build guest already has (the image's or the virtualenv's).
 GIVEN = {"setuptools", "wheel", "pip", "distribute"}
-# Import errors that are the platform's, not the package's: proposed for skip_imports.
-_NOT_OURS = re.compile(r"No module named '?(_?winreg|msvcrt|_winapi|winerror|win32\w*|pywintypes|ctypes\.wintypes)'?"
-                       r"|only (?:available|supported) on Windows|invalid syntax|SyntaxError|Missing parentheses in call to 'print'")
 
 
 @dataclass
@@ -268,31 +260,6 @@ def build_entry(matrix: Matrix, derived: Derived, depends: Sequence[str]) -> Com
 # -- probing ----------------------------------------------------------------------------------
 
 
-def _so_members(artifact: Path) -> dict[str, bytes]:
-    with zipfile.ZipFile(artifact) as archive:
-        return {n: archive.read(n) for n in archive.namelist()
-                if re.search(r"\.so(\.\d+)*$", n) and not n.startswith(("EGG-INFO/", "__pycache__/")) and ".data/" not in n}
-
-
-def _module(member: str) -> str:
-    stem = member.split("/")
-    stem[-1] = re.sub(r"(\.cpython-[^.]+|\.abi3|\.cp\d+-[^.]+)?\.so(\.\d+)*$", "", stem[-1])
-    return ".".join(stem)
-
-
-def needed(data: bytes) -> list[str]:
-    """The DT_NEEDED sonames of an ELF file."""
-    try:
-        elf = ELFFile(io.BytesIO(data))
-    except ELFError:
-        return []
-    found: list[str] = []
-    for section in elf.iter_sections():
-        if isinstance(section, DynamicSection):
-            found += [str(getattr(tag, "needed")) for tag in section.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]  # noqa: B009
-    return found
-
-
 def _run(candidate: Matrix, cells: list[plan.Cell], backends: Mapping[str, Backend], stages: Sequence[Callable[[pipeline.Run], None]],
          echo: Echo, force: bool = True) -> pipeline.Run:
     run = pipeline.Run(candidate, cells, jobs=2, echo=echo, force=force, backends=backends)
@@ -474,9 +441,9 @@ def _runtime(cell: plan.Cell, artifacts: Sequence[str], images: Images, one: Per
     sonames: set[str] = set()
     modules: set[str] = set()
     for artifact in artifacts:
-        for member, data in _so_members(Path(artifact)).items():
-            modules.add(_module(member))
-            sonames.update(needed(data))
+        for member, data in elf.so_members(Path(artifact)).items():
+            modules.add(elf.module_of(member))
+            sonames.update(elf.needed(data))
     one.extensions = sorted(modules)
     if not modules and one.facts.compiled_sources:
         echo(f"[{cell.id}] warning: the sdist has {', '.join(one.facts.compiled_sources[:3])} but the build made no compiled "
@@ -492,18 +459,6 @@ def _runtime(cell: plan.Cell, artifacts: Sequence[str], images: Images, one: Per
         echo(f"[{cell.id}] no installed package owns {', '.join(unowned)}")
 
 
-def proposable(module: str, error: str) -> bool:
-    """Whether an import failure is the platform's or a helper module's, not a fault of the build:
-    a Windows-only or Python-2-only module, or a submodule that fails on its own terms (a build-time
-    helper reading a file it does not ship, one that needs distutils). Never a missing module or
-    library (a missing dependency or system package), nor the package's top level."""
-    if _NOT_OURS.search(error):
-        return True
-    if re.search(r"No module named|cannot open shared object file|undefined symbol|ImportError", error):
-        return False
-    return "." in module
-
-
 def _skips(cell: plan.Cell, run: pipeline.Run, derived: Derived, echo: Echo) -> bool:
     """Modules that failed to import for a reason that is the platform's: proposed for skip_imports."""
     import json
@@ -516,7 +471,7 @@ def _skips(cell: plan.Cell, run: pipeline.Run, derived: Derived, echo: Echo) -> 
         failures = report.get("import_failures") or {}
         for module, error in failures.items():
             line = " ".join(str(error).split())[-160:]
-            if not proposable(module, str(error)):
+            if not words.proposable(module, str(error)):
                 return False
             if module not in one.skip:
                 one.skip[module] = line
@@ -539,16 +494,8 @@ def summary(outcome: Outcome) -> list[str]:
             lines.append(f"  extensions: {', '.join(one.extensions) or 'none (a pure package)'}")
             for module, error in sorted(one.skip.items()):
                 lines.append(f"  skip_imports {module}: {error}")
-            lines.append("  egg: " + egg_support(one.facts))
+            lines.append("  egg: " + sdist.egg_support(one.facts))
         for note in d.notes:
             lines.append(f"  note: {note}")
     lines.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in outcome.timings.items()))
     return lines
-
-
-def egg_support(facts: sdist.Facts) -> str:
-    if not facts.has_setup_py:
-        return "no setup.py: the egg is made from the wheel by setuptools' wheel-to-egg conversion"
-    if facts.uses_setuptools:
-        return "bdist_egg works directly (its setup.py imports setuptools; builder's shim changes nothing)"
-    return "its setup.py uses plain distutils: bdist_egg needed the setuptools shim"

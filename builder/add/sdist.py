@@ -216,3 +216,11 @@ def _requires_txt(text: str) -> list[str]:
         elif section.startswith(":"):
             found.append(f"{line}; {section[1:]}")
     return found
+
+
+def egg_support(facts: Facts) -> str:
+    if not facts.has_setup_py:
+        return "no setup.py: the egg is made from the wheel by setuptools' wheel-to-egg conversion"
+    if facts.uses_setuptools:
+        return "bdist_egg works directly (its setup.py imports setuptools; builder's shim changes nothing)"
+    return "its setup.py uses plain distutils: bdist_egg needed the setuptools shim"

@@ -60,3 +60,20 @@ def missing(log: str) -> list[Missing]:
         if _CXX.search(line):
             found.setdefault(("compiler", "g++"), Missing("compiler", "g++", line[:300]))
     return list(found.values())
+
+
+# Import errors that are the platform's, not the package's: proposed for skip_imports.
+_NOT_OURS = re.compile(r"No module named '?(_?winreg|msvcrt|_winapi|winerror|win32\w*|pywintypes|ctypes\.wintypes)'?"
+                       r"|only (?:available|supported) on Windows|invalid syntax|SyntaxError|Missing parentheses in call to 'print'")
+
+
+def proposable(module: str, error: str) -> bool:
+    """Whether an import failure is the platform's or a helper module's, not a fault of the build:
+    a Windows-only or Python-2-only module, or a submodule that fails on its own terms (a build-time
+    helper reading a file it does not ship, one that needs distutils). Never a missing module or
+    library (a missing dependency or system package), nor the package's top level."""
+    if _NOT_OURS.search(error):
+        return True
+    if re.search(r"No module named|cannot open shared object file|undefined symbol|ImportError", error):
+        return False
+    return "." in module

@@ -63,7 +63,7 @@ def test_an_sdist_is_read_without_running_it(tmp_path: Path) -> None:
     assert facts.pyx_without_c == ["pkg/_speed.pyx"]
     assert facts.uses_setuptools and facts.env == {"REQUIRE_SPEEDUPS": "1"} and "--with-libyaml" in facts.switches[0]
     assert facts.python_ok((2, 7)) is True and facts.python_ok((2, 6)) is False
-    assert "directly" in derive.egg_support(facts)
+    assert "directly" in sdist.egg_support(facts)
 
 
 def test_a_computed_setup_requires_is_said_not_guessed(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_a_computed_setup_requires_is_said_not_guessed(tmp_path: Path) -> None:
                                          "PKG-INFO": "Classifier: Programming Language :: Python :: 3\n"}))
     assert facts.setup_requires_dynamic and facts.setup_requires == []
     assert facts.python_ok((2, 7)) is False  # its classifiers name Python 3 only
-    assert "shim" in derive.egg_support(facts)
+    assert "shim" in sdist.egg_support(facts)
 
 
 def _release(version: str, requires: str | None) -> resolve.Release:
@@ -151,9 +151,9 @@ def test_runtime_packages_that_differ_per_release_go_to_each_platform_s_override
 
 
 def test_only_the_platform_s_or_a_helper_s_import_failures_are_proposed_for_skip_imports() -> None:
-    assert derive.proposable("dateutil.tzwin", "ModuleNotFoundError: No module named 'winreg'")
-    assert derive.proposable("simplejson.ordered_dict", "SyntaxError: invalid syntax")
-    assert derive.proposable("pycparser._build_tables", "IOError: [Errno 2] No such file or directory: '_c_ast.cfg'")
-    assert not derive.proposable("pkg.sub", "ModuleNotFoundError: No module named 'six'")  # a missing dependency
-    assert not derive.proposable("pkg._speedups", "ImportError: libpq.so.5: cannot open shared object file")
-    assert not derive.proposable("pkg", "RuntimeError: boom")  # the package itself
+    assert words.proposable("dateutil.tzwin", "ModuleNotFoundError: No module named 'winreg'")
+    assert words.proposable("simplejson.ordered_dict", "SyntaxError: invalid syntax")
+    assert words.proposable("pycparser._build_tables", "IOError: [Errno 2] No such file or directory: '_c_ast.cfg'")
+    assert not words.proposable("pkg.sub", "ModuleNotFoundError: No module named 'six'")  # a missing dependency
+    assert not words.proposable("pkg._speedups", "ImportError: libpq.so.5: cannot open shared object file")
+    assert not words.proposable("pkg", "RuntimeError: boom")  # the package itself
