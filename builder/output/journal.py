@@ -161,7 +161,7 @@ def _read_journal(folder: Path) -> list[Rename]:
 
 def _remove_strays(folder: Path) -> int:
     removed = 0
-    for directory in [folder, *sorted((folder / "simple").glob("**/"), reverse=True)]:
+    for directory in [folder, folder / "os", *sorted((folder / "simple").glob("**/"), reverse=True)]:
         if not directory.is_dir():
             continue
         for path in directory.iterdir():

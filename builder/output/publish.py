@@ -21,6 +21,7 @@ from ..errors import BuilderError, LockError
 from ..fetch import sha256_file
 from . import journal as _journal
 from . import lock as _lock
+from . import ospackages as _os
 from . import system as _system
 from .index import (
     ArtifactEntry,
@@ -230,6 +231,7 @@ def _verify_folder(folder: Path) -> list[Problem]:
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.name.endswith(_ARTIFACT_SUFFIXES) and path not in listed:
             problems.append(Problem(path, "unlisted", "not in manifest.json"))
+    problems += [Problem(path, kind, detail) for path, kind, detail in _os.verify(folder)]  # type: ignore[arg-type]
     return problems
 
 
