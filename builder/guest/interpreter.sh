@@ -29,7 +29,9 @@ if [ -n "${OPENSSL_SOURCE:-}" ]; then
         || { tail -40 "$WORK/openssl-install.log"; exit 1; }
     # The system's certificates, so ssl verifies as the rest of the system does.
     rmdir "$STAGE$PREFIX/ssl/certs" && ln -s /etc/ssl/certs "$STAGE$PREFIX/ssl/certs"
-    rm -f "$STAGE$PREFIX"/lib/libssl.a "$STAGE$PREFIX"/lib/libcrypto.a
+    # The ssl module's libraries only: no openssl command (it would come before the system's on
+    # PATH) and no static libraries.
+    rm -f "$STAGE$PREFIX"/lib/libssl.a "$STAGE$PREFIX"/lib/libcrypto.a "$STAGE$PREFIX"/bin/openssl "$STAGE$PREFIX"/bin/c_rehash
     CPPFLAGS="-I$STAGE$PREFIX/include"
     LDFLAGS="-L$STAGE$PREFIX/lib -Wl,-rpath,$PREFIX/lib"
     # setup.py imports each module it built: _ssl must find the staged OpenSSL to pass.

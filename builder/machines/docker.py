@@ -193,7 +193,11 @@ class DockerBackend:
                 log(f"[{platform.name}] building the interpreter package {interpreter.package} "
                     f"(Python {interpreter.version}), offline")
                 done = guest.run(["sh", f"{GUEST_ROOT}/guest/{ospackage.GUEST_SCRIPT.name}"], env=env,
-                                 timeout=platform.limits.timeout, log=log)
+                                 timeout=max(platform.limits.timeout, ospackage.BUILD_TIMEOUT), log=log)
+                if done.timed_out:
+                    raise ImageError(f"the interpreter package of {platform.name} did not build within "
+                                     f"{max(platform.limits.timeout, ospackage.BUILD_TIMEOUT)} s",
+                                     hint="raise the platform's limits.timeout, or build on a less busy machine")
                 if done.returncode != 0:
                     last = [line for line in done.output.splitlines() if line.strip()][-1:] or ["no output"]
                     raise ImageError(

@@ -20,6 +20,9 @@ BUILD_TARGET = "interpreter"
 SUFFIXES = {"debian": ".deb", "redhat": ".rpm", "freebsd": ".pkg"}
 DEV_SUFFIX = {"debian": "-dev", "redhat": "-devel", "freebsd": ""}
 MAINTAINER = "builder <builder@localhost>"
+# OpenSSL and Python take 5-20 minutes on two busy cores: the build's time limit is this, or the
+# platform's limits.timeout when that is longer.
+BUILD_TIMEOUT = 7200
 # Bumped when what this module writes changes in a way the key cannot see.
 FORMAT = "1"
 
