@@ -105,7 +105,8 @@ debian)
     for tree in "$STAGE" "$DEV"; do
         if [ "$tree" = "$STAGE" ]; then control=$META/control; else control=$META/control-dev; fi
         mkdir -p "$tree/DEBIAN"
-        cp "$control" "$tree/DEBIAN/control"
+        # A new file of ours, not a copy of the read-only input: Depends and Installed-Size follow.
+        cat "$control" >"$tree/DEBIAN/control"
         if [ "$tree" = "$STAGE" ] && [ -n "$depends" ]; then echo "Depends: $depends" >>"$tree/DEBIAN/control"; fi
         echo "Installed-Size: $(du -sk --exclude=DEBIAN "$tree" | cut -f1)" >>"$tree/DEBIAN/control"
         dpkg-deb --root-owner-group -Zgzip --build "$tree" "$OUT/" >/dev/null
