@@ -83,7 +83,8 @@ class Run:
 
 def pins_of(cell: Cell) -> list[Pin]:
     spec = cell.spec
-    return [spec.source, *spec.build_requires, *cell.platform.tools, *cell.platform.context]
+    interpreter = cell.platform.interpreter.pins if cell.platform.interpreter else ()
+    return [spec.source, *spec.build_requires, *cell.platform.tools, *cell.platform.context, *interpreter]
 
 
 def preflight(matrix: Matrix, selected: Sequence[Cell], backends: Mapping[str, Backend]) -> dict[str, ImageError]:
@@ -414,6 +415,7 @@ def publish(run: Run) -> None:
         # Finish (or undo) a publish a killed run left, even when this run has nothing new.
         for line in publisher.recover(output):
             run.echo(line)
+        _publish_interpreters(run, output)
         for platform, records in passing.items():
             started = time.monotonic()
             try:
@@ -435,6 +437,19 @@ def publish(run: Run) -> None:
                     input_key=record.input_key, duration=time.monotonic() - started,
                 )
                 run.record(cell, result)
+
+
+def _publish_interpreters(run: Run, output: Path) -> None:
+    """The interpreter packages of the run's platforms go to output/<platform>/os/ once their
+    images were made from them; published again only when their bytes changed."""
+    from ..output import ospackages
+
+    for name, found in run.images.items():
+        if not found.packages:
+            continue
+        copied = ospackages.publish(output, name, found.packages, found.packages_about or {})
+        for path in copied:
+            run.echo(f"[{name}] published {path.relative_to(output)}")
 
 
 def _one_line(exc: BuilderError) -> str:

@@ -25,6 +25,10 @@ class Images:
 
     build: str
     runtime: str
+    # The platform's interpreter packages (matrix.yaml interpreter:), runtime package first, and
+    # what they were built from and how they were tested; the images were made from them.
+    packages: tuple[Path, ...] = ()
+    packages_about: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)

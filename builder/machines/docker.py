@@ -4,8 +4,11 @@ With builder.machines.engine, the only module that imports the docker SDK.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
+import shutil
 import tarfile
 import tempfile
 import threading
@@ -22,7 +25,7 @@ from docker.types import Mount
 
 from ..errors import BuilderError, EngineError, ImageError, OutputTooLarge
 from ..matrix.model import Limits, Matrix, Platform
-from . import engine
+from . import engine, ospackage
 from . import images as host_images
 from .base import GUEST_ROOT, Exec, Images, Role
 from .engine import ENGINE_FAULTS, LABEL, client
@@ -137,17 +140,139 @@ class DockerBackend:
     ) -> Images:
         host_images.dockerfile(platform)
         base_ref, base_id = self.base(matrix, platform, log)
-        digest = host_images.context_digest(matrix, platform, base_id)[:16]
+        built = self._interpreter(matrix, platform, base_ref, base_id, files, log) if platform.interpreter else None
+        packages = built.files if built else ()
+        digest = host_images.context_digest(matrix, platform, base_id, packages)[:16]
         tags = {role: f"builder/{platform.name}:{role}-{digest}" for role in ("runtime", "build")}
         ids = {role: engine.image_id(self.engine, tag) for role, tag in tags.items()}
         context: Path | None = None
         for role in ("runtime", "build"):  # runtime first: build is FROM runtime and reuses its layers
             if ids[role] is None:
                 log(f"building image {tags[role]}")
-                context = context or host_images.build_context(matrix, platform, files)
-                args = host_images.build_args(matrix, platform, base_ref)
+                context = context or host_images.build_context(matrix, platform, files, packages)
+                args = host_images.build_args(matrix, platform, base_ref, packages)
                 ids[role] = engine.build_image(self.engine, platform, context, role, tags[role], args)
-        return Images(build=str(ids["build"]), runtime=str(ids["runtime"]))
+        return Images(build=str(ids["build"]), runtime=str(ids["runtime"]), packages=packages,
+                      packages_about=built.about if built else None)
+
+    # -- the interpreter package --------------------------------------------------------------
+
+    def _interpreter(
+        self, matrix: Matrix, platform: Platform, base_ref: str, base_id: str, files: Mapping[str, Path],
+        log: Callable[[str], None],
+    ) -> ospackage.Built:
+        """The platform's interpreter packages: from the cache when a build with the same inputs
+        passed its test, else built in the interpreter image (no network) and tested in the bare
+        base image with the package installed, then kept in the cache."""
+        tools_digest = host_images.context_digest(matrix, platform, base_id, (), lists=False)[:16]
+        tag = f"builder/{platform.name}:{ospackage.BUILD_TARGET}-{tools_digest}"
+        image = engine.image_id(self.engine, tag)
+        if image is None:
+            log(f"building image {tag}")
+            context = host_images.build_context(matrix, platform, files)
+            image = engine.build_image(self.engine, platform, context, ospackage.BUILD_TARGET, tag, {"BASE": base_ref})
+        key = ospackage.input_key(platform, image)
+        found = ospackage.cached(matrix, key)
+        if found is not None:
+            log(f"[{platform.name}] interpreter packages up to date: {', '.join(f.name for f in found.files)}")
+            return found
+        folder = ospackage.cache_folder(matrix, key)
+        interpreter = platform.interpreter
+        assert interpreter is not None
+        label = f"{platform.name}/interpreter"
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="interpreter-", dir=matrix.settings.work) as scratch:
+            work = Path(scratch)
+            (work / "meta").mkdir()
+            for name, text in ospackage.metadata(platform).items():
+                (work / "meta" / name).write_text(text)
+            sources = {}
+            with self.machine(platform, Images(build=image, runtime=image), "build", platform.limits, label) as guest:
+                for pin in interpreter.pins:
+                    guest.copy_in(files[pin.sha256], f"{GUEST_ROOT}/sources/{files[pin.sha256].name}")
+                    sources[pin.sha256] = f"{GUEST_ROOT}/sources/{files[pin.sha256].name}"
+                guest.copy_in(ospackage.GUEST_SCRIPT, f"{GUEST_ROOT}/guest/{ospackage.GUEST_SCRIPT.name}")
+                guest.copy_in(work / "meta", f"{GUEST_ROOT}/meta")
+                guest.mkdir(f"{GUEST_ROOT}/out")
+                env = ospackage.guest_env(platform, sources, f"{GUEST_ROOT}/meta", f"{GUEST_ROOT}/out")
+                log(f"[{platform.name}] building the interpreter package {interpreter.package} "
+                    f"(Python {interpreter.version}), offline")
+                done = guest.run(["sh", f"{GUEST_ROOT}/guest/{ospackage.GUEST_SCRIPT.name}"], env=env,
+                                 timeout=max(platform.limits.timeout, ospackage.BUILD_TIMEOUT), log=log)
+                if done.timed_out:
+                    raise ImageError(f"the interpreter package of {platform.name} did not build within "
+                                     f"{max(platform.limits.timeout, ospackage.BUILD_TIMEOUT)} s",
+                                     hint="raise the platform's limits.timeout, or build on a less busy machine")
+                if done.returncode != 0:
+                    last = [line for line in done.output.splitlines() if line.strip()][-1:] or ["no output"]
+                    raise ImageError(
+                        f"the interpreter package of {platform.name} failed to build: {last[0].strip()}",
+                        hint=f"its log is the platform's image log; check interpreter: in {platform.location}",
+                    )
+                guest.copy_out(f"{GUEST_ROOT}/out", work / "out")
+            build_seconds = time.monotonic() - started
+            made = ospackage.order(sorted((work / "out").iterdir()), platform)
+            log(f"[{platform.name}] interpreter built in {build_seconds:.0f} s: {', '.join(f.name for f in made)}")
+            started = time.monotonic()
+            result = self._test_interpreter(matrix, platform, base_ref, made[0], work, log)
+            about = {"key": key, "files": [f.name for f in made], "tested": True, "build_seconds": round(build_seconds, 1),
+                     "test_seconds": round(time.monotonic() - started, 1), "build_image": image, "base_image": base_id,
+                     "sources": {p.name: {"version": p.version, "sha256": p.sha256} for p in interpreter.pins},
+                     "configure": list(interpreter.configure), "prefix": interpreter.prefix, "test": result}
+            staging = folder.with_name(folder.name + ".new")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            for path in made:
+                shutil.copyfile(path, staging / path.name)
+            (staging / "interpreter.json").write_text(json.dumps(about, indent=2, sort_keys=True) + "\n")
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(staging, folder)
+        built = ospackage.cached(matrix, key)
+        assert built is not None
+        return built
+
+    def _test_interpreter(
+        self, matrix: Matrix, platform: Platform, base_ref: str, package: Path, work: Path, log: Callable[[str], None]
+    ) -> dict[str, object]:
+        """Install the package into the bare base image, then prove it there offline as nobody."""
+        interpreter = platform.interpreter
+        assert interpreter is not None
+        context = work / "test-context"
+        context.mkdir()
+        shutil.copyfile(package, context / package.name)
+        (context / "Dockerfile").write_text(ospackage.test_dockerfile(platform, package.name))
+        tag = f"builder/{platform.name}:interpreter-test-{hashlib.sha256(package.read_bytes()).hexdigest()[:16]}"
+        log(f"[{platform.name}] testing {package.name} in the bare {base_ref} with only it installed")
+        image = engine.build_image(self.engine, platform, context, "", tag, {"BASE": base_ref})
+        check = work / "check"
+        check.mkdir()
+        certificate, key = ospackage.self_signed(check)
+        spec = {"prefix": interpreter.prefix, "modules": list(interpreter.modules), "version": interpreter.version,
+                "openssl": interpreter.openssl.version if interpreter.openssl else None, "family": platform.family,
+                "certificate": f"{GUEST_ROOT}/check/{certificate.name}", "key": f"{GUEST_ROOT}/check/{key.name}"}
+        (check / "spec.json").write_text(json.dumps(spec))
+        guest_dir = ospackage.GUEST_SCRIPT.parent
+        test_images = Images(build=image, runtime=image)
+        with self.machine(platform, test_images, "runtime", platform.limits, f"{platform.name}/interpreter-test") as guest:
+            for name in ("interpreter_check.py", "check.py", "_common.py"):
+                guest.copy_in(guest_dir / name, f"{GUEST_ROOT}/guest/{name}")
+            guest.copy_in(check, f"{GUEST_ROOT}/check")
+            guest.mkdir(f"{GUEST_ROOT}/out")
+            done = guest.run([platform.python, f"{GUEST_ROOT}/guest/interpreter_check.py", f"{GUEST_ROOT}/check/spec.json",
+                              f"{GUEST_ROOT}/out/result.json"], timeout=600, log=log)
+            guest.copy_out(f"{GUEST_ROOT}/out", work / "test-out")
+        try:
+            result: dict[str, object] = json.loads((work / "test-out" / "result.json").read_text())
+        except (OSError, ValueError):
+            result = {"reasons": [f"the test wrote no result (exit {done.returncode}): {done.output.strip()[-300:]}"]}
+        reasons = result.get("reasons") or ([] if done.returncode == 0 else [f"exit {done.returncode}"])
+        if reasons:
+            raise ImageError(
+                f"the interpreter package {package.name} of {platform.name} failed its test: {reasons[0]}",  # type: ignore[index]
+                hint="every reason is in the platform's image log; check interpreter: (configure, modules) in "
+                f"{platform.location}",
+            )
+        return result
 
     def leftovers(self) -> list[str]:
         return engine.remove_containers(self.engine)

@@ -5,7 +5,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .. import runner
@@ -53,10 +53,11 @@ def debootstrap_tarball(suite: str, mirror: str | None, work: Path) -> Path:
     return tarball
 
 
-def build_context(matrix: Matrix, platform: Platform, files: Mapping[str, Path]) -> Path:
+def build_context(matrix: Matrix, platform: Platform, files: Mapping[str, Path], packages: Sequence[Path] = ()) -> Path:
     """images/<platform>/ plus the platform's verified context files, laid out for `docker build`.
 
-    The Dockerfile COPYs a context file by its name (e.g. Python-2.7.18.tgz).
+    The Dockerfile COPYs a context file by its name (e.g. Python-2.7.18.tgz), and the
+    interpreter packages by the names build_args gives (INTERPRETER, INTERPRETER_DEV).
     """
     dockerfile(platform)
     target = matrix.settings.work / "contexts" / platform.name
@@ -65,6 +66,8 @@ def build_context(matrix: Matrix, platform: Platform, files: Mapping[str, Path])
     for pin in platform.context:
         source = files[pin.sha256]
         shutil.copyfile(source, target / source.name)
+    for package in packages:
+        shutil.copyfile(package, target / package.name)
     return target
 
 
@@ -75,23 +78,34 @@ def hash_folder(digest: hashlib._Hash, folder: Path) -> None:
         digest.update(path.read_bytes() + b"\0")
 
 
-def context_digest(matrix: Matrix, platform: Platform, base_id: str) -> str:
-    """Everything an image build reads: the context folder, the base and the package lists."""
+def context_digest(
+    matrix: Matrix, platform: Platform, base_id: str, packages: Sequence[Path] = (), lists: bool = True
+) -> str:
+    """Everything an image build reads: the context folder, the base, the interpreter packages
+    (by their bytes) and the package lists (without `lists`: the interpreter image's inputs)."""
     digest = hashlib.sha256()
     for pin in platform.context:
         digest.update(pin.sha256.encode() + b"\0")
     hash_folder(digest, platform.image_dir)
-    for part in (base_id, " ".join(runtime_packages(matrix, platform)), " ".join(build_packages(matrix, platform))):
+    parts = [base_id]
+    if lists:
+        parts += [" ".join(runtime_packages(matrix, platform)), " ".join(build_packages(matrix, platform))]
+    parts += [hashlib.sha256(p.read_bytes()).hexdigest() for p in packages]
+    for part in parts:
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()
 
 
-def build_args(matrix: Matrix, platform: Platform, base_ref: str) -> dict[str, str]:
-    return {
+def build_args(matrix: Matrix, platform: Platform, base_ref: str, packages: Sequence[Path] = ()) -> dict[str, str]:
+    args = {
         "BASE": base_ref,
         "RUNTIME_PACKAGES": " ".join(runtime_packages(matrix, platform)),
         "BUILD_PACKAGES": " ".join(build_packages(matrix, platform)),
     }
+    if packages:
+        args["INTERPRETER"] = packages[0].name
+        args["INTERPRETER_DEV"] = packages[1].name if len(packages) > 1 else packages[0].name
+    return args
 
 
 def require_dockerfiles(platforms: Iterable[Platform]) -> None:

@@ -27,6 +27,7 @@ from .model import (
     BuildSpec,
     Family,
     Format,
+    Interpreter,
     Limits,
     Matrix,
     Package,
@@ -53,7 +54,16 @@ _MEMORY = re.compile(r"[0-9]+[kmg]?")
 # deploy: targets are read by builder.deploy.targets, with the helpers below.
 _TOP_KEYS = ("settings", "platforms", "packages", "deploy")
 _SETTINGS_KEYS = ("index_url", "debian_mirror", "registry_mirror", "output", "cache", "work", "signing_key")
-_PLATFORM_KEYS = ("name", "backend", "family", "python", "base", "image", "machines", "enabled", "tools", "context", "limits")
+_PLATFORM_KEYS = (
+    "name", "backend", "family", "python", "base", "image", "machines", "enabled", "tools", "context", "limits", "interpreter",
+)
+_INTERPRETER_KEYS = ("package", "release", "prefix", "sources", "configure", "modules")
+_INTERPRETER_SOURCES = ("Python", "OpenSSL")
+# What the package's test imports when `modules:` is not given.
+_INTERPRETER_MODULES = ("zlib", "bz2", "sqlite3", "ctypes", "readline", "ssl", "hashlib")
+# Debian's rule for package names, which rpm and pkg accept too; a release has no "-".
+_OS_PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+~]*")
 _PIN_KEYS = ("name", "version", "sha256", "url", "path")
 _OVERRIDE_KEYS = (
     "version", "sha256", "url", "path", "build_requires", "setup_args", "config_settings", "env", "extensions", "skip_imports", "test",
@@ -148,6 +158,7 @@ def _platform(at: y.At) -> Platform:
     python = y.text(fields["python"])
     if not PurePosixPath(python).is_absolute():
         fields["python"].fail(f"{python!r} is not an absolute path", "e.g. /usr/bin/python2.7")
+    interpreter = _interpreter(fields["interpreter"], backend, fields["python"]) if "interpreter" in fields else None
     return Platform(
         name=name,
         backend=backend,
@@ -161,7 +172,51 @@ def _platform(at: y.At) -> Platform:
         limits=_limits(fields["limits"]) if "limits" in fields else Limits(),
         machines=_machines(at, fields, backend),
         location=at.location,
+        interpreter=interpreter,
     )
+
+
+def _interpreter(at: y.At, backend: BackendName, python_at: y.At) -> Interpreter:
+    """`interpreter:`: the platform's Python, built by builder from pinned sources into an OS package."""
+    if backend != "docker":
+        at.fail(f"interpreter is built on docker platforms only, not {backend}",
+                "provision the machines' Python in the Vagrantfile, or make the platform a docker one")
+    fields = y.mapping(at, _INTERPRETER_KEYS, required=("package", "sources"))
+    package = y.matching(fields["package"], _OS_PACKAGE_NAME, "an OS package name", "e.g. python27-local: lower case, digits, + . -")
+    release = y.matching(fields["release"], _RELEASE, "a package release", "e.g. 1 (no '-')") if "release" in fields else "1"
+    prefix = y.text(fields["prefix"]) if "prefix" in fields else "/usr/local"
+    where = fields.get("prefix", at)
+    if not PurePosixPath(prefix).is_absolute() or os.path.normpath(prefix) != prefix:
+        where.fail(f"{prefix!r} is not a normal absolute path", "e.g. /usr/local or /opt/python27")
+    if prefix in ("/", "/usr"):
+        where.fail(f"{prefix} holds the system's own files and Python", "install beside them: /usr/local or /opt/NAME")
+    pins = _pins(fields["sources"])
+    names = {p.name: p for p in pins}
+    for pin, item in zip(pins, y.items(fields["sources"]), strict=True):
+        if pin.name not in _INTERPRETER_SOURCES:
+            item.fail(f"unknown source {pin.name!r}", f"the sources are {' and '.join(_INTERPRETER_SOURCES)}")
+        if pin.url is None and pin.path is None:
+            item.fail(f"{pin.name} {pin.version} needs url: or path: (it is not on the package index)",
+                      "e.g. the orig tarball in Debian's archive, under debian/pool/main/")
+    if "Python" not in names:
+        fields["sources"].fail("no Python source", "add {name: Python, version: 2.7.18, url: ..., sha256: ...}")
+    python = names["Python"]
+    short = ".".join(python.version.split(".")[:2])
+    expected = f"{prefix}/bin/python{short}"
+    if y.text(python_at) != expected:
+        python_at.fail(f"the interpreter built into {prefix} is {expected}, not {y.text(python_at)}", f"set python: {expected}")
+    configure = y.listed(fields["configure"], _configure_flag) if "configure" in fields else ()
+    modules = _modules(fields["modules"]) if "modules" in fields else _INTERPRETER_MODULES
+    return Interpreter(package, release, prefix, python, names.get("OpenSSL"), configure, modules, at.location)
+
+
+def _configure_flag(at: y.At) -> str:
+    flag = y.matching(at, y.WORD, "a configure flag")
+    if not flag.startswith("--"):
+        at.fail(f"{flag!r} is not a configure flag", "e.g. --enable-unicode=ucs4")
+    if flag.split("=")[0] in ("--prefix", "--exec-prefix"):
+        at.fail(f"{flag} is set by builder from prefix:", "set interpreter.prefix instead")
+    return flag
 
 
 def _base(at: y.At, fields: Mapping[str, y.At], backend: BackendName) -> Base | None:

@@ -117,6 +117,29 @@ def size_bytes(text: str) -> int:
 
 
 @dataclass(frozen=True)
+class Interpreter:
+    """A platform's Python built by builder from pinned sources into an OS package of its family
+    (`interpreter:` in matrix.yaml): the runtime image installs that package, and so do the servers."""
+
+    package: str  # the OS package's name, e.g. python27-local
+    release: str  # the package's release: bump it to rebuild the same sources
+    prefix: str  # where it installs, e.g. /usr/local
+    python: Pin  # the interpreter's source tarball
+    openssl: Pin | None = None  # a private OpenSSL built into the same prefix (Python 2.7 on OpenSSL 3 systems)
+    configure: tuple[str, ...] = ()  # Python's configure flags, after --prefix
+    modules: tuple[str, ...] = ()  # standard-library modules the package's test imports
+    location: str = ""
+
+    @property
+    def pins(self) -> tuple[Pin, ...]:
+        return (self.python,) if self.openssl is None else (self.python, self.openssl)
+
+    @property
+    def version(self) -> str:
+        return self.python.version
+
+
+@dataclass(frozen=True)
 class Platform:
     name: str
     backend: BackendName
@@ -132,6 +155,7 @@ class Platform:
     limits: Limits = Limits()
     machines: tuple[str, str] | None = None  # vagrant: (build machine, runtime machine)
     location: str = ""
+    interpreter: Interpreter | None = None  # built by builder into an OS package (docker platforms)
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,7 @@ def _read_journal(folder: Path) -> list[Rename]:
 def _remove_strays(folder: Path) -> int:
     removed = 0
     nested = [*(folder / "simple").glob("**/"), *(folder / "provenance").glob("**/")]
-    for directory in [folder, *sorted(nested, reverse=True)]:
+    for directory in [folder, folder / "os", *sorted(nested, reverse=True)]:
         if not directory.is_dir():
             continue
         for path in directory.iterdir():

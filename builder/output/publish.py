@@ -22,6 +22,7 @@ from ..fetch import sha256_file
 from . import fingerprint as _fingerprint
 from . import journal as _journal
 from . import lock as _lock
+from . import ospackages as _os
 from . import provenance as _provenance
 from . import sbom as _sbom
 from . import signing as _signing
@@ -282,6 +283,7 @@ def _verify_folder(folder: Path) -> list[Problem]:
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.name.endswith(_ARTIFACT_SUFFIXES) and path not in listed:
             problems.append(Problem(path, "unlisted", "not in manifest.json"))
+    problems += [Problem(path, kind, detail) for path, kind, detail in _os.verify(folder)]  # type: ignore[arg-type]
     return problems
 
 
