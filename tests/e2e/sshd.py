@@ -24,6 +24,16 @@ RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq 
 """
 
 
+def isolated_network(name: str) -> str:
+    """A bridge with no masquerading and no traffic between its containers: ports published on
+    127.0.0.1 reach the test servers, and the servers reach nothing. Labelled as the suite's own;
+    the test that makes it removes it by name."""
+    subprocess.run(["docker", "network", "create", "--label", LABEL,
+                    "-o", "com.docker.network.bridge.enable_ip_masquerade=false",
+                    "-o", "com.docker.network.bridge.enable_icc=false", name], capture_output=True, check=True)
+    return name
+
+
 def sshd_image(base: str) -> str:
     """`base` plus sshd and a `deploy` user; made once per base image and reused."""
     base_id = subprocess.run(

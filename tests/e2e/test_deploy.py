@@ -25,7 +25,7 @@ import pytest
 from builder.machines.ssh import Destination
 
 from .conftest import REPO, builder, project
-from .sshd import _wait_for_sshd, keypair, sshd_image
+from .sshd import _wait_for_sshd, isolated_network, keypair, sshd_image
 
 LABEL = "io.builder-deploy.test"
 APP = REPO / "examples" / "deploy" / "app"
@@ -138,11 +138,7 @@ def pool(shipped: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) ->
     matrix = project(tmp / "project", text.replace("\n  output: eggs", f"\n  output: {published / 'eggs'}", 1))
     key = keypair(tmp)
     network = f"builder-deploy-test-{os.getpid()}"
-    # A bridge with no masquerading and no traffic between containers: the published ports
-    # reach the servers, and the servers reach nothing.
-    subprocess.run(["docker", "network", "create", "--label", LABEL,
-                    "-o", "com.docker.network.bridge.enable_ip_masquerade=false",
-                    "-o", "com.docker.network.bridge.enable_icc=false", network], capture_output=True, check=True)
+    isolated_network(network)
     servers: list[Server] = []
     try:
         py27 = sshd_image(_runtime_image(published, "debian11-py27"))

@@ -21,7 +21,7 @@ import pytest
 from builder.machines.ssh import Destination
 
 from .conftest import REPO, builder, project
-from .sshd import _wait_for_sshd, keypair, sshd_image
+from .sshd import _wait_for_sshd, isolated_network, keypair, sshd_image
 from .test_deploy import APP, LABEL, REQUIREMENTS, _runtime_image
 
 
@@ -106,9 +106,7 @@ def pool(shipped: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) ->
     key = keypair(tmp)
     network = f"builder-deploy-faults-{os.getpid()}"
     volume = f"builder-deploy-faults-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["docker", "network", "create", "--label", LABEL,
-                    "-o", "com.docker.network.bridge.enable_ip_masquerade=false",
-                    "-o", "com.docker.network.bridge.enable_icc=false", network], capture_output=True, check=True)
+    isolated_network(network)
     subprocess.run(["docker", "volume", "create", "--label", LABEL, volume], capture_output=True, check=True)
     servers: list[Server] = []
     try:

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from .conftest import REPO, builder, project
-from .sshd import keypair, sshd_image
-from .test_deploy import APP, LABEL, _runtime_image
+from .sshd import isolated_network, keypair, sshd_image
+from .test_deploy import APP, _runtime_image
 from .test_deploy_faults import Server, _lines, _start, _target
 
 # libpq5 again, from its own installed files, at a higher version: a real package dpkg installs.
@@ -68,9 +68,7 @@ def pool(shipped: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) ->
     matrix = project(tmp / "project", text.replace("\n  output: eggs", f"\n  output: {published / 'eggs'}", 1))
     key = keypair(tmp)
     network = f"builder-doctor-test-{os.getpid()}"
-    subprocess.run(["docker", "network", "create", "--label", LABEL,
-                    "-o", "com.docker.network.bridge.enable_ip_masquerade=false",
-                    "-o", "com.docker.network.bridge.enable_icc=false", network], capture_output=True, check=True)
+    isolated_network(network)
     servers: list[Server] = []
     try:
         py27 = sshd_image(_runtime_image(published, "debian11-py27"))

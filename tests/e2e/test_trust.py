@@ -24,8 +24,8 @@ from builder.matrix.model import Settings
 from builder.output import signing
 
 from .conftest import REPO, builder, docker_run, project
-from .sshd import keypair, sshd_image
-from .test_deploy import APP, LABEL, REQUIREMENTS, _runtime_image
+from .sshd import isolated_network, keypair, sshd_image
+from .test_deploy import APP, REQUIREMENTS, _runtime_image
 from .test_deploy_faults import Server, _start
 
 HOST_PY = REPO / "builder" / "server" / "host.py"
@@ -77,9 +77,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     assert built.returncode == 0, built.stdout + built.stderr
     ssh_key = keypair(tmp)
     network = f"builder-trust-{os.getpid()}"
-    subprocess.run(["docker", "network", "create", "--label", LABEL,
-                    "-o", "com.docker.network.bridge.enable_ip_masquerade=false",
-                    "-o", "com.docker.network.bridge.enable_icc=false", network], capture_output=True, check=True)
+    isolated_network(network)
     servers: list[Server] = []
     try:
         servers = [_start(sshd_image(_runtime_image(matrix.parent, "debian11-py27")), ssh_key, network, None),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -233,14 +232,6 @@ def test_puppet_is_a_class_with_one_package_resource() -> None:
     ]
     redhat = system.render(sample("redhat", "centos6"), "puppet", SOURCE)
     assert "install_options" not in redhat and "class builder_system_packages_centos6 {" in redhat
-
-
-@pytest.mark.skipif(shutil.which("puppet") is None, reason="puppet is not installed here (tests/e2e validates it in a container)")
-def test_puppet_parser_accepts_it(tmp_path: Path) -> None:
-    path = tmp_path / "packages.pp"
-    path.write_text(system.render(sample(), "puppet", SOURCE))
-    done = subprocess.run(["puppet", "parser", "validate", str(path)], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_nothing_to_install_is_still_valid_in_every_format() -> None:
