@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -28,7 +28,8 @@ class Images:
     # The platform's interpreter packages (matrix.yaml interpreter:), runtime package first, and
     # what they were built from and how they were tested; the images were made from them.
     packages: tuple[Path, ...] = ()
-    packages_about: Mapping[str, object] | None = None
+    # Not part of the value's identity (the ids and package files are): kept out of hash and ==.
+    packages_about: Mapping[str, object] | None = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -177,15 +177,29 @@ def test_published_once_with_hashes_and_verified(tmp_path: Path) -> None:
     dev.write_bytes(b"headers")
     output = tmp_path / "eggs"
     about = {"key": "k" * 64, "sources": {"Python": {"version": "2.7.18", "sha256": A}}, "build_seconds": 300}
-    copied = ospackages.publish(output, "deb12-py27", [runtime, dev], about)
+    names = {runtime.name: "python27-local", dev.name: "python27-local-dev"}
+    copied = ospackages.publish(output, "deb12-py27", [runtime, dev], about, names=names, version="2.7.18-1")
     assert [p.name for p in copied] == [runtime.name, dev.name]
+    assert ospackages.interpreter(output, "deb12-py27") == (runtime.name, ospackages.read(output, "deb12-py27")[runtime.name])
+    assert ospackages.read(output, "deb12-py27")[runtime.name]["package"] == "python27-local"
+    assert ospackages.read(output, "deb12-py27")[dev.name]["version"] == "2.7.18-1"
     listed = ospackages.read(output, "deb12-py27")
     assert listed[runtime.name]["runtime"] is True and listed[dev.name]["runtime"] is False
     assert listed[runtime.name]["sources"] == about["sources"]
     assert (output / "deb12-py27" / "os" / runtime.name).read_bytes() == b"runtime package"
-    assert ospackages.publish(output, "deb12-py27", [runtime, dev], about) == []  # unchanged: nothing again
+    assert ospackages.publish(output, "deb12-py27", [runtime, dev], about, names=names, version="2.7.18-1") == []  # unchanged
     assert publisher.verify(output) == []
     (output / "deb12-py27" / "os" / dev.name).write_bytes(b"changed")
     (output / "deb12-py27" / "os" / "stray_1_amd64.deb").write_bytes(b"?")
     kinds = {(p.path.name, p.kind) for p in publisher.verify(output)}
     assert kinds == {(dev.name, "tampered"), ("stray_1_amd64.deb", "unlisted")}
+
+
+def test_images_made_from_an_interpreter_package_are_a_key_for_the_prestarted_test_guest(tmp_path: Path) -> None:
+    # The docker backend keeps prestarted guests by (platform, images, role, limits, label).
+    from builder.machines.base import Images
+
+    deb = tmp_path / "python27-local_2.7.18-1_amd64.deb"
+    made = Images("sha256:b", "sha256:r", (deb,), {"key": "k", "test": {"modules": ["ssl"]}})
+    assert {made: 1}[Images("sha256:b", "sha256:r", (deb,), {"other": "facts"})] == 1
+    assert made != Images("sha256:b", "sha256:r", ())
