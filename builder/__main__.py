@@ -3,6 +3,7 @@ publish them for offline installs. (This module is the only one that prints and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import signal
@@ -99,6 +100,9 @@ def parser() -> argparse.ArgumentParser:
     system.add_argument("--format", choices=("puppet", "ansible", "salt", "shell", "json"), default="shell")
     system.add_argument("--package", action="append", metavar="GLOB",
                         help="only what these published packages need (repeat or comma-separate)")
+    system.add_argument("--packages-at", metavar="DIR",
+                        help="where the servers (or configuration management) find the interpreter package's file; "
+                        "default: the published OUTPUT/PLATFORM/os folder")
     keygen = sub.add_parser("keygen", help="make a key to sign manifests with (FILE, 0600) and its public half FILE.pub.pem",
                             description="Make an RSA-3072 private key in FILE (mode 0600) and its public half in "
                             "FILE.pub.pem; never replaces a file. Set settings.signing_key to FILE.")
@@ -349,6 +353,8 @@ def _system_packages(ctx: Context) -> int:
         raise SelectionError(f"no platform {args.platform!r} in {matrix.path.name}, and nothing published in {folder}",
                              hint=f"the matrix declares: {', '.join(known)}")
     found = system.read(matrix.settings.output, args.platform).only(_split(args.package))
+    if args.packages_at:
+        found = dataclasses.replace(found, at=args.packages_at.rstrip("/") or "/")
     path = folder / system.FILENAME
     shown = path.relative_to(matrix.root) if path.is_relative_to(matrix.root) else path
     # Plain stdout: the output is to paste into configuration management, never console markup.

@@ -28,6 +28,8 @@ RESULT_MARK = "@@builder-host-result@@ "
 def take(backend: Backend, matrix: Matrix, platform: Platform, images: Images, echo: Callable[[str], None]) -> bytes:
     """fingerprint.json's bytes for the platform's runtime image; BuilderError if it cannot be asked."""
     packages = list(runtime_packages(matrix, platform))
+    if platform.interpreter:  # the package the image's Python came from: doctor compares the servers' with it
+        packages.insert(0, platform.interpreter.package)
     script = HOST_SCRIPT.read_bytes()
     key = hashlib.sha256(json.dumps([images.runtime, hashlib.sha256(script).hexdigest(), platform.python,
                                      packages]).encode()).hexdigest()

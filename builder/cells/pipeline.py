@@ -442,12 +442,16 @@ def publish(run: Run) -> None:
 def _publish_interpreters(run: Run, output: Path) -> None:
     """The interpreter packages of the run's platforms go to output/<platform>/os/ once their
     images were made from them; published again only when their bytes changed."""
+    from ..machines import ospackage
     from ..output import ospackages
 
     for name, found in run.images.items():
         if not found.packages:
             continue
-        copied = ospackages.publish(output, name, found.packages, found.packages_about or {})
+        platform = run.matrix.platform(name)
+        copied = ospackages.publish(output, name, found.packages, found.packages_about or {},
+                                    names=ospackage.package_names(platform, found.packages),
+                                    version=ospackage.package_version(platform))
         for path in copied:
             run.echo(f"[{name}] published {path.relative_to(output)}")
 

@@ -6,9 +6,12 @@ by the same script, and the two are compared here:
 
 - refused (HostMismatch, exit status 12): another OS release or architecture, an older C library
   (an extension may need a newer symbol), another Python version or ABI at the target's path,
-  a run-time OS package that a release's artifact needs and the server lacks;
-- warned, and the deploy goes on: a newer C library, another version of a package, an
-  interpreter binary whose sha256 differs while its version and ABI match.
+  a run-time OS package that a release's artifact needs and the server lacks, and, where builder
+  built the platform's interpreter as an OS package (output/<platform>/os/), a server without
+  that package (its Python is another build, whatever its version says);
+- warned, and the deploy goes on: a newer C library, another version of a package (the
+  interpreter package's included), an interpreter binary whose sha256 differs while its version
+  and ABI match.
 
 Which OS packages a release needs is what system-packages.json says its artifacts need.
 """
@@ -25,6 +28,7 @@ from ..machines.ssh import Connection
 from ..matrix.model import Matrix, Target
 from ..output import fingerprint as fingerprints
 from ..output import system
+from ..output.ospackages import FOLDER
 from .resolve import Artifact
 from .roll import Host
 
@@ -40,6 +44,7 @@ class Expected:
     image: Mapping[str, Any]
     needs: Mapping[str, tuple[str, ...]]
     source: str = ""
+    interpreter: system.Interpreter | None = None  # the platform's Python, built by builder as this package
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def expected(matrix: Matrix, target: Target, artifacts: Sequence[Artifact]) -> E
             if artifact.package not in users:
                 users.append(artifact.package)
     return Expected(target.platform, image, {name: tuple(users) for name, users in sorted(needs.items())},
-                    str(output / target.platform / fingerprints.FILENAME))
+                    str(output / target.platform / fingerprints.FILENAME), found.interpreter)
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -145,6 +150,17 @@ def compare(want: Expected, host: str, answer: Mapping[str, Any]) -> Verdict:
         warn(f"{where} is another binary than the runtime image's (sha256 {h_py['sha256'][:12]}, the image's "
              f"{i_py['sha256'][:12]}); its version {h_py['version']} and ABI {h_py['abi']} match")
     family = i_os["family"]
+    built = want.interpreter
+    if built is not None:
+        have = (answer.get("packages") or {}).get(built.package)
+        if have is None:
+            refuse(f"{built.package} is not installed on {host}: {platform}'s Python is builder's package "
+                   f"{built.package} {built.version}, and the Python at {h_py['path']} there is another build; install "
+                   f"{FOLDER}/{built.file} from the platform's output folder first (`python -m builder system-packages "
+                   f"--platform {platform}` says how)")
+        elif have.get("version") != built.version:
+            warn(f"{built.package} on {host} is {have.get('version')}, {_order(family, str(have.get('version')), built.version)} "
+                 f"than the published {built.version}")
     for name, users in want.needs.items():
         have = (answer.get("packages") or {}).get(name)
         made = image["packages"].get(name) or {}
@@ -169,7 +185,8 @@ def fingerprint_of(conn_host: Host, want: Expected) -> dict[str, Any]:
     """host.py fingerprint's answer, or, where the target's Python is not there, what sh can
     tell of the host (its OS and architecture; python None)."""
     try:
-        return dict(conn_host.host_py("fingerprint", *want.needs)["fingerprint"])
+        asked = ([want.interpreter.package] if want.interpreter else []) + list(want.needs)
+        return dict(conn_host.host_py("fingerprint", *asked)["fingerprint"])
     except DeployError:
         done = conn_host.conn.run(["sh", "-c", PROBE, "probe", conn_host.target.python], timeout=60)
         if "@@python@@ absent" not in done.output:
@@ -206,8 +223,9 @@ def describe(want: Expected) -> str:
     image = want.image
     return (f"{want.platform}'s runtime image ({want.source}): {image['os']['id']} {image['os']['release']} "
             f"{image['os']['arch']}, {image['libc']['name']} {image['libc']['version']}, Python "
-            f"{image['python']['version']} {image['python']['abi']} at {image['python']['path']}; OS packages the "
-            f"release needs: {', '.join(want.needs) or 'none'}")
+            f"{image['python']['version']} {image['python']['abi']} at {image['python']['path']}"
+            + (f" from builder's package {want.interpreter.package} {want.interpreter.version}" if want.interpreter else "")
+            + f"; OS packages the release needs: {', '.join(want.needs) or 'none'}")
 
 
 def doctor(target: Target, want: Expected, echo: Echo, *, make_host: Callable[[Connection], Host],

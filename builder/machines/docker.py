@@ -173,6 +173,11 @@ class DockerBackend:
             image = engine.build_image(self.engine, platform, context, ospackage.BUILD_TARGET, tag, {"BASE": base_ref})
         key = ospackage.input_key(platform, image)
         found = ospackage.cached(matrix, key)
+        kept = f"builder/{platform.name}:{ospackage.KEPT_TAG}-{key[:16]}"
+        if found is None and engine.unpack_folder(self.engine, kept, ospackage.cache_folder(matrix, key)):
+            found = ospackage.cached(matrix, key)  # a checkout of the same machine built and tested it
+        elif found is not None and engine.image_id(self.engine, kept) is None:
+            engine.keep_folder(self.engine, ospackage.cache_folder(matrix, key), kept, platform)
         if found is not None:
             log(f"[{platform.name}] interpreter packages up to date: {', '.join(f.name for f in found.files)}")
             return found
@@ -227,6 +232,7 @@ class DockerBackend:
             (staging / "interpreter.json").write_text(json.dumps(about, indent=2, sort_keys=True) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(staging, folder)
+        engine.keep_folder(self.engine, folder, kept, platform)
         built = ospackage.cached(matrix, key)
         assert built is not None
         return built

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tarfile
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -221,3 +224,40 @@ def run_once(engine: docker.DockerClient, image: str, argv: Sequence[str], timeo
             container.remove(force=True, v=True)
         except ENGINE_FAULTS:
             pass
+
+
+def keep_folder(engine: docker.DockerClient, folder: Path, tag: str, platform: Platform) -> str:
+    """Keep `folder`'s files in the engine's storage as an image of them alone (FROM scratch, under
+    /kept), tagged `tag`: content the engine keeps as it keeps the platform's images, so a fresh
+    checkout on the same machine (or CI's clean clone) finds it again."""
+    with tempfile.TemporaryDirectory(prefix="keep-") as scratch:
+        context = Path(scratch)
+        shutil.copytree(folder, context / "kept")
+        (context / "Dockerfile").write_text("FROM scratch\nCOPY kept /kept\n")
+        return build_image(engine, platform, context, "", tag, {})
+
+
+def unpack_folder(engine: docker.DockerClient, ref: str, dest: Path) -> bool:
+    """Copy the files keep_folder kept in image `ref` into `dest` (made afresh). False when the
+    engine has no such image."""
+    if image_id(engine, ref) is None:
+        return False
+    container = engine.containers.create(ref, command=["/kept"], network_disabled=True,
+                                         labels={LABEL: "helper", f"{LABEL}.pid": str(os.getpid())})
+    try:
+        stream, _ = container.get_archive("/kept")
+        with tempfile.TemporaryFile() as buffer:
+            for chunk in stream:
+                buffer.write(chunk)
+            buffer.seek(0)
+            with tarfile.open(fileobj=buffer) as archive:
+                staging = dest.with_name(dest.name + ".unpacking")
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+                archive.extractall(staging, filter="data")
+                shutil.rmtree(dest, ignore_errors=True)
+                os.replace(staging / "kept", dest)
+                staging.rmdir()
+    finally:
+        container.remove(force=True)
+    return True

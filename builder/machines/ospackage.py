@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from ..matrix.model import Interpreter, Matrix, Platform
 GUEST_SCRIPT = Path(__file__).resolve().parent.parent / "guest" / "interpreter.sh"
 # The folder of the platform's Dockerfile's stage that holds the interpreter's build tools.
 BUILD_TARGET = "interpreter"
+# The tag of the image the engine keeps a built and tested package set in (engine.keep_folder).
+KEPT_TAG = "interpreter-packages"
 SUFFIXES = {"debian": ".deb", "redhat": ".rpm", "freebsd": ".pkg"}
 DEV_SUFFIX = {"debian": "-dev", "redhat": "-devel", "freebsd": ""}
 MAINTAINER = "builder <builder@localhost>"
@@ -51,6 +54,23 @@ def _description(interpreter: Interpreter) -> list[str]:
         lines.append(f"OpenSSL {interpreter.openssl.version} in {interpreter.prefix}/lib for the ssl module only, "
                      f"source sha256: {interpreter.openssl.sha256}.")
     return lines
+
+
+def package_version(platform: Platform) -> str:
+    """The interpreter package's version as the family's package manager reports it installed
+    (dpkg-query, rpm -q, pkg query): what the servers are compared with."""
+    interpreter = platform.interpreter
+    assert interpreter is not None
+    separator = "_" if platform.family == "freebsd" else "-"
+    return f"{interpreter.version}{separator}{interpreter.release}"
+
+
+def package_names(platform: Platform, files: Sequence[Path]) -> dict[str, str]:
+    """Each built file's package name (by file name): the runtime package first, then the -dev one."""
+    interpreter = platform.interpreter
+    assert interpreter is not None
+    dev = interpreter.package + DEV_SUFFIX[platform.family]
+    return {f.name: interpreter.package if i == 0 else dev for i, f in enumerate(files)}
 
 
 def deb_control(interpreter: Interpreter, dev: bool = False, arch: str = "amd64") -> str:

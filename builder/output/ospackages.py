@@ -35,12 +35,24 @@ def read(output: Path, platform: str) -> dict[str, dict[str, object]]:
     return packages
 
 
-def publish(output: Path, platform: str, files: Sequence[Path], about: Mapping[str, object]) -> list[Path]:
-    """Put the packages in output/<platform>/os/ (the caller holds the output lock); returns the
-    files copied: none when every one is published already with the same bytes."""
+def interpreter(output: Path, platform: str) -> tuple[str, dict[str, object]] | None:
+    """The published runtime interpreter package of the platform: (its file name, its entry with
+    package and version), or None when the platform's interpreter is not builder's."""
+    for name, entry in sorted(read(output, platform).items()):
+        if entry.get("runtime") and isinstance(entry.get("package"), str):
+            return name, entry
+    return None
+
+
+def publish(output: Path, platform: str, files: Sequence[Path], about: Mapping[str, object], *,
+            names: Mapping[str, str], version: str) -> list[Path]:
+    """Put the packages in output/<platform>/os/ (the caller holds the output lock), each listed
+    with its package name (`names`, by file name) and `version` as its package manager reports it;
+    returns the files copied: none when every one is published already with the same bytes."""
     folder = output / platform
     published = read(output, platform)
-    todo = [f for f in files if published.get(f.name, {}).get("sha256") != sha256_file(f)]
+    todo = [f for f in files if published.get(f.name, {}).get("sha256") != sha256_file(f)
+            or published[f.name].get("package") != names[f.name]]
     if not todo:
         return []
     (folder / FOLDER).mkdir(parents=True, exist_ok=True)
@@ -51,7 +63,8 @@ def publish(output: Path, platform: str, files: Sequence[Path], about: Mapping[s
     for path in todo:
         rename, size = _journal.stage_copy(folder, f"{FOLDER}/{path.name}", path)
         renames.append(rename)
-        packages[path.name] = {"sha256": rename.sha256, "size": size, "runtime": path == files[0], **provenance}
+        packages[path.name] = {"sha256": rename.sha256, "size": size, "runtime": path == files[0],
+                               "package": names[path.name], "version": version, **provenance}
     data = {"platform": platform, "packages": dict(sorted(packages.items()))}
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     renames.append(_journal.stage_bytes(folder, f"{FOLDER}/{MANIFEST}", text.encode()))

@@ -7,8 +7,9 @@ matrix.yaml, recorded when the cell is published (PublishRecord.runtime_packages
 list the runtime image is given for that package: the image's RUNTIME_PACKAGES is the sorted
 union of the same lists over the platform's packages (matrix.plan.runtime_packages). So a
 server with these packages and the platform's Python is the runtime image the artifacts were
-tested in, plus the application. The interpreter itself is the platform's (its Dockerfile or
-machine) and is not in the list.
+tested in, plus the application. Where builder built the platform's interpreter as an OS
+package (`interpreter:` in the matrix, published to output/<platform>/os/), that package comes
+first: the renderings verify its sha256 and install it from the file, then the list.
 
 Pure: reading, merging and rendering; publish.py writes the file through its journal.
 """
@@ -26,7 +27,9 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from ..errors import BuilderError, NotPublished
+from . import ospackages
 from .index import Manifest, load_manifest
+from .ospackages import FOLDER
 
 FILENAME = "system-packages.json"
 VERSION = 1
@@ -51,6 +54,18 @@ class Needs:
 
 
 @dataclass(frozen=True)
+class Interpreter:
+    """The platform's interpreter package builder built and published (output/<platform>/os/)."""
+
+    package: str
+    version: str  # as the family's package manager reports it installed
+    file: str  # its file name in os/
+    sha256: str
+    # the packages its Depends name (Debian: dpkg -i does not fetch them; yum and pkg do)
+    depends: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ServerPackages:
     """A platform's published artifacts and the OS packages each needs."""
 
@@ -59,6 +74,8 @@ class ServerPackages:
     artifacts: Mapping[str, Needs]  # artifact file name -> its needs
     # published artifacts whose needs were never recorded: file name -> its package
     unknown: Mapping[str, str] = field(default_factory=dict)
+    interpreter: Interpreter | None = None
+    at: str = ""  # the folder the servers find the interpreter's file in (renderings)
 
     @property
     def packages(self) -> tuple[str, ...]:
@@ -113,10 +130,14 @@ def merged(old: ServerPackages | None, manifest: Manifest, family: str,
 
 def document(found: ServerPackages) -> dict[str, Any]:
     """The JSON document: the union first, then who needs each, then each artifact's needs."""
+    interpreter = found.interpreter
     return {
         "system_packages_version": VERSION,
         "platform": found.platform,
         "family": found.family,
+        **({"interpreter": {"package": interpreter.package, "version": interpreter.version,
+                            "file": f"{FOLDER}/{interpreter.file}", "sha256": interpreter.sha256,
+                            "depends": list(interpreter.depends)}} if interpreter else {}),
         "packages": list(found.packages),
         "needed_by": {name: found.needed_by(name) for name in found.packages},
         "artifacts": {
@@ -178,10 +199,37 @@ def read(output: Path, platform: str) -> ServerPackages:
         raise BuilderError(f"{path} says platform {found.platform}, not {platform}", hint=f"publish it again: {publish_it} --force")
     kept = {name: needs for name, needs in found.artifacts.items() if name in manifest.artifacts}
     unknown = {name: entry.package for name, entry in sorted(manifest.artifacts.items()) if name not in kept}
-    return replace(found, artifacts=kept, unknown=unknown)
+    return replace(found, artifacts=kept, unknown=unknown, interpreter=interpreter_of(output, platform),
+                   at=str((folder / FOLDER).resolve()))
+
+
+def interpreter_of(output: Path, platform: str) -> Interpreter | None:
+    """The platform's published interpreter package, with the names its Depends lists (.deb)."""
+    found = ospackages.interpreter(output, platform)
+    if found is None:
+        return None
+    name, entry = found
+    depends: tuple[str, ...] = ()
+    if name.endswith(".deb"):
+        from debian.debfile import DebError, DebFile
+
+        path = output / platform / FOLDER / name
+        try:
+            control = DebFile(str(path)).debcontrol()
+        except (OSError, DebError) as exc:
+            raise BuilderError(f"cannot read the control file of {path}: {exc}",
+                               hint="run python -m builder verify; publish the platform again") from exc
+        # "libc6 (>= 2.36), libffi8 (>= 3.4)": the names (Depends of this package have no alternatives)
+        depends = tuple(sorted({part.split("|")[0].split("(")[0].strip()
+                                for part in str(control.get("Depends", "")).split(",") if part.strip()}))
+    return Interpreter(str(entry["package"]), str(entry.get("version", "")), name, str(entry.get("sha256", "")), depends)
 
 
 # ---- rendering -------------------------------------------------------------------------------
+
+# Where the renderings put the interpreter's file on the server before installing it.
+SERVER_CACHE = "/var/cache/builder"
+
 
 def render(found: ServerPackages, fmt: str, source: str) -> str:
     """The list in one format, ready to paste. `source` names the file it was read from."""
@@ -193,11 +241,25 @@ def render(found: ServerPackages, fmt: str, source: str) -> str:
     return {"puppet": _puppet, "ansible": _ansible, "salt": _salt, "shell": _shell}[fmt](found, source)
 
 
+def _names(found: ServerPackages) -> tuple[str, ...]:
+    """What the package manager installs: the artifacts' packages and those the interpreter
+    package's Depends name (installed before it: dpkg -i does not fetch them)."""
+    return tuple(sorted({*found.packages, *(found.interpreter.depends if found.interpreter else ())}))
+
+
 def _header(found: ServerPackages, source: str) -> list[str]:
     lines = [
         f"# The OS packages the servers of {found.platform} need to run what builder published for it",
         f"# ({source}): what its runtime image was given for those packages.",
     ]
+    interpreter = found.interpreter
+    if interpreter:
+        lines += [
+            f"# First, the platform's interpreter, built by builder: {interpreter.package} {interpreter.version}",
+            f"#   ({found.at}/{interpreter.file}, sha256 {interpreter.sha256}),",
+            "#   verified and installed from its file after the packages its Depends name"
+            + (f": {', '.join(interpreter.depends)}" if interpreter.depends else ""),
+        ]
     width = max((len(name) for name in found.packages), default=0)
     for name in found.packages:
         users = "; ".join(f"{u['package']} {u['version']} ({', '.join(u['artifacts'])})" for u in found.needed_by(name))
@@ -215,13 +277,45 @@ def _identifier(platform: str) -> str:
 
 def _puppet(found: ServerPackages, source: str) -> str:
     lines = [*_header(found, source), f"class builder_system_packages_{_identifier(found.platform)} {{"]
-    if found.packages:
-        names = ", ".join(_puppet_string(name) for name in found.packages)
-        lines.append(f"  package {{ [{names}]:")
+    names = _names(found)
+    if names:
+        lines.append(f"  package {{ [{', '.join(_puppet_string(name) for name in names)}]:")
         lines.append("    ensure          => installed,")
         if found.family == "debian":
             lines.append("    install_options => ['--no-install-recommends'],")
         lines.append("  }")
+    interpreter = found.interpreter
+    if interpreter:
+        # With a Puppet server, put the file in a module and make source a puppet:/// URL.
+        local = f"{SERVER_CACHE}/{interpreter.file}"
+        lines += [
+            f"  file {{ {_puppet_string(SERVER_CACHE)}: ensure => directory }}",
+            f"  file {{ {_puppet_string(local)}:",
+            "    ensure         => file,",
+            f"    source         => {_puppet_string(found.at + '/' + interpreter.file)},",
+            "    checksum       => 'sha256',",
+            f"    checksum_value => {_puppet_string(interpreter.sha256)},",
+            f"    require        => File[{_puppet_string(SERVER_CACHE)}],",
+            "  }",
+        ]
+        after = [f"File[{_puppet_string(local)}]"] + [f"Package[{_puppet_string(n)}]" for n in names]
+        if found.family == "freebsd":
+            lines += [
+                f"  exec {{ {_puppet_string('pkg add ' + local)}:",
+                f"    unless  => {_puppet_string('pkg info -e ' + interpreter.package)},",
+                "    path    => ['/usr/sbin', '/usr/bin', '/sbin', '/bin'],",
+                f"    require => [{', '.join(after)}],",
+                "  }",
+            ]
+        else:
+            lines += [
+                f"  package {{ {_puppet_string(interpreter.package)}:",
+                "    ensure   => installed,",
+                f"    provider => {'dpkg' if found.family == 'debian' else 'yum'},",
+                f"    source   => {_puppet_string(local)},",
+                f"    require  => [{', '.join(after)}],",
+                "  }",
+            ]
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -237,6 +331,7 @@ def _yaml_list(names: Sequence[str], indent: str) -> list[str]:
 
 def _ansible(found: ServerPackages, source: str) -> str:
     var = "builder_system_packages"
+    names = _names(found)
     lines = [
         *_header(found, source),
         "# A playbook (ansible-playbook -i INVENTORY THIS.yml --limit HOSTS, as root or with --become);",
@@ -245,7 +340,7 @@ def _ansible(found: ServerPackages, source: str) -> str:
         "  hosts: all",
         "  vars:",
     ]
-    lines += [f"    {var}:", *_yaml_list(found.packages, "      ")] if found.packages else [f"    {var}: []"]
+    lines += [f"    {var}:", *_yaml_list(names, "      ")] if names else [f"    {var}: []"]
     lines += [
         "  tasks:",
         f"    - name: {json.dumps('Install the run-time OS packages of ' + found.platform)}",
@@ -255,22 +350,82 @@ def _ansible(found: ServerPackages, source: str) -> str:
     ]
     if found.family == "debian":  # apt's options: the same install as the runtime image's
         lines += ["        update_cache: true", "        install_recommends: false"]
+    interpreter = found.interpreter
+    if interpreter:
+        local = f"{SERVER_CACHE}/{interpreter.file}"
+        lines += [
+            f"    - name: {json.dumps('Copy the interpreter package ' + interpreter.file)}",
+            "      ansible.builtin.copy:",
+            f"        src: {json.dumps(found.at + '/' + interpreter.file)}",
+            f"        dest: {json.dumps(SERVER_CACHE + '/')}",
+            '        mode: "0644"',
+            f"    - name: {json.dumps('Read its sha256 on the server')}",
+            "      ansible.builtin.stat:",
+            f"        path: {json.dumps(local)}",
+            "        checksum_algorithm: sha256",
+            "      register: builder_interpreter_file",
+            f"    - name: {json.dumps('Refuse it unless it is the published file')}",
+            "      ansible.builtin.assert:",
+            "        that:",
+            f"          - {json.dumps('builder_interpreter_file.stat.checksum == ' + json.dumps(interpreter.sha256))}",
+            f"        fail_msg: {json.dumps(local + ' is not the published ' + interpreter.file)}",
+            f"    - name: {json.dumps('Install the interpreter ' + interpreter.package + ' ' + interpreter.version)}",
+        ]
+        if found.family == "debian":
+            lines += ["      ansible.builtin.apt:", f"        deb: {json.dumps(local)}"]
+        elif found.family == "redhat":
+            lines += ["      ansible.builtin.yum:", f"        name: {json.dumps(local)}", "        state: present"]
+        else:
+            lines += ["      ansible.builtin.shell:",
+                      f"        cmd: {json.dumps(f'pkg info -e {interpreter.package} || pkg add {local}')}"]
     return "\n".join(lines) + "\n"
 
 
 def _salt(found: ServerPackages, source: str) -> str:
-    lines = [*_header(found, source), f"builder-system-packages-{found.platform}:"]
-    if not found.packages:
-        return "\n".join([*lines, "  test.nop: []"]) + "\n"
-    lines += ["  pkg.installed:", "    - pkgs:"]
-    lines += _yaml_list(found.packages, "      ")
-    if found.family == "debian":
-        lines += ["    - refresh: true", "    - install_recommends: false"]
+    names = _names(found)
+    state = f"builder-system-packages-{found.platform}"
+    lines = [*_header(found, source), f"{state}:"]
+    if not names:
+        lines.append("  test.nop: []")
+    else:
+        lines += ["  pkg.installed:", "    - pkgs:"]
+        lines += _yaml_list(names, "      ")
+        if found.family == "debian":
+            lines += ["    - refresh: true", "    - install_recommends: false"]
+    interpreter = found.interpreter
+    if interpreter:
+        local = f"{SERVER_CACHE}/{interpreter.file}"
+        lines += [
+            f"builder-interpreter-file-{found.platform}:",
+            "  file.managed:",
+            f"    - name: {json.dumps(local)}",
+            f"    - source: {json.dumps(found.at + '/' + interpreter.file)}",
+            f"    - source_hash: {json.dumps('sha256=' + interpreter.sha256)}",
+            "    - makedirs: true",
+            f"builder-interpreter-{found.platform}:",
+            "  pkg.installed:",
+            "    - sources:",
+            f"      - {json.dumps(interpreter.package)}: {json.dumps(local)}",
+            "    - require:",
+            f"      - file: builder-interpreter-file-{found.platform}",
+        ]
+        if names:
+            lines.append(f"      - pkg: {state}")
     return "\n".join(lines) + "\n"
 
 
 def _shell(found: ServerPackages, source: str) -> str:
     lines = _header(found, source)
-    if found.packages:
-        lines.append(shlex.join([*INSTALL[found.family], *found.packages]))
+    names = _names(found)
+    if names:
+        lines.append(shlex.join([*INSTALL[found.family], *names]))
+    interpreter = found.interpreter
+    if interpreter:
+        path = f"{found.at}/{interpreter.file}"
+        if found.family == "freebsd":
+            lines.append(f'test "$(sha256 -q {shlex.quote(path)})" = {interpreter.sha256}')
+        else:
+            lines.append(f"echo {shlex.quote(interpreter.sha256 + '  ' + path)} | sha256sum -c -")
+        lines.append(shlex.join({"debian": ["dpkg", "-i", path], "redhat": ["yum", "install", "-y", path],
+                                 "freebsd": ["pkg", "add", path]}[found.family]))
     return "\n".join(lines) + "\n"

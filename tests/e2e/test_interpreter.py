@@ -34,6 +34,10 @@ def _os(root: Path) -> Path:
     return root / "eggs" / PLATFORM / "os"
 
 
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _runtime_image(root: Path) -> str:
     manifest = json.loads((root / "eggs" / PLATFORM / "manifest.json").read_text())
     return next(iter(manifest["artifacts"].values()))["runtime_image"]
@@ -116,26 +120,49 @@ def test_a_warm_run_builds_neither_the_package_nor_an_image(shipped: tuple[Path,
     assert (_os(root) / "manifest.json").read_bytes() == before
 
 
+def test_a_clean_checkout_takes_the_package_the_engine_kept_instead_of_building(shipped: tuple[Path, str], tmp_path: Path) -> None:
+    root, _ = shipped
+    matrix = project(tmp_path / "clean", (REPO / "matrix.yaml").read_text())
+    cache = tmp_path / "empty-cache"  # as on CI's clean clone: no .builder/cache at all
+    shutil.copytree(REPO / ".builder" / "cache" / "sources", cache / "sources")
+    done = builder(matrix, "images", "--platform", PLATFORM, env={"BUILDER_CACHE": str(cache)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "interpreter packages up to date" in done.stdout
+    assert "building the interpreter package" not in done.stdout and "building image" not in done.stdout
+    kept = {p.name: p.read_bytes() for p in next((cache / "interpreter").iterdir()).iterdir()}
+    published = {name: (_os(root) / name).read_bytes() for name in (RUNTIME_DEB, DEV_DEB)}
+    assert {name: kept[name] for name in published} == published  # the very bytes the images were made from
+    assert json.loads(kept["interpreter.json"])["tested"] is True
+
+
 @pytest.fixture(scope="module")
 def bare_server(shipped: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, object]]:
-    """A bare Debian 12 server (the base image, sshd, no compiler) that installed the published
-    .deb with dpkg -i, after the packages its Depends name and system-packages lists."""
+    """A bare Debian 12 server (the base image, sshd, no compiler) provisioned by what
+    `system-packages --format shell` printed: its packages, then the published .deb verified by
+    its sha256 and installed with dpkg -i."""
     root, _ = shipped
     tmp = tmp_path_factory.mktemp("interpreter-server")
     deb = _os(root) / RUNTIME_DEB
-    depends = [d.split()[0] for d in _control(deb, "Depends").split(", ")]
-    needs = json.loads((root / "eggs" / PLATFORM / "system-packages.json").read_text())
-    wanted = sorted({*depends, *needs["packages"]})  # libyaml-0-2 and libpq5 for the eggs
+    printed = builder(root / "matrix.yaml", "system-packages", "--platform", PLATFORM, "--packages-at", "/tmp")
+    assert printed.returncode == 0, printed.stdout + printed.stderr
+    script = printed.stdout
+    # Its Depends, as the package itself says them, are installed before it (dpkg -i fetches nothing).
+    depends = sorted(d.split()[0] for d in _control(deb, "Depends").split(", "))
+    install = next(line for line in script.splitlines() if line.startswith("apt-get install"))
+    assert set(depends) <= set(install.split()) and {"libpq5", "libyaml-0-2"} <= set(install.split()), install
+    assert script.splitlines()[-2:] == [f"echo '{_sha(deb)}  /tmp/{RUNTIME_DEB}' | sha256sum -c -",
+                                        f"dpkg -i /tmp/{RUNTIME_DEB}"], script
     context = tmp / "context"
     context.mkdir()
     shutil.copyfile(deb, context / deb.name)
+    (context / "install.sh").write_text(script)
     (context / "Dockerfile").write_text(
         f"FROM {sshd_image('builder/base:bookworm')}\n"
-        f"COPY {deb.name} /tmp/\n"
-        "RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
-        f"{' '.join(wanted)} >/dev/null && dpkg -i /tmp/{deb.name} && rm -rf /var/lib/apt/lists/* /tmp/{deb.name}\n"
+        "ENV DEBIAN_FRONTEND=noninteractive\n"
+        f"COPY {deb.name} install.sh /tmp/\n"
+        f"RUN apt-get update -qq && sh -ex /tmp/install.sh && rm -rf /var/lib/apt/lists/* /tmp/install.sh\n"
     )
-    tag = f"builder-test/py27-local-server:{hashlib.sha256((context / 'Dockerfile').read_bytes() + deb.read_bytes()).hexdigest()[:16]}"
+    tag = f"builder-test/py27-local-server:{hashlib.sha256((context / 'Dockerfile').read_bytes() + script.encode() + deb.read_bytes()).hexdigest()[:16]}"
     subprocess.run(["docker", "build", "-q", "-t", tag, str(context)], capture_output=True, text=True, check=True, timeout=900)
     key = keypair(tmp)
     network = f"builder-interp-test-{uuid.uuid4().hex[:6]}"
@@ -167,6 +194,22 @@ def test_dpkg_installed_it_on_a_bare_server_and_the_demo_app_deploys_there(bare_
     answer = server.answer()
     assert answer is not None and answer["version"] == "v1", done.stdout
     assert answer["python"] == "2.7" and answer["libyaml"] and answer["simplejson_speedups"], answer
+
+
+def test_a_server_whose_python_is_the_same_files_but_not_the_package_is_refused(shipped: tuple[Path, str],
+                                                                              bare_server) -> None:  # noqa: ANN001
+    """The same interpreter's files unpacked by hand (what copying /usr/local from another box
+    does): version, ABI and binary match the runtime image's, but no package says where they came
+    from, so the doctor refuses the server (exit 12) and says to install the published package."""
+    matrix, server = bare_server
+    subprocess.run(["docker", "cp", str(_os(shipped[0]) / RUNTIME_DEB), f"{server.name}:/root/"], check=True)
+    server.sh(f"dpkg --remove --force-depends python27-local >/dev/null 2>&1; dpkg-deb -x /root/{RUNTIME_DEB} /")
+    assert server.sh("dpkg-query -W -f '${Status}' python27-local 2>/dev/null || echo absent").endswith("absent")
+    assert server.sh("/usr/local/bin/python2.7 -c 'import sys; print(sys.maxunicode)'") == "1114111"
+    done = builder(matrix, "doctor", "demo", timeout=300)
+    said = done.stdout + done.stderr
+    assert done.returncode == 12, said
+    assert "python27-local is not installed on" in said and "is another build; install os/" + RUNTIME_DEB in said, said
 
 
 # -- the rpm path ------------------------------------------------------------------------------

@@ -36,8 +36,25 @@ APP = REPO / "examples" / "deploy" / "app"
 PLATFORMS = {
     "debian11-py27": ("builder/base:bullseye", "python2.7", "/usr/bin/python2.7", "egg"),
     "debian12": ("builder/base:bookworm", "python3", "/usr/bin/python3", "wheel"),
+    # Its Python is builder's own package (python27-local, from eggs/debian12-py27/os/), which
+    # the rendering installs: the bare server has no Python 2.7 at all.
+    "debian12-py27": ("builder/base:bookworm", "python3", "/usr/local/bin/python2.7", "egg"),
 }
 WANTED = ["libpq5", "libyaml-0-2"]  # psycopg2's and PyYAML's, in the shipped matrix
+INTERPRETER = "python27-local"
+
+
+def interpreter_of(root: Path, platform: str) -> dict | None:
+    """system-packages' interpreter entry of the platform, None when its Python is not builder's."""
+    done = builder(root / "matrix.yaml", "system-packages", "--platform", platform, "--format", "json", timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout).get("interpreter")
+
+
+def to_install(root: Path, platform: str) -> list[str]:
+    """What the package manager installs: the artifacts' packages and the interpreter's Depends."""
+    built = interpreter_of(root, platform)
+    return sorted({*WANTED, *(built["depends"] if built else ())})
 
 BARE = """\
 ARG BASE
@@ -125,11 +142,22 @@ def test_every_format_from_what_was_published(shipped: tuple[Path, str], platfor
     # Every published artifact is accounted for, needing something or not.
     manifest = json.loads((root / "eggs" / platform / "manifest.json").read_text())
     assert sorted(data["artifacts"]) == sorted(manifest["artifacts"])
-    assert yaml.safe_load(out["ansible"])[0]["vars"]["builder_system_packages"] == WANTED
-    assert yaml.safe_load(out["salt"])[f"builder-system-packages-{platform}"]["pkg.installed"][0] == {"pkgs": WANTED}
-    assert out["shell"].splitlines()[-1] == "apt-get install -y --no-install-recommends libpq5 libyaml-0-2"
-    assert "package { ['libpq5', 'libyaml-0-2']:" in out["puppet"]
+    names = to_install(root, platform)
+    assert yaml.safe_load(out["ansible"])[0]["vars"]["builder_system_packages"] == names
+    assert yaml.safe_load(out["salt"])[f"builder-system-packages-{platform}"]["pkg.installed"][0] == {"pkgs": names}
+    assert "apt-get install -y --no-install-recommends " + " ".join(names) in out["shell"].splitlines()
+    assert "package { [" + ", ".join(f"'{n}'" for n in names) + "]:" in out["puppet"]
+    built = data.pop("interpreter", None)
     assert data == json.loads((root / "eggs" / platform / "system-packages.json").read_text())
+    if platform != "debian12-py27":
+        assert built is None
+        return
+    # The interpreter package comes first, verified by the sha256 os/manifest.json lists.
+    listed = json.loads((root / "eggs" / platform / "os" / "manifest.json").read_text())["packages"]
+    deb = Path(built["file"]).name
+    assert built["package"] == INTERPRETER and built["version"] == "2.7.18-1" and listed[deb]["runtime"]
+    assert built["sha256"] == listed[deb]["sha256"] and "libc6" in built["depends"]
+    assert out["shell"].splitlines()[-1] == f"dpkg -i {root.resolve() / 'eggs' / platform / 'os' / deb}"
 
 
 def _deploy_target(platform: str, port: int, key: Path, app: Path) -> str:
@@ -180,8 +208,11 @@ def test_the_ansible_output_makes_a_bare_server_the_runtime_image(shipped: tuple
         before = builder(deploy_matrix, "deploy", "bare", "--release", "r1", timeout=900)
         assert before.returncode == 12, before.stdout + before.stderr
         said = before.stdout + before.stderr
-        assert "(step doctor): libpq5 is not installed on" in said and "it provides libpq.so.5 for psycopg2" in said, said
-        assert "the Puppet class from `python -m builder system-packages" in said, said
+        if platform == "debian12-py27":  # not even the interpreter is there yet
+            assert "(step doctor): there is no Python at /usr/local/bin/python2.7 on" in said, said
+        else:
+            assert "(step doctor): libpq5 is not installed on" in said and "it provides libpq.so.5 for psycopg2" in said, said
+            assert "the Puppet class from `python -m builder system-packages" in said, said
         assert subprocess.run([*on_server, "ls", "-A", "/srv/demo"], capture_output=True, text=True,
                               check=True).stdout == ""
         print(f"{platform}: before provisioning, deploy said: {before.stderr.strip().splitlines()[:3]}")
@@ -202,6 +233,9 @@ def test_the_ansible_output_makes_a_bare_server_the_runtime_image(shipped: tuple
         print(f"{platform}: ansible-playbook took {took:.1f} s")
         # What the runtime image has, at the same versions.
         assert installed(on_server, WANTED) == in_image
+        if platform == "debian12-py27":  # and the very interpreter it was made from
+            assert installed(on_server, [INTERPRETER]) == installed(["docker", "run", "--rm", "--network", "none", image],
+                                                                    [INTERPRETER]) == {INTERPRETER: "2.7.18-1"}
         again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900, check=False)
         assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout + again.stderr
 
@@ -227,18 +261,25 @@ def test_the_puppet_class_is_valid_and_installs_what_the_runtime_image_has(shipp
     assert printed.returncode == 0, printed.stderr
     klass = "builder_system_packages_" + platform.replace("-", "_")
     (tmp_path / "site.pp").write_text(printed.stdout + f"include {klass}\n")
-    in_image = installed(["docker", "run", "--rm", "--network", "none", runtime_image(root, platform)], WANTED)
+    wanted = WANTED + ([INTERPRETER] if platform == "debian12-py27" else [])
+    in_image = installed(["docker", "run", "--rm", "--network", "none", runtime_image(root, platform)], wanted)
     image = made_image("puppet", PUPPET, base, "none")
-    run = ["docker", "run", "--rm", "-v", f"{tmp_path / 'site.pp'}:/site.pp:ro", image]
+    run = ["docker", "run", "--rm", "-v", f"{tmp_path / 'site.pp'}:/site.pp:ro"]
+    if platform == "debian12-py27":  # the class copies the interpreter's file from where it was published
+        published = (root / "eggs" / platform / "os").resolve()
+        run += ["-v", f"{published}:{published}:ro"]
+    run.append(image)
     valid = subprocess.run([*run, "puppet", "parser", "validate", "/site.pp"], capture_output=True, text=True,
                            timeout=300, check=False)
     assert valid.returncode == 0, valid.stdout + valid.stderr
     # Puppet's own ruby needs libyaml-0-2, so libpq5 alone shows the class installing: absent before.
     script = ("dpkg-query -W libpq5 >/dev/null 2>&1 && exit 9; apt-get update -qq && "
               "puppet apply --detailed-exitcodes /site.pp; code=$?; "
-              "dpkg-query -W -f '${Package} ${Version} ${db:Status-Status}\\n' " + " ".join(WANTED) + "; exit $code")
+              "dpkg-query -W -f '${Package} ${Version} ${db:Status-Status}\\n' " + " ".join(wanted) + "; exit $code")
     applied = subprocess.run([*run, "sh", "-c", script], capture_output=True, text=True, timeout=900, check=False)
     assert applied.returncode == 2, applied.stdout + applied.stderr  # 2: changes were applied, no failure
     assert "Package[libpq5]/ensure: created" in applied.stdout, applied.stdout
+    if platform == "debian12-py27":
+        assert f"Package[{INTERPRETER}]/ensure: created" in applied.stdout, applied.stdout
     rows = [line.split() for line in applied.stdout.splitlines() if line.endswith(" installed")]
     assert {row[0]: row[1] for row in rows} == in_image

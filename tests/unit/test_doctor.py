@@ -95,6 +95,28 @@ def test_a_package_no_artifact_of_the_release_needs_is_not_asked_for() -> None:
     assert doctor.compare(want, "web1", answer(packages={"libyaml-0-2": IMAGE["packages"]["libyaml-0-2"]})).findings == []
 
 
+BUILT = doctor.system.Interpreter("python27-local", "2.7.18-1", "python27-local_2.7.18-1_amd64.deb", "c" * 64, ("libc6",))
+WANT_BUILT = doctor.Expected("debian11-py27", IMAGE, {"libpq5": ("psycopg2",)}, interpreter=BUILT)
+
+
+def _with_interpreter(version: str | None) -> dict[str, Any]:
+    facts = None if version is None else {"version": version, "sonames": []}
+    return answer(packages={**IMAGE["packages"], "python27-local": facts})
+
+
+def test_a_host_without_the_interpreter_package_builder_built_is_refused_whatever_its_python_says() -> None:
+    assert doctor.compare(WANT_BUILT, "web4", _with_interpreter("2.7.18-1")).findings == []
+    verdict = doctor.compare(WANT_BUILT, "web4", _with_interpreter(None))  # same version, ABI and binary: not the package
+    assert verdict.refusals == [
+        "python27-local is not installed on web4: debian11-py27's Python is builder's package python27-local 2.7.18-1, "
+        "and the Python at /usr/bin/python2.7 there is another build; install os/python27-local_2.7.18-1_amd64.deb from "
+        "the platform's output folder first (`python -m builder system-packages --platform debian11-py27` says how)"]
+    other = doctor.compare(WANT_BUILT, "web4", _with_interpreter("2.7.18-2"))
+    assert other.refusals == [] and other.warnings == [
+        "python27-local on web4 is 2.7.18-2, newer than the published 2.7.18-1"]
+    assert "from builder's package python27-local 2.7.18-1" in doctor.describe(WANT_BUILT)
+
+
 def test_host_py_answers_every_question_here_and_the_answer_is_a_valid_fingerprint() -> None:
     host = host_module()
     found = host.cmd_fingerprint(None, ["libc6", "no-such-package-here"])["fingerprint"]

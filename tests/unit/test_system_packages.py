@@ -7,6 +7,7 @@ import json
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -290,3 +291,59 @@ def test_a_folder_published_before_the_file_existed_says_how_to_get_it(tmp_path:
     done = cli(matrix_path, "--platform", "debian12")
     assert done.returncode == 11 and "did not record the OS packages" in done.stderr
     assert "python -m builder all --platform debian12 --force" in done.stderr
+
+
+# -- the interpreter package builder built (interpreter: in the matrix) ------------------------
+
+SHA = "d" * 64
+DEB = "python27-local_2.7.18-1_amd64.deb"
+
+
+def with_interpreter(family: str = "debian") -> system.ServerPackages:
+    depends = ("libc6", "libffi8") if family == "debian" else ()
+    built = system.Interpreter("python27-local", "2.7.18-1", DEB, SHA, depends)
+    return replace(sample(family, "debian12-py27"), interpreter=built, at="/srv/eggs/debian12-py27/os")
+
+
+def test_the_interpreter_package_comes_first_verified_from_its_file() -> None:
+    text = system.render(with_interpreter(), "shell", SOURCE)
+    assert "# First, the platform's interpreter, built by builder: python27-local 2.7.18-1" in text
+    commands = [shlex.split(line) for line in text.splitlines() if not line.startswith("#")]
+    # Its Depends with the artifacts' packages (dpkg -i fetches nothing), then the verified file.
+    assert commands == [
+        ["apt-get", "install", "-y", "--no-install-recommends", "libc6", "libffi8", "libpq5", "libyaml-0-2"],
+        ["echo", f"{SHA}  /srv/eggs/debian12-py27/os/{DEB}", "|", "sha256sum", "-c", "-"],
+        ["dpkg", "-i", f"/srv/eggs/debian12-py27/os/{DEB}"],
+    ]
+    redhat = [line for line in system.render(with_interpreter("redhat"), "shell", SOURCE).splitlines() if not line.startswith("#")]
+    assert redhat[-1] == f"yum install -y /srv/eggs/debian12-py27/os/{DEB}"
+    freebsd = [line for line in system.render(with_interpreter("freebsd"), "shell", SOURCE).splitlines() if not line.startswith("#")]
+    assert freebsd[-2:] == [f'test "$(sha256 -q /srv/eggs/debian12-py27/os/{DEB})" = {SHA}',
+                            f"pkg add /srv/eggs/debian12-py27/os/{DEB}"]
+    data = json.loads(system.render(with_interpreter(), "json", SOURCE))
+    assert data["interpreter"] == {"package": "python27-local", "version": "2.7.18-1", "file": f"os/{DEB}",
+                                   "sha256": SHA, "depends": ["libc6", "libffi8"]}
+    assert list(data)[:4] == ["system_packages_version", "platform", "family", "interpreter"]
+
+
+def test_ansible_salt_and_puppet_install_the_interpreter_after_checking_its_sha256() -> None:
+    [play] = yaml.safe_load(system.render(with_interpreter(), "ansible", SOURCE))
+    assert play["vars"]["builder_system_packages"] == ["libc6", "libffi8", "libpq5", "libyaml-0-2"]
+    tasks = play["tasks"]
+    assert [next(k for k in t if k != "name" and k != "register") for t in tasks] == [
+        "ansible.builtin.package", "ansible.builtin.copy", "ansible.builtin.stat", "ansible.builtin.assert",
+        "ansible.builtin.apt"]
+    assert tasks[1]["ansible.builtin.copy"]["src"] == f"/srv/eggs/debian12-py27/os/{DEB}"
+    assert tasks[2]["ansible.builtin.stat"]["checksum_algorithm"] == "sha256"
+    assert tasks[3]["ansible.builtin.assert"]["that"] == [f'builder_interpreter_file.stat.checksum == "{SHA}"']
+    assert tasks[4]["ansible.builtin.apt"] == {"deb": f"/var/cache/builder/{DEB}"}
+    [redhat] = yaml.safe_load(system.render(with_interpreter("redhat"), "ansible", SOURCE))
+    assert redhat["tasks"][-1]["ansible.builtin.yum"] == {"name": f"/var/cache/builder/{DEB}", "state": "present"}
+    state = yaml.safe_load(system.render(with_interpreter(), "salt", SOURCE))
+    assert state["builder-interpreter-file-debian12-py27"]["file.managed"][2] == {"source_hash": f"sha256={SHA}"}
+    assert state["builder-interpreter-debian12-py27"]["pkg.installed"] == [
+        {"sources": [{"python27-local": f"/var/cache/builder/{DEB}"}]},
+        {"require": [{"file": "builder-interpreter-file-debian12-py27"}, {"pkg": "builder-system-packages-debian12-py27"}]}]
+    puppet = system.render(with_interpreter(), "puppet", SOURCE)
+    assert f"    checksum_value => '{SHA}'," in puppet and "    ensure         => file," in puppet and "    provider => dpkg," in puppet
+    assert f"    require  => [File['/var/cache/builder/{DEB}'], Package['libc6'], Package['libffi8']," in puppet
