@@ -53,8 +53,12 @@ def one(package: str, platform: str) -> dict[str, object]:
     for name, seconds in re.findall(r"([a-z]+(?: \d)?) ([0-9.]+) s", line):
         phases[name] = float(seconds)
     written = re.findall(r"^\+  - name: (\S+)$", done.stdout, flags=re.MULTILINE)
+    # Images made during the run (a round's new list) and the time spent making them ready: a run
+    # that finds every image from an earlier run is a warm figure, one that makes them a cold one.
+    made = re.findall(r"^building image (\S+)$", done.stdout, flags=re.MULTILINE)
+    ready = sum(float(x) for x in re.findall(r"^\[[^]]+\] images ready \(([0-9.]+) s\)$", done.stdout, flags=re.MULTILINE))
     return {"package": package, "platform": platform, "wall": round(wall, 1), "phases": phases, "entries": written,
-            "cores": os.cpu_count()}
+            "images_built": len(made), "images_ready_s": round(ready, 1), "cores": os.cpu_count()}
 
 
 def main() -> int:
@@ -73,7 +77,8 @@ def main() -> int:
     print(f"{'package':<12} {'platform':<16} {'wall':>8}  phases (add's own)")
     for r in results:
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in r["phases"].items())  # type: ignore[union-attr]
-        print(f"{r['package']:<12} {r['platform']:<16} {r['wall']:>6.1f} s  {phases}")
+        print(f"{r['package']:<12} {r['platform']:<16} {r['wall']:>6.1f} s  {phases}; "
+              f"{r['images_built']} images built, {r['images_ready_s']:.1f} s making images ready")
     print(f"by hand: about 120 s per package per platform; load average {load:.1f} before")
     return 0
 
