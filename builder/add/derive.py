@@ -341,15 +341,21 @@ def add(
     def cells_of(candidate: Matrix) -> list[plan.Cell]:
         return plan.select(candidate, selection, new_names, [])
 
-    # Probe builds: read what a failed build lacked, look it up, add it, build again.
+    # Probe builds: read what a failed build lacked, look it up, add it, build again. A cell
+    # whose probe passed is not probed again (what it learns is its own: its artifacts and the
+    # build image it was built in are kept); the whole cell runs again below anyway.
+    built: dict[str, tuple[plan.Cell, Sequence[str], Images]] = {}
     for round_no in range(1, ROUNDS + 1):
         probe_started = time.monotonic()
         _, candidate = _candidate(text, matrix.path, items(), replace)
-        cells = [c for c in cells_of(candidate) if c.package.name in new_names]
+        cells = [c for c in cells_of(candidate) if c.package.name in new_names and c.id not in built]
         echo(f"probe build {round_no}: {', '.join(c.id for c in cells)}")
         run = _run(candidate, cells, backends, (pipeline.unavailable, pipeline.fetch, pipeline.images, pipeline.build), echo)
         timings[f"probe {round_no}"] = time.monotonic() - probe_started
         failed = [c for c in cells if run.failed(c)]
+        for cell in cells:
+            if cell not in failed:
+                built[cell.id] = (cell, run.results[cell.id]["build"].artifacts, run.images[cell.platform.name])
         if not failed:
             break
         progress = False
@@ -363,10 +369,9 @@ def add(
     else:
         raise AddError(f"the probe builds still failed after {ROUNDS} rounds", hint="see the build logs; nothing was written")
     # What the artifacts need at run time, and what they compile.
-    for cell in cells:
-        built = run.results[cell.id]["build"]
+    for cell, artifacts, images in built.values():
         one = next(d for d in order if d.name == cell.package.name).per[cell.platform.name]
-        _runtime(cell, built.artifacts, run.images[cell.platform.name], one, echo)
+        _runtime(cell, artifacts, images, one, echo)
     # The whole cell, as `all` runs it: build, test (and publish unless --dry-run).
     for attempt in (1, 2, 3):
         final_started = time.monotonic()

@@ -2,6 +2,7 @@
 platforms' package indexes, and the normal build, test and publish, on a copy of the matrix."""
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -115,6 +116,43 @@ def test_add_cffi_adds_pycparser_and_proposes_the_helpers_that_do_not_import(tmp
         assert list((matrix.parent / "eggs" / platform).glob("cffi-*.egg"))
         assert list((matrix.parent / "eggs" / platform).glob("pycparser-*.egg"))
     config.load(matrix)
+
+
+def test_add_python_ldap_writes_each_release_s_libldap_for_its_platform(tmp_path: Path) -> None:
+    """Debian 11 ships libldap-2.4-2, Debian 12 libldap-2.5-0: one family, two run-time packages."""
+    matrix = project(tmp_path / "p", minimal())
+    started = time.monotonic()
+    done = builder(matrix, "add", "python-ldap", *PLATFORMS)
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    got = entry_of(matrix, "python-ldap")
+    assert "system" not in got  # the two platforms' lists differ: neither is the family's
+    py27, py311 = got["overrides"]["debian11-py27"], got["overrides"]["debian12"]
+    # Python 2.7 takes the last 3.3 release (3.4 needs Python >= 3.6), pinned by its own sha256.
+    assert py27["version"].startswith("3.3.") and len(py27["sha256"]) == 64 and py27["sha256"] != got["sha256"]
+    assert "version" not in py311 and got["version"].startswith("3.4.")
+    # Found from lber.h and sasl/sasl.h; run time from _ldap's DT_NEEDED (liblber/libldap of each
+    # release). libsasl2 is not needed by _ldap itself: it comes with libldap.
+    assert py27["system"] == {"debian": {"build": ["libldap2-dev", "libsasl2-dev"], "runtime": ["libldap-2.4-2"]}}
+    assert py311["system"] == {"debian": {"build": ["libldap-dev", "libsasl2-dev"], "runtime": ["libldap-2.5-0"]}}
+    assert "libldap_r-2.4.so.2" in done.stdout and "libldap-2.5.so.0" in done.stdout  # the evidence
+    assert got["extensions"] == ["_ldap"]
+    assert got["depends"] == ["pyasn1", "pyasn1_modules"]  # its run-time requirements, each its own entry
+    # The loader reads each platform's own lists back.
+    package = next(p for p in config.load(matrix).packages if p.name == "python-ldap")
+    assert package.system_for("debian", "debian11-py27").runtime == ("libldap-2.4-2",)
+    assert package.system_for("debian", "debian12").runtime == ("libldap-2.5-0",)
+    # Built, tested in each runtime image (with its libldap installed from the list) and published.
+    for platform in ("debian11-py27", "debian12"):
+        published = sorted(p.name for p in (matrix.parent / "eggs" / platform).glob("python_ldap-*"))
+        assert any(n.endswith(".egg") for n in published) and any(n.endswith(".whl") for n in published), published
+        for dep in ("pyasn1-", "pyasn1_modules-"):
+            assert list((matrix.parent / "eggs" / platform).glob(dep + "*.egg")), (platform, dep)
+    # What the servers of each platform are told to install.
+    for platform, runtime in (("debian11-py27", "libldap-2.4-2"), ("debian12", "libldap-2.5-0")):
+        listed = json.loads((matrix.parent / "eggs" / platform / "system-packages.json").read_text())
+        assert listed["packages"] == [runtime] and listed["needed_by"][runtime][0]["package"] == "python-ldap", listed
+    print(f"add python-ldap on 2 platforms: {took:.1f} s")
 
 
 def test_bad_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
