@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import docker
 import docker.errors
 import docker.models.containers
-from requests.exceptions import ConnectionError as RequestsConnectionError
+import docker.tls
 from requests.exceptions import RequestException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..errors import EngineError, ImageError
-from ..matrix.model import Platform, file_of
+from ..matrix.model import Engine, Platform, file_of
 
 # What talking to an engine that went away (stopped, restarted, crashed) raises: the SDK's own
 # errors, requests' and urllib3's, and plain socket errors from a streamed exec.
@@ -28,17 +29,80 @@ LABEL = "io.builder"  # every container and image we create carries it, for `cle
 API_TIMEOUT = 900
 
 
-def client() -> docker.DockerClient:
+_CLIENTS: dict[Engine, docker.DockerClient] = {}  # one per engine, for the whole process
+_CLIENTS_LOCK = threading.Lock()
+DEFAULT = Engine()
+
+
+def client(where: Engine = DEFAULT) -> docker.DockerClient:
+    """The client of engine `where` (a platform's `engine`), made and pinged once per process.
+
+    Every address is the docker SDK's own: ssh:// through the OpenSSH client (its keys, its
+    known_hosts), tcp:// through the SDK's TLS with the client's certificate, a docker context
+    as the SDK reads it, the default one from the environment (DOCKER_HOST) or the local socket."""
+    with _CLIENTS_LOCK:
+        found = _CLIENTS.get(where)
+        if found is None:
+            found = _CLIENTS[where] = _connect(where)
+        return found
+
+
+def clients() -> list[docker.DockerClient]:
+    """The clients this process made so far: the engines it may have left guests on."""
+    with _CLIENTS_LOCK:
+        return list(_CLIENTS.values())
+
+
+def _connect(where: Engine) -> docker.DockerClient:
+    at = f" ({where.location})" if where.location else ""
     try:
-        engine = docker.from_env(timeout=API_TIMEOUT)
-        engine.ping()
-    except (docker.errors.DockerException, RequestsConnectionError) as exc:
+        if where.context:
+            from docker.context import ContextAPI
+
+            try:
+                context = ContextAPI.get_context(where.context)
+            except docker.errors.ContextException as exc:
+                raise EngineError(f"cannot read docker context {where.context}{at}: {exc}") from exc
+            if context is None or not context.Host:
+                raise EngineError(f"there is no docker context {where.context}{at}",
+                                  hint=f"create it (`docker context create {where.context} --docker host=...`), "
+                                  "or name one `docker context ls` lists")
+            made = docker.DockerClient(base_url=context.Host, tls=context.TLSConfig or False, timeout=API_TIMEOUT,
+                                       use_ssh_client=context.Host.startswith("ssh://"))
+        elif where.host:
+            made = docker.DockerClient(base_url=where.host, tls=_tls(where, at), timeout=API_TIMEOUT,
+                                       use_ssh_client=where.host.startswith("ssh://"))
+        else:
+            made = docker.from_env(timeout=API_TIMEOUT)
+        made.ping()
+    except (docker.errors.DockerException, RequestException, OSError) as exc:
+        if where == DEFAULT:
+            raise EngineError(
+                f"the Docker engine is not reachable ({exc.__class__.__name__})",
+                hint="start it as root (`dockerd &`, or `systemctl start docker`), or set DOCKER_HOST; "
+                "the README's set-up command installs and starts it",
+            ) from exc
+        detail = " ".join(str(exc).split())[:200]
         raise EngineError(
-            f"the Docker engine is not reachable ({exc.__class__.__name__})",
-            hint="start it as root (`dockerd &`, or `systemctl start docker`), or set DOCKER_HOST; "
-            "the README's set-up command installs and starts it",
+            f"the Docker engine at {where.label}{at} is not reachable ({exc.__class__.__name__}: {detail})",
+            hint="check that its dockerd runs and answers there (`docker --host ADDRESS version`); for ssh:// that "
+            "`ssh USER@HOST docker version` works without a password prompt",
         ) from exc
-    return engine
+    return made
+
+
+def _tls(where: Engine, at: str) -> docker.tls.TLSConfig | bool:
+    """tcp://: the client's certificate and the CA that signed the engine's, always verified."""
+    if where.tls is None:
+        return False
+    files = {name: where.tls / name for name in ("ca.pem", "cert.pem", "key.pem")}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise EngineError(f"the TLS files of {where.label}{at} are missing: {', '.join(missing)}",
+                          hint="put the client's ca.pem, cert.pem and key.pem (made with the engine's --tlsverify "
+                          "certificates) in that folder, or point docker_tls: at the folder that holds them")
+    return docker.tls.TLSConfig(client_cert=(str(files["cert.pem"]), str(files["key.pem"])),
+                                ca_cert=str(files["ca.pem"]), verify=True)
 
 
 def image_id(engine: docker.DockerClient, ref: str) -> str | None:
