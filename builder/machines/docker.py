@@ -323,7 +323,7 @@ class DockerBackend:
                 mem_limit=limits.memory,
                 memswap_limit=limits.memory,
                 pids_limit=limits.pids,
-                labels={LABEL: "cell", f"{LABEL}.cell": label, f"{LABEL}.pid": str(os.getpid())},
+                labels={LABEL: "cell", f"{LABEL}.cell": label, **engine.owned()},
                 auto_remove=True,  # the engine removes it (and its volumes) once it stops: _stop_soon
                 detach=True,
             )
@@ -382,7 +382,7 @@ class DockerBackend:
         argv = ["docker", *_cli_engine(platform, bool(mounts)), "run", "--rm", "-i", "--network", "none",
                 "--user", GUEST_USER, "-w", "/builder"]
         argv += [*LOCKDOWN_ARGV, "--tmpfs", "/tmp:rw,exec,nosuid,nodev,mode=1777"]
-        argv += ["--label", f"{LABEL}=shell", "--label", f"{LABEL}.pid={os.getpid()}"]
+        argv += ["--label", f"{LABEL}=shell", *(a for k, v in engine.owned().items() for a in ("--label", f"{k}={v}"))]
         for host, guest in mounts.items():
             argv += ["-v", f"{host}:{guest}"]
         for key, value in env.items():

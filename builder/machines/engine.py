@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,14 @@ from ..matrix.model import Engine, Platform, file_of
 ENGINE_FAULTS = (docker.errors.DockerException, RequestException, Urllib3Error, OSError)
 LABEL = "io.builder"  # every container and image we create carries it, for `clean`
 API_TIMEOUT = 900
+# The machine a guest's builder runs on: an engine elsewhere may hold the guests of builders on
+# other machines too, whose pids mean nothing here.
+MACHINE = socket.gethostname()
+
+
+def owned() -> dict[str, str]:
+    """The labels that tie a container to this builder process: its pid and its machine."""
+    return {f"{LABEL}.pid": str(os.getpid()), f"{LABEL}.machine": MACHINE}
 
 
 _CLIENTS: dict[Engine, docker.DockerClient] = {}  # one per engine, for the whole process
@@ -157,6 +166,8 @@ def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> li
             # Not one we started: every guest carries its run's pid. A step of an image build
             # FROM a builder image inherits that image's labels, and must not be killed here.
             continue
+        if labels.get(f"{LABEL}.machine", MACHINE) != MACHINE:
+            continue  # a builder's on another machine, sharing this engine: its pid is not ours to judge
         if pid is not None and owner != str(pid):
             continue
         if pid is None and owner.isdigit() and _alive(int(owner)) and int(owner) != os.getpid():
@@ -269,7 +280,7 @@ def run_once(engine: docker.DockerClient, image: str, argv: Sequence[str], timeo
         container = engine.containers.create(
             image, command=list(argv), network_mode="none", user="65534:65534", read_only=True,
             cap_drop=["ALL"], security_opt=["no-new-privileges"], tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777"},
-            labels={LABEL: "helper", f"{LABEL}.pid": str(os.getpid())}, detach=True,
+            labels={LABEL: "helper", **owned()}, detach=True,
         )
     except ENGINE_FAULTS as exc:
         raise EngineError(f"cannot start a helper container of {image}: {exc}") from exc
