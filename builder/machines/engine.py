@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import docker
+import docker.constants
 import docker.errors
 import docker.models.containers
 import docker.tls
@@ -76,11 +77,13 @@ def _connect(where: Engine) -> docker.DockerClient:
                 raise EngineError(f"there is no docker context {where.context}{at}",
                                   hint=f"create it (`docker context create {where.context} --docker host=...`), "
                                   "or name one `docker context ls` lists")
-            made = docker.DockerClient(base_url=context.Host, tls=context.TLSConfig or False, timeout=API_TIMEOUT,
-                                       use_ssh_client=context.Host.startswith("ssh://"))
+            tls = context.TLSConfig
+            made = _tls_client(context.Host, tls) if isinstance(tls, docker.tls.TLSConfig) else docker.DockerClient(
+                base_url=context.Host, timeout=API_TIMEOUT, use_ssh_client=context.Host.startswith("ssh://"))
+        elif where.tls is not None:
+            made = _tls_client(where.host or "", _tls(where, at))
         elif where.host:
-            made = docker.DockerClient(base_url=where.host, tls=_tls(where, at), timeout=API_TIMEOUT,
-                                       use_ssh_client=where.host.startswith("ssh://"))
+            made = docker.DockerClient(base_url=where.host, timeout=API_TIMEOUT, use_ssh_client=where.host.startswith("ssh://"))
         else:
             made = docker.from_env(timeout=API_TIMEOUT)
         made.ping()
@@ -100,10 +103,29 @@ def _connect(where: Engine) -> docker.DockerClient:
     return made
 
 
-def _tls(where: Engine, at: str) -> docker.tls.TLSConfig | bool:
+def _tls_client(base_url: str, tls: docker.tls.TLSConfig) -> docker.DockerClient:
+    """A client over TLS that verifies the engine with `tls`'s CA and nothing else.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (often set for a proxy's CA, as on this
+    machine for the package index) override a session's own CA file, and the engine's then fails
+    to verify (docker-py #2433). The client's session is told not to read the environment, so the
+    engine's CA applies; it is made once with a floor version to ask the engine for its API
+    version with that session, then with the engine's own."""
+    probe = docker.DockerClient(base_url=base_url, tls=tls, timeout=API_TIMEOUT,
+                                version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+    probe.api.trust_env = False  # no CA bundle or proxy from the environment for the engine
+    try:
+        version = str(probe.api.version(api_version=False)["ApiVersion"])
+    finally:
+        probe.close()
+    made = docker.DockerClient(base_url=base_url, tls=tls, timeout=API_TIMEOUT, version=version)
+    made.api.trust_env = False
+    return made
+
+
+def _tls(where: Engine, at: str) -> docker.tls.TLSConfig:
     """tcp://: the client's certificate and the CA that signed the engine's, always verified."""
-    if where.tls is None:
-        return False
+    assert where.tls is not None
     files = {name: where.tls / name for name in ("ca.pem", "cert.pem", "key.pem")}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:

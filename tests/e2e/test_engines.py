@@ -35,13 +35,79 @@ BRIDGE_ADDRESS = "10.213.0.1/24"
 class SecondEngine:
     host: str  # unix:///.../docker.sock
     client: docker.DockerClient
+    tcp: str  # tcp://127.0.0.1:PORT, TLS only: the engine verifies the client's certificate
+    certs: Path  # the client's ca.pem, cert.pem and key.pem for it
+    stranger: Path  # a client's files signed by another CA: the engine refuses them
+
+
+def _certificates(folder: Path) -> None:
+    """A CA; the engine's certificate for 127.0.0.1 and a client's, both signed by it; and a
+    client of another CA (stranger/). Throw-away keys for this test's TLS handshakes only."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    def write(path: Path, key: ec.EllipticCurvePrivateKey | None, certificate: x509.Certificate) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        if key is not None:
+            path.with_name(path.name.replace("cert", "key")).write_bytes(key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+    def authority(text: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        made = (x509.CertificateBuilder().subject_name(name(text)).issuer_name(name(text)).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .sign(key, hashes.SHA256()))
+        return key, made
+
+    def signed(by: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], text: str, server: bool
+               ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (x509.CertificateBuilder().subject_name(name(text)).issuer_name(by[1].subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
+                                                         else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+        if server:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                            critical=False)
+        return key, builder.sign(by[0], hashes.SHA256())
+
+    ca = authority("builder test CA")
+    other = authority("another CA")
+    write(folder / "ca.pem", None, ca[1])
+    write(folder / "server" / "cert.pem", *signed(ca, "127.0.0.1", server=True))
+    write(folder / "client" / "cert.pem", *signed(ca, "builder", server=False))
+    (folder / "client" / "ca.pem").write_bytes((folder / "ca.pem").read_bytes())
+    write(folder / "stranger" / "cert.pem", *signed(other, "stranger", server=False))
+    (folder / "stranger" / "ca.pem").write_bytes((folder / "ca.pem").read_bytes())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=600, check=check)
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def second_engine() -> Iterator[SecondEngine]:
     """A dockerd beside the shared one, on its own socket and bridge; stopped, its bridge and
     folders removed, whatever the test did."""
@@ -52,12 +118,17 @@ def second_engine() -> Iterator[SecondEngine]:
     socket = root / "docker.sock"
     log = open(root / "dockerd.log", "w")  # noqa: SIM115 - closed in finally
     daemon: subprocess.Popen[bytes] | None = None
+    certs = root / "certs"
+    _certificates(certs)
+    port = _free_port()
     try:
         _run("ip", "link", "add", bridge, "type", "bridge")
         _run("ip", "addr", "add", BRIDGE_ADDRESS, "dev", bridge)
         _run("ip", "link", "set", bridge, "up")
         daemon = subprocess.Popen(
-            ["dockerd", "--host", f"unix://{socket}", "--data-root", str(root / "data"), "--exec-root",
+            ["dockerd", "--host", f"unix://{socket}", "--host", f"tcp://127.0.0.1:{port}", "--tlsverify",
+             "--tlscacert", str(certs / "ca.pem"), "--tlscert", str(certs / "server" / "cert.pem"),
+             "--tlskey", str(certs / "server" / "key.pem"), "--data-root", str(root / "data"), "--exec-root",
              str(root / "exec"), "--pidfile", str(root / "docker.pid"), "--bridge", bridge],
             stdout=log, stderr=subprocess.STDOUT,
         )
@@ -76,7 +147,7 @@ def second_engine() -> Iterator[SecondEngine]:
         loaded = subprocess.run(["docker", "--host", f"unix://{socket}", "load"], stdin=saved.stdout,
                                 capture_output=True, text=True, timeout=600, check=False)
         assert saved.wait(timeout=600) == 0 and loaded.returncode == 0, loaded.stderr
-        yield SecondEngine(f"unix://{socket}", client)
+        yield SecondEngine(f"unix://{socket}", client, f"tcp://127.0.0.1:{port}", certs / "client", certs / "stranger")
     finally:
         if daemon is not None:
             daemon.terminate()
@@ -130,7 +201,7 @@ class Guests:
         return [g for (name, _), g in self.seen.items() if name == engine and g["pid"] == str(pid) and "start" in g]
 
 
-def _matrix(host: str) -> str:
+def _matrix(host: str, tls: Path | None = None) -> str:
     six = f'  - {{name: six, version: "1.16.0", sha256: {SIX}, formats: [egg], extensions: []}}\n'
     markupsafe = (f"  - {{name: MarkupSafe, version: 1.1.1, sha256: {MARKUPSAFE}, formats: [egg], "
                   "extensions: [markupsafe._speedups], platforms: [debian12]}\n")
@@ -140,7 +211,7 @@ def _matrix(host: str) -> str:
     base: {{debootstrap: bookworm}}
     python: /usr/bin/python3
     docker_host: {host}
-"""
+""" + (f"    docker_tls: {tls}\n" if tls else "")
     platforms, packages = PY27_PLATFORM.split("packages:")
     return platforms.rstrip() + remote + "packages:\n" + six + markupsafe
 
@@ -217,3 +288,30 @@ def test_the_same_run_without_the_second_engine_says_which_engine_and_where(tmp_
     assert f"the Docker engine at {missing} ({matrix}:12: platforms[1].docker_host) is not reachable" in said, out
     assert "[debian11-py27/six] publish: passed" in out, out
     assert not (tmp_path / "p" / "eggs" / "debian12").exists()
+
+
+def test_an_engine_over_tcp_is_reached_with_tls_and_a_stranger_is_refused(tmp_path: Path, second_engine: SecondEngine) -> None:
+    """tcp:// with the client's certificate: the cells run on that engine; the same address with
+    a certificate of another CA fails its platform's cells at images, naming the engine."""
+    matrix = project(tmp_path / "p", _matrix(second_engine.tcp, second_engine.certs))
+    guests = Guests({"second": second_engine.client})
+    # A CA bundle for other things in the environment (a proxy's, as here for the package
+    # index) must not stand in for the engine's CA: requests would let it (docker-py #2433).
+    bundle = {"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt", "CURL_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}
+    proc = start(matrix, "all", "--platform", "debian12", "--package", "six", env=bundle)
+    out, _ = proc.communicate(timeout=1800)
+    guests.stop()
+    assert proc.returncode == 0, out
+    assert {str(g["cell"]) for g in guests.of("second", proc.pid)} >= {"debian12/six"}, out
+    manifest = json.loads((tmp_path / "p" / "eggs" / "debian12" / "manifest.json").read_text())
+    assert sorted(manifest["cells"]) == ["debian12/six"]
+    for entry in manifest["artifacts"].values():
+        assert second_engine.client.images.get(entry["runtime_image"]).id == entry["runtime_image"]
+
+    refused = project(tmp_path / "q", _matrix(second_engine.tcp, second_engine.stranger))
+    proc = start(refused, "all", "--platform", "debian12", "--package", "six")
+    out, _ = proc.communicate(timeout=600)
+    said = " ".join(out.split())
+    assert proc.returncode == 5, out  # every selected cell failed at images
+    assert f"the Docker engine at {second_engine.tcp} ({refused}:12: platforms[1].docker_host) is not reachable" in said, out
+    assert not (tmp_path / "q" / "eggs" / "debian12").exists()
