@@ -22,8 +22,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from .conftest import project
-from .sdists import PY27_PLATFORM, no_strays, start  # noqa: F401 - no_strays: an autouse fixture
+from .conftest import builder, project
+from .sdists import PLATFORM, PY27_PLATFORM, no_strays, start  # noqa: F401 - no_strays: an autouse fixture
 
 LABEL = "io.builder"
 SIX = "1e61c37477a1626458e36f7b1d82aa5c9b094fa4802892072e49de9c60c4c926"  # 1.16.0, as shipped
@@ -34,6 +34,7 @@ BRIDGE_ADDRESS = "10.213.0.1/24"
 @dataclass(frozen=True)
 class SecondEngine:
     host: str  # unix:///.../docker.sock
+    socket: Path
     client: docker.DockerClient
     tcp: str  # tcp://127.0.0.1:PORT, TLS only: the engine verifies the client's certificate
     certs: Path  # the client's ca.pem, cert.pem and key.pem for it
@@ -143,11 +144,15 @@ def second_engine() -> Iterator[SecondEngine]:
                     pytest.fail(f"the second dockerd did not start: {(root / 'dockerd.log').read_text()[-2000:]}")
                 time.sleep(0.2)
         # Seed it with the base only, without a registry; everything above is built on it.
+        if subprocess.run(["docker", "image", "inspect", "builder/base:bookworm"], capture_output=True,
+                          check=False).returncode != 0:  # a fresh machine: the default engine makes it first
+            made = builder(project(root / "seed", PLATFORM + f'  - {{name: six, version: "1.16.0", sha256: {SIX}}}\n'), "images")
+            assert made.returncode == 0, made.stdout + made.stderr
         saved = subprocess.Popen(["docker", "save", "builder/base:bookworm"], stdout=subprocess.PIPE)
         loaded = subprocess.run(["docker", "--host", f"unix://{socket}", "load"], stdin=saved.stdout,
                                 capture_output=True, text=True, timeout=600, check=False)
         assert saved.wait(timeout=600) == 0 and loaded.returncode == 0, loaded.stderr
-        yield SecondEngine(f"unix://{socket}", client, f"tcp://127.0.0.1:{port}", certs / "client", certs / "stranger")
+        yield SecondEngine(f"unix://{socket}", socket, client, f"tcp://127.0.0.1:{port}", certs / "client", certs / "stranger")
     finally:
         if daemon is not None:
             daemon.terminate()
@@ -315,3 +320,35 @@ def test_an_engine_over_tcp_is_reached_with_tls_and_a_stranger_is_refused(tmp_pa
     assert proc.returncode == 5, out  # every selected cell failed at images
     assert f"the Docker engine at {second_engine.tcp} ({refused}:12: platforms[1].docker_host) is not reachable" in said, out
     assert not (tmp_path / "q" / "eggs" / "debian12").exists()
+
+
+def test_an_engine_over_ssh_through_the_openssh_client(tmp_path: Path, second_engine: SecondEngine) -> None:
+    """ssh://USER@HOST:PORT: the OpenSSH client connects with the user's own ssh set-up (here a
+    config naming the test server's key and host key policy) and runs `docker system dial-stdio` there; the
+    server (a container on 127.0.0.1) holds the second engine's socket, so the cells land on it."""
+    from .sshd import keypair, sshd_container, sshd_image
+
+    key = keypair(tmp_path)
+    volumes = [f"{second_engine.socket}:/var/run/docker.sock", f"{shutil.which('docker')}:/usr/local/bin/docker:ro"]
+    with sshd_container(sshd_image("builder/base:bookworm"), key, user="root", volumes=volumes) as server:
+        config = tmp_path / "ssh_config"
+        # The SDK always passes a port (22 when the address has none), so the port is in the
+        # address and the config gives the rest.
+        config.write_text(f"Host 127.0.0.1\n  IdentityFile {key}\n  StrictHostKeyChecking no\n"
+                          "  UserKnownHostsFile /dev/null\n  BatchMode yes\n  LogLevel ERROR\n")
+        # The user's ~/.ssh/config, for this test only: an ssh first on PATH that reads this one.
+        tools = tmp_path / "bin"
+        tools.mkdir()
+        (tools / "ssh").write_text(f'#!/bin/sh\nexec {shutil.which("ssh")} -F {config} "$@"\n')
+        (tools / "ssh").chmod(0o755)
+        matrix = project(tmp_path / "p", _matrix(f"ssh://root@127.0.0.1:{server.port}"))
+        guests = Guests({"second": second_engine.client})
+        proc = start(matrix, "all", "--platform", "debian12", env={"PATH": f"{tools}:{os.environ['PATH']}"})
+        out, _ = proc.communicate(timeout=1800)
+        guests.stop()
+    assert proc.returncode == 0, out
+    assert {str(g["cell"]) for g in guests.of("second", proc.pid)} >= {"debian12/six", "debian12/markupsafe"}, out
+    manifest = json.loads((tmp_path / "p" / "eggs" / "debian12" / "manifest.json").read_text())
+    assert sorted(manifest["cells"]) == ["debian12/markupsafe", "debian12/six"]
+    for entry in manifest["artifacts"].values():
+        assert second_engine.client.images.get(entry["build_image"]).id == entry["build_image"]
