@@ -215,3 +215,28 @@ def test_one_engine_keeps_its_j_slots(tmp_path: Path) -> None:
 
     pipeline._parallel(run, "build", cells, work)
     assert count[1] == 3
+
+
+def test_clean_visits_every_engine_and_names_one_that_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from builder.machines import engine, registry
+
+    text = matrix_text("docker_host: ssh://builder@buildbox", other=(
+        "  - name: debian13\n    family: debian\n    base: {debootstrap: trixie}\n    python: /usr/bin/python3\n"
+        "    docker_host: unix:///run/gone/docker.sock\n"))
+    platforms = loads(text, Path("matrix.yaml")).platforms
+    cleaned: list[str] = []
+
+    def client(where: Engine = engine.DEFAULT) -> object:
+        if where.host == "unix:///run/gone/docker.sock":
+            raise EngineError(f"the Docker engine at {where.host} ({where.location}) is not reachable", hint="start it")
+        return where.label
+
+    monkeypatch.setattr(engine, "client", client)
+    monkeypatch.setattr(engine, "clients", lambda: [])
+    monkeypatch.setattr(engine, "remove_containers", lambda made, pid=None: cleaned.append(made) or [f"guest-on-{made}"])
+    with pytest.raises(EngineError) as caught:
+        registry.clean(platforms=platforms)
+    assert cleaned == ["the default Docker engine", "ssh://builder@buildbox"]  # both cleaned all the same
+    assert "unix:///run/gone/docker.sock (matrix.yaml:15: platforms[2].docker_host)" in caught.value.message
+    cleaned.clear()
+    assert registry.clean(platforms=platforms[:2]) == ["guest-on-the default Docker engine", "guest-on-ssh://builder@buildbox"]
