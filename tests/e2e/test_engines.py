@@ -303,8 +303,10 @@ def test_an_engine_over_tcp_is_reached_with_tls_and_a_stranger_is_refused(tmp_pa
     # A CA bundle for other things in the environment (a proxy's, as here for the package
     # index) must not stand in for the engine's CA: requests would let it (docker-py #2433).
     bundle = {"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt", "CURL_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}
+    started = time.monotonic()
     proc = start(matrix, "all", "--platform", "debian12", "--package", "six", env=bundle)
     out, _ = proc.communicate(timeout=1800)
+    print(f"tcp+TLS run (debian12/six, images there already): {time.monotonic() - started:.1f} s")
     guests.stop()
     assert proc.returncode == 0, out
     assert {str(g["cell"]) for g in guests.of("second", proc.pid)} >= {"debian12/six"}, out
@@ -343,8 +345,10 @@ def test_an_engine_over_ssh_through_the_openssh_client(tmp_path: Path, second_en
         (tools / "ssh").chmod(0o755)
         matrix = project(tmp_path / "p", _matrix(f"ssh://root@127.0.0.1:{server.port}"))
         guests = Guests({"second": second_engine.client})
+        started = time.monotonic()
         proc = start(matrix, "all", "--platform", "debian12", env={"PATH": f"{tools}:{os.environ['PATH']}"})
         out, _ = proc.communicate(timeout=1800)
+        print(f"ssh run (debian12: six, MarkupSafe; images there already): {time.monotonic() - started:.1f} s")
         guests.stop()
     assert proc.returncode == 0, out
     assert {str(g["cell"]) for g in guests.of("second", proc.pid)} >= {"debian12/six", "debian12/markupsafe"}, out
