@@ -321,7 +321,7 @@ def _check_imports(ctx: Context) -> int:
 def _clean(ctx: Context) -> int:
     from .output import publish
 
-    for name in registry.clean():
+    for name in registry.clean(platforms=ctx.matrix.platforms):
         ctx.console.print(f"removed container {name}", markup=False)
     if ctx.matrix.settings.output.is_dir():
         for line in publish.recover(ctx.matrix.settings.output):

@@ -92,8 +92,9 @@ def _targets(matrix: Matrix, platforms: Sequence[Platform], backends: Mapping[st
     found = []
     for platform in platforms:
         images = backends[platform.backend].prepare(matrix, platform, files, echo)
-        target = Target(platform, provides.python_version(images.build, platform.python),
-                        provides.setuptools_version(images.build, platform.python), images.build, images.runtime)
+        target = Target(platform, provides.python_version(images.build, platform.python, platform.engine),
+                        provides.setuptools_version(images.build, platform.python, platform.engine),
+                        images.build, images.runtime)
         echo(f"[{platform.name}] Python {target.python}" + (f", setuptools {target.setuptools}" if target.setuptools else ""))
         found.append(target)
     return found
@@ -453,8 +454,8 @@ def _runtime(cell: plan.Cell, artifacts: Sequence[str], images: Images, one: Per
     if not modules and one.facts.compiled_sources:
         echo(f"[{cell.id}] warning: the sdist has {', '.join(one.facts.compiled_sources[:3])} but the build made no compiled "
              "module: a silent pure-Python fallback? extensions: [] is written; check the build log")
-    owners = provides.owners(images.build, sonames)
-    runtime_has = provides.installed(images.runtime)
+    owners = provides.owners(images.build, sonames, cell.platform.engine)
+    runtime_has = provides.installed(images.runtime, cell.platform.engine)
     packages = sorted({pkg for _, pkg in owners.values() if pkg and pkg not in runtime_has})
     unowned = sorted(s for s, (_, pkg) in owners.items() if not pkg)
     one.runtime = packages

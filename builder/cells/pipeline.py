@@ -12,14 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from .. import __version__
 from ..errors import BuilderError, FetchError, ImageError
 from ..fetch import Fetcher
 from ..machines.base import Backend, Images
 from ..matrix import plan
-from ..matrix.model import Matrix, Pin
+from ..matrix.model import Engine, Matrix, Pin, Platform
 from ..matrix.plan import Cell
 from . import cell as cells
 from . import fingerprint as taken
@@ -142,35 +142,69 @@ def fetch(run: Run) -> None:
 
 def images(run: Run) -> None:
     for name in dict.fromkeys(c.platform.backend for c in run.live()):
-        for left in run.backends[name].leftovers():  # what a killed run left behind
+        platforms = list(dict.fromkeys(c.platform for c in run.live() if c.platform.backend == name))
+        for left in run.backends[name].leftovers(platforms):  # what a killed run left behind
             run.echo(f"removed leftover container {left}")
-    for platform in dict.fromkeys(c.platform for c in run.live()):
+    # Each engine makes its own platforms' images, the engines side by side.
+    groups = _by_engine(list(dict.fromkeys(c.platform for c in run.live())), lambda p: p.engine)
+    _side_by_side([functools.partial(_prepare_all, run, platforms) for platforms in groups])
+    _compute_keys(run)
+
+
+def _prepare_all(run: Run, platforms: Sequence[Platform]) -> None:
+    for platform in platforms:
         if run.stopping():
             return
-        started = time.monotonic()
-        # The platform's log: what making its images said, and on a failure the build's tail.
-        log_path = run.matrix.settings.work / "images" / f"{platform.name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "w", encoding="utf-8") as log:
+        _prepare(run, platform)
 
-            def echo(line: str, log: TextIO = log) -> None:
-                log.write(line + "\n")
-                log.flush()
-                run.echo(line)
 
-            try:
-                backend = run.backends[platform.backend]
-                run.images[platform.name] = backend.prepare(run.matrix, platform, run.sources, echo)
-            except ImageError as exc:
-                log.write(f"{exc}\n")
-                if run.verbose:
-                    run.echo(str(exc))
-                for cell in run.live():
-                    if cell.platform == platform:
-                        run.record(cell, StageResult(cell.id, "images", "failed", reason=_one_line(exc), log=str(log_path)))
-                continue
-        run.echo(f"[{platform.name}] images ready ({time.monotonic() - started:.1f} s)")
-    _compute_keys(run)
+def _prepare(run: Run, platform: Platform) -> None:
+    started = time.monotonic()
+    # The platform's log: what making its images said, and on a failure the build's tail.
+    log_path = run.matrix.settings.work / "images" / f"{platform.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+
+        def echo(line: str, log: TextIO = log) -> None:
+            log.write(line + "\n")
+            log.flush()
+            run.echo(line)
+
+        try:
+            backend = run.backends[platform.backend]
+            run.images[platform.name] = backend.prepare(run.matrix, platform, run.sources, echo)
+        except ImageError as exc:
+            log.write(f"{exc}\n")
+            if run.verbose:
+                run.echo(str(exc))
+            for cell in run.live():
+                if cell.platform == platform:
+                    run.record(cell, StageResult(cell.id, "images", "failed", reason=_one_line(exc), log=str(log_path)))
+            return
+    run.echo(f"[{platform.name}] images ready ({time.monotonic() - started:.1f} s)")
+
+
+T = TypeVar("T")
+
+
+def _by_engine(items: Sequence[T], engine_of: Callable[[T], Engine]) -> list[list[T]]:
+    """`items` grouped by the Docker engine they run on, each group in the order given."""
+    groups: dict[Engine, list[T]] = {}
+    for item in items:
+        groups.setdefault(engine_of(item), []).append(item)
+    return list(groups.values())
+
+
+def _side_by_side(works: Sequence[Callable[[], None]]) -> None:
+    """Run `works` at the same time (one each), and raise the first one's error once all ended."""
+    if len(works) <= 1:
+        for work in works:
+            work()
+        return
+    with ThreadPoolExecutor(max_workers=len(works)) as pool:
+        futures = [pool.submit(work) for work in works]
+    for future in futures:
+        future.result()
 
 
 def _compute_keys(run: Run) -> None:
@@ -237,6 +271,9 @@ def _unlike_manifest(files: Sequence[Path], listed: Mapping[str, Any], sha256: C
 
 
 def _parallel(run: Run, stage: state.Stage, todo: Sequence[Cell], work: Callable[[Cell], StageResult]) -> None:
+    """Run `work` for each cell of `todo`, -j at a time on each Docker engine: the cells of
+    platforms on different engines run side by side, each engine with its own -j slots."""
+
     def one(cell: Cell) -> None:
         if run.stopping():
             run.record(cell, StageResult(cell.id, stage, "skipped", reason="skipped after a failure (--fail-fast)"))
@@ -249,8 +286,15 @@ def _parallel(run: Run, stage: state.Stage, todo: Sequence[Cell], work: Callable
         result.input_key = run.keys.get(cell.id, "")
         run.record(cell, result)
 
-    with ThreadPoolExecutor(max_workers=max(1, run.jobs)) as pool:
-        list(pool.map(one, todo))
+    def slots(cells: Sequence[Cell]) -> None:
+        with ThreadPoolExecutor(max_workers=max(1, run.jobs)) as pool:
+            list(pool.map(one, cells))
+
+    _side_by_side([functools.partial(slots, cells) for cells in _by_engine(todo, _engine_of)])
+
+
+def _engine_of(cell: Cell) -> Engine:
+    return cell.platform.engine
 
 
 def _prestart_tests(run: Run, todo: Sequence[Cell]) -> None:
@@ -267,12 +311,15 @@ def _prestart_tests(run: Run, todo: Sequence[Cell]) -> None:
 def build(run: Run) -> None:
     echo = run.echo if run.verbose else None
     todo = run.live()
-    # The cells tested first (-j of the first wave), started while the last cell builds.
-    first_tests = (_waves(todo, plan.Dependencies(run.cells)) or [[]])[0][: max(1, run.jobs)]
+    # The cells tested first (-j of the first wave on each engine), started while the last cell
+    # of their engine builds.
+    first_wave = (_waves(todo, plan.Dependencies(run.cells)) or [[]])[0]
+    first_tests = {id(group[-1]): [c for c in first_wave if c.platform.engine == group[-1].platform.engine][: max(1, run.jobs)]
+                   for group in _by_engine(todo, _engine_of)}
 
     def work(cell: Cell) -> StageResult:
-        if cell is todo[-1]:
-            _prestart_tests(run, first_tests)
+        if id(cell) in first_tests:
+            _prestart_tests(run, first_tests[id(cell)])
         return cells.build(run.backend(cell), run.matrix, cell, run.images[cell.platform.name], run.sources, echo)
 
     _parallel(run, "build", todo, work)
@@ -296,10 +343,10 @@ def test(run: Run) -> None:
 
     needs = plan.Dependencies(run.cells)
 
-    def work(cell: Cell, todo: Sequence[Cell]) -> StageResult:
-        # The guest of the cell that will take this worker's place next is started meanwhile.
-        later = todo.index(cell) + max(1, run.jobs)
-        _prestart_tests(run, todo[later:later + 1])
+    def work(cell: Cell, following: Mapping[str, Cell]) -> StageResult:
+        # The guest of the cell that will take this worker's place next (on its engine) is
+        # started meanwhile.
+        _prestart_tests(run, [following[cell.id]] if cell.id in following else [])
         deps = {d.id: _build_of(run, d) for d in needs.of(cell)}
         built = run.results[cell.id]["build"]
         return cells.test(run.backend(cell), run.matrix, cell, run.images[cell.platform.name], built, deps, run.sources, echo)
@@ -314,7 +361,10 @@ def test(run: Run) -> None:
                 run.record(cell, StageResult(cell.id, "test", "failed", reason=why, input_key=run.keys.get(cell.id, "")))
             else:
                 todo.append(cell)
-        _parallel(run, "test", todo, functools.partial(work, todo=todo))
+        jobs = max(1, run.jobs)
+        following = {c.id: group[n + jobs] for group in _by_engine(todo, _engine_of)
+                     for n, c in enumerate(group) if n + jobs < len(group)}
+        _parallel(run, "test", todo, functools.partial(work, following=following))
 
 
 def _waves(todo: Sequence[Cell], needs: plan.Dependencies) -> list[list[Cell]]:

@@ -88,8 +88,9 @@ class Backend(Protocol):
     ) -> AbstractContextManager[Machine]:
         """A fresh guest with no network; gone when the context ends."""
 
-    def leftovers(self) -> list[str]:
-        """Remove what runs killed before their clean-up left of this backend's guests; name it."""
+    def leftovers(self, platforms: Sequence[Platform] = ()) -> list[str]:
+        """Remove what runs killed before their clean-up left of this backend's guests (on the
+        engines of `platforms`, for the docker backend); name it."""
 
     def interactive(
         self, platform: Platform, images: Images, role: Role, mounts: Mapping[str, str], env: Mapping[str, str]

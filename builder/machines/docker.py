@@ -77,17 +77,21 @@ class DockerBackend:
     same_paths = True  # every container sees /builder and /tmp/builder-work
 
     def __init__(self, engine: docker.DockerClient | None = None) -> None:
-        self._engine = engine
+        self._engine = engine  # given (the tests): every platform's engine; else each platform's own
         self._lock = threading.Lock()
         # Guests prestart() began, by machine()'s arguments: each is taken by one machine() call.
         self._spares: dict[tuple[str, Images, Role, Limits, str], Future[docker.models.containers.Container]] = {}
 
     @property
     def engine(self) -> docker.DockerClient:
-        with self._lock:
-            if self._engine is None:
-                self._engine = client()
+        """The default engine's client."""
+        return self.engine_of(None)
+
+    def engine_of(self, platform: Platform | None) -> docker.DockerClient:
+        """The client of the engine a platform's images and guests are on (its docker_host:)."""
+        if self._engine is not None:
             return self._engine
+        return client(platform.engine if platform is not None else engine.DEFAULT)
 
     # -- images -------------------------------------------------------------------------------
 
@@ -96,29 +100,32 @@ class DockerBackend:
         assert platform.base is not None
         if platform.base.kind == "debootstrap":
             ref = host_images.base_tag(platform.base.value)
-            found = engine.image_id(self.engine, ref)
+            found = engine.image_id(self.engine_of(platform), ref)
             if found:
                 return ref, found
-            log(f"making base image {ref} with debootstrap (once per machine)")
+            # Made where it runs: debootstrap here, the root file system sent to the platform's
+            # engine through its API (a remote engine reaches nothing of this machine's images).
+            where = "" if platform.engine == engine.DEFAULT else f" on {platform.engine.label}"
+            log(f"making base image {ref}{where} with debootstrap (once per engine)")
             tarball = host_images.debootstrap_tarball(
                 platform.base.value, matrix.settings.debian_mirror, matrix.settings.work / "rootfs"
             )
             try:
                 repo, tag = ref.split(":")
-                self.engine.api.import_image_from_file(str(tarball), repository=repo, tag=tag)
+                self.engine_of(platform).api.import_image_from_file(str(tarball), repository=repo, tag=tag)
             finally:
                 tarball.unlink(missing_ok=True)
-            made = engine.image_id(self.engine, ref)
+            made = engine.image_id(self.engine_of(platform), ref)
             if made is None:
                 raise ImageError(f"docker import of {ref} produced no image")
             return ref, made
         ref = (matrix.settings.registry_mirror or "") + platform.base.value
-        found = engine.image_id(self.engine, ref)
+        found = engine.image_id(self.engine_of(platform), ref)
         if found:
             return ref, found
         log(f"pulling base image {ref}")
         try:
-            image = self.engine.images.pull(ref)
+            image = self.engine_of(platform).images.pull(ref)
         except docker.errors.APIError as exc:
             raise ImageError(
                 f"base image {ref} of platform {platform.name} is not on this machine and cannot be pulled "
@@ -130,8 +137,14 @@ class DockerBackend:
 
     def check(self, matrix: Matrix, platform: Platform) -> None:
         """A registry base must be on this machine or pullable before anything is fetched for it
-        (CentOS's Python tarball is not worth fetching when centos:6 cannot be had)."""
+        (CentOS's Python tarball is not worth fetching when centos:6 cannot be had), and a
+        platform's engine elsewhere must answer."""
         host_images.dockerfile(platform)
+        if platform.engine != engine.DEFAULT and self._engine is None:
+            try:  # an engine elsewhere that does not answer stops its platforms only
+                client(platform.engine)
+            except EngineError as exc:
+                raise ImageError(exc.message, hint=exc.hint) from exc
         if platform.base is not None and platform.base.kind == "image":
             self.base(matrix, platform, lambda line: None)
 
@@ -144,14 +157,14 @@ class DockerBackend:
         packages = built.files if built else ()
         digest = host_images.context_digest(matrix, platform, base_id, packages)[:16]
         tags = {role: f"builder/{platform.name}:{role}-{digest}" for role in ("runtime", "build")}
-        ids = {role: engine.image_id(self.engine, tag) for role, tag in tags.items()}
+        ids = {role: engine.image_id(self.engine_of(platform), tag) for role, tag in tags.items()}
         context: Path | None = None
         for role in ("runtime", "build"):  # runtime first: build is FROM runtime and reuses its layers
             if ids[role] is None:
                 log(f"building image {tags[role]}")
                 context = context or host_images.build_context(matrix, platform, files, packages)
                 args = host_images.build_args(matrix, platform, base_ref, packages)
-                ids[role] = engine.build_image(self.engine, platform, context, role, tags[role], args)
+                ids[role] = engine.build_image(self.engine_of(platform), platform, context, role, tags[role], args)
         return Images(build=str(ids["build"]), runtime=str(ids["runtime"]), packages=packages,
                       packages_about=built.about if built else None)
 
@@ -166,18 +179,18 @@ class DockerBackend:
         base image with the package installed, then kept in the cache."""
         tools_digest = host_images.context_digest(matrix, platform, base_id, (), lists=False)[:16]
         tag = f"builder/{platform.name}:{ospackage.BUILD_TARGET}-{tools_digest}"
-        image = engine.image_id(self.engine, tag)
+        image = engine.image_id(self.engine_of(platform), tag)
         if image is None:
             log(f"building image {tag}")
             context = host_images.build_context(matrix, platform, files)
-            image = engine.build_image(self.engine, platform, context, ospackage.BUILD_TARGET, tag, {"BASE": base_ref})
+            image = engine.build_image(self.engine_of(platform), platform, context, ospackage.BUILD_TARGET, tag, {"BASE": base_ref})
         key = ospackage.input_key(platform, image)
         found = ospackage.cached(matrix, key)
         kept = f"builder/{platform.name}:{ospackage.KEPT_TAG}-{key[:16]}"
-        if found is None and engine.unpack_folder(self.engine, kept, ospackage.cache_folder(matrix, key)):
+        if found is None and engine.unpack_folder(self.engine_of(platform), kept, ospackage.cache_folder(matrix, key)):
             found = ospackage.cached(matrix, key)  # a checkout of the same machine built and tested it
-        elif found is not None and engine.image_id(self.engine, kept) is None:
-            engine.keep_folder(self.engine, ospackage.cache_folder(matrix, key), kept, platform)
+        elif found is not None and engine.image_id(self.engine_of(platform), kept) is None:
+            engine.keep_folder(self.engine_of(platform), ospackage.cache_folder(matrix, key), kept, platform)
         if found is not None:
             log(f"[{platform.name}] interpreter packages up to date: {', '.join(f.name for f in found.files)}")
             return found
@@ -232,7 +245,7 @@ class DockerBackend:
             (staging / "interpreter.json").write_text(json.dumps(about, indent=2, sort_keys=True) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(staging, folder)
-        engine.keep_folder(self.engine, folder, kept, platform)
+        engine.keep_folder(self.engine_of(platform), folder, kept, platform)
         built = ospackage.cached(matrix, key)
         assert built is not None
         return built
@@ -249,7 +262,7 @@ class DockerBackend:
         (context / "Dockerfile").write_text(ospackage.test_dockerfile(platform, package.name))
         tag = f"builder/{platform.name}:interpreter-test-{hashlib.sha256(package.read_bytes()).hexdigest()[:16]}"
         log(f"[{platform.name}] testing {package.name} in the bare {base_ref} with only it installed")
-        image = engine.build_image(self.engine, platform, context, "", tag, {"BASE": base_ref})
+        image = engine.build_image(self.engine_of(platform), platform, context, "", tag, {"BASE": base_ref})
         check = work / "check"
         check.mkdir()
         certificate, key = ospackage.self_signed(check)
@@ -280,8 +293,13 @@ class DockerBackend:
             )
         return result
 
-    def leftovers(self) -> list[str]:
-        return engine.remove_containers(self.engine)
+    def leftovers(self, platforms: Sequence[Platform] = ()) -> list[str]:
+        """What killed runs left on the engines of `platforms` (the default engine when none)."""
+        where = dict.fromkeys(p.engine for p in platforms) or {engine.DEFAULT: None}
+        removed: list[str] = []
+        for address in where:
+            removed += engine.remove_containers(client(address) if self._engine is None else self._engine)
+        return removed
 
     # -- machines -----------------------------------------------------------------------------
 
@@ -301,7 +319,7 @@ class DockerBackend:
         if role == "build":
             mounts.append(Mount("/tmp", None, type="volume"))
         try:
-            container = self.engine.containers.create(
+            container = self.engine_of(platform).containers.create(
                 image,
                 command=["sh", "-c", "exec sleep 2147483"],
                 tmpfs=tmpfs,
@@ -311,7 +329,7 @@ class DockerBackend:
                 mem_limit=limits.memory,
                 memswap_limit=limits.memory,
                 pids_limit=limits.pids,
-                labels={LABEL: "cell", f"{LABEL}.cell": label, f"{LABEL}.pid": str(os.getpid())},
+                labels={LABEL: "cell", f"{LABEL}.cell": label, **engine.owned()},
                 auto_remove=True,  # the engine removes it (and its volumes) once it stops: _stop_soon
                 detach=True,
             )
@@ -367,14 +385,36 @@ class DockerBackend:
     ) -> list[str]:
         """docker run for a person: the cell's user, mounts and environment, and no network."""
         image = images.build if role == "build" else images.runtime
-        argv = ["docker", "run", "--rm", "-i", "--network", "none", "--user", GUEST_USER, "-w", "/builder"]
+        argv = ["docker", *_cli_engine(platform, bool(mounts)), "run", "--rm", "-i", "--network", "none",
+                "--user", GUEST_USER, "-w", "/builder"]
         argv += [*LOCKDOWN_ARGV, "--tmpfs", "/tmp:rw,exec,nosuid,nodev,mode=1777"]
-        argv += ["--label", f"{LABEL}=shell", "--label", f"{LABEL}.pid={os.getpid()}"]
+        argv += ["--label", f"{LABEL}=shell", *(a for k, v in engine.owned().items() for a in ("--label", f"{k}={v}"))]
         for host, guest in mounts.items():
             argv += ["-v", f"{host}:{guest}"]
         for key, value in env.items():
             argv += ["-e", f"{key}={value}"]
         return [*argv, image, "bash"]
+
+
+def _cli_engine(platform: Platform, mounts: bool) -> list[str]:
+    """The docker command line's options that reach the platform's engine. A shell's files are
+    bind-mounted from this machine, so it opens on an engine of this machine only."""
+    where = platform.engine
+    if where == engine.DEFAULT:
+        return []
+    if mounts and not (where.host or "").startswith("unix://"):
+        raise EngineError(
+            f"a shell of {platform.name} mounts this machine's files, and its engine ({where.label}) is elsewhere",
+            hint=f"open it on the engine's machine (a checkout of the project there), or drop docker_host "
+            f"from the platform at {where.location or platform.location} while you debug it",
+        )
+    if where.context:
+        return ["--context", where.context]
+    argv = ["--host", str(where.host)]
+    if where.tls is not None:
+        argv += ["--tlsverify", "--tlscacert", str(where.tls / "ca.pem"), "--tlscert", str(where.tls / "cert.pem"),
+                 "--tlskey", str(where.tls / "key.pem")]
+    return argv
 
 
 class DockerMachine:

@@ -9,39 +9,134 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import tarfile
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import docker
+import docker.constants
 import docker.errors
 import docker.models.containers
-from requests.exceptions import ConnectionError as RequestsConnectionError
+import docker.tls
 from requests.exceptions import RequestException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..errors import EngineError, ImageError
-from ..matrix.model import Platform, file_of
+from ..matrix.model import Engine, Platform, file_of
 
 # What talking to an engine that went away (stopped, restarted, crashed) raises: the SDK's own
 # errors, requests' and urllib3's, and plain socket errors from a streamed exec.
 ENGINE_FAULTS = (docker.errors.DockerException, RequestException, Urllib3Error, OSError)
 LABEL = "io.builder"  # every container and image we create carries it, for `clean`
 API_TIMEOUT = 900
+# The machine a guest's builder runs on: an engine elsewhere may hold the guests of builders on
+# other machines too, whose pids mean nothing here.
+MACHINE = socket.gethostname()
 
 
-def client() -> docker.DockerClient:
+def owned() -> dict[str, str]:
+    """The labels that tie a container to this builder process: its pid and its machine."""
+    return {f"{LABEL}.pid": str(os.getpid()), f"{LABEL}.machine": MACHINE}
+
+
+_CLIENTS: dict[Engine, docker.DockerClient] = {}  # one per engine, for the whole process
+_CLIENTS_LOCK = threading.Lock()
+DEFAULT = Engine()
+
+
+def client(where: Engine = DEFAULT) -> docker.DockerClient:
+    """The client of engine `where` (a platform's `engine`), made and pinged once per process.
+
+    Every address is the docker SDK's own: ssh:// through the OpenSSH client (its keys, its
+    known_hosts), tcp:// through the SDK's TLS with the client's certificate, a docker context
+    as the SDK reads it, the default one from the environment (DOCKER_HOST) or the local socket."""
+    with _CLIENTS_LOCK:
+        found = _CLIENTS.get(where)
+        if found is None:
+            found = _CLIENTS[where] = _connect(where)
+        return found
+
+
+def clients() -> list[docker.DockerClient]:
+    """The clients this process made so far: the engines it may have left guests on."""
+    with _CLIENTS_LOCK:
+        return list(_CLIENTS.values())
+
+
+def _connect(where: Engine) -> docker.DockerClient:
+    at = f" ({where.location})" if where.location else ""
     try:
-        engine = docker.from_env(timeout=API_TIMEOUT)
-        engine.ping()
-    except (docker.errors.DockerException, RequestsConnectionError) as exc:
+        if where.context:
+            from docker.context import ContextAPI
+
+            try:
+                context = ContextAPI.get_context(where.context)
+            except docker.errors.ContextException as exc:
+                raise EngineError(f"cannot read docker context {where.context}{at}: {exc}") from exc
+            if context is None or not context.Host:
+                raise EngineError(f"there is no docker context {where.context}{at}",
+                                  hint=f"create it (`docker context create {where.context} --docker host=...`), "
+                                  "or name one `docker context ls` lists")
+            tls = context.TLSConfig
+            made = _tls_client(context.Host, tls) if isinstance(tls, docker.tls.TLSConfig) else docker.DockerClient(
+                base_url=context.Host, timeout=API_TIMEOUT, use_ssh_client=context.Host.startswith("ssh://"))
+        elif where.tls is not None:
+            made = _tls_client(where.host or "", _tls(where, at))
+        elif where.host:
+            made = docker.DockerClient(base_url=where.host, timeout=API_TIMEOUT, use_ssh_client=where.host.startswith("ssh://"))
+        else:
+            made = docker.from_env(timeout=API_TIMEOUT)
+        made.ping()
+    except (docker.errors.DockerException, RequestException, OSError) as exc:
+        if where == DEFAULT:
+            raise EngineError(
+                f"the Docker engine is not reachable ({exc.__class__.__name__})",
+                hint="start it as root (`dockerd &`, or `systemctl start docker`), or set DOCKER_HOST; "
+                "the README's set-up command installs and starts it",
+            ) from exc
+        detail = " ".join(str(exc).split())[:200]
         raise EngineError(
-            f"the Docker engine is not reachable ({exc.__class__.__name__})",
-            hint="start it as root (`dockerd &`, or `systemctl start docker`), or set DOCKER_HOST; "
-            "the README's set-up command installs and starts it",
+            f"the Docker engine at {where.label}{at} is not reachable ({exc.__class__.__name__}: {detail})",
+            hint="check that its dockerd runs and answers there (`docker --host ADDRESS version`); for ssh:// that "
+            "`ssh USER@HOST docker version` works without a password prompt",
         ) from exc
-    return engine
+    return made
+
+
+def _tls_client(base_url: str, tls: docker.tls.TLSConfig) -> docker.DockerClient:
+    """A client over TLS that verifies the engine with `tls`'s CA and nothing else.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (often set for a proxy's CA, as on this
+    machine for the package index) override a session's own CA file, and the engine's then fails
+    to verify (docker-py #2433). The client's session is told not to read the environment, so the
+    engine's CA applies; it is made once with a floor version to ask the engine for its API
+    version with that session, then with the engine's own."""
+    probe = docker.DockerClient(base_url=base_url, tls=tls, timeout=API_TIMEOUT,
+                                version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+    probe.api.trust_env = False  # no CA bundle or proxy from the environment for the engine
+    try:
+        version = str(probe.api.version(api_version=False)["ApiVersion"])
+    finally:
+        probe.close()
+    made = docker.DockerClient(base_url=base_url, tls=tls, timeout=API_TIMEOUT, version=version)
+    made.api.trust_env = False
+    return made
+
+
+def _tls(where: Engine, at: str) -> docker.tls.TLSConfig:
+    """tcp://: the client's certificate and the CA that signed the engine's, always verified."""
+    assert where.tls is not None
+    files = {name: where.tls / name for name in ("ca.pem", "cert.pem", "key.pem")}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise EngineError(f"the TLS files of {where.label}{at} are missing: {', '.join(missing)}",
+                          hint="put the client's ca.pem, cert.pem and key.pem (made with the engine's --tlsverify "
+                          "certificates) in that folder, or point docker_tls: at the folder that holds them")
+    return docker.tls.TLSConfig(client_cert=(str(files["cert.pem"]), str(files["key.pem"])),
+                                ca_cert=str(files["ca.pem"]), verify=True)
 
 
 def image_id(engine: docker.DockerClient, ref: str) -> str | None:
@@ -96,6 +191,8 @@ def remove_containers(engine: docker.DockerClient, pid: int | None = None) -> li
             # Not one we started: every guest carries its run's pid. A step of an image build
             # FROM a builder image inherits that image's labels, and must not be killed here.
             continue
+        if labels.get(f"{LABEL}.machine", MACHINE) != MACHINE:
+            continue  # a builder's on another machine, sharing this engine: its pid is not ours to judge
         if pid is not None and owner != str(pid):
             continue
         if pid is None and owner.isdigit() and _alive(int(owner)) and int(owner) != os.getpid():
@@ -208,7 +305,7 @@ def run_once(engine: docker.DockerClient, image: str, argv: Sequence[str], timeo
         container = engine.containers.create(
             image, command=list(argv), network_mode="none", user="65534:65534", read_only=True,
             cap_drop=["ALL"], security_opt=["no-new-privileges"], tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777"},
-            labels={LABEL: "helper", f"{LABEL}.pid": str(os.getpid())}, detach=True,
+            labels={LABEL: "helper", **owned()}, detach=True,
         )
     except ENGINE_FAULTS as exc:
         raise EngineError(f"cannot start a helper container of {image}: {exc}") from exc
@@ -243,7 +340,7 @@ def unpack_folder(engine: docker.DockerClient, ref: str, dest: Path) -> bool:
     if image_id(engine, ref) is None:
         return False
     container = engine.containers.create(ref, command=["/kept"], network_disabled=True,
-                                         labels={LABEL: "helper", f"{LABEL}.pid": str(os.getpid())})
+                                         labels={LABEL: "helper", **owned()})
     try:
         stream, _ = container.get_archive("/kept")
         with tempfile.TemporaryFile() as buffer:

@@ -34,7 +34,10 @@ def debootstrap_tarball(suite: str, mirror: str | None, work: Path) -> Path:
         raise ImageError(f"making the {suite} base image with debootstrap needs root", hint="run as root once")
     work.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f"rootfs-{suite}-", dir=work))
-    tarball = work / f"{suite}.tar"
+    # Its own name: platforms on two engines may make the same suite's base at the same time.
+    fd, name = tempfile.mkstemp(prefix=f"{suite}-", suffix=".tar", dir=work)
+    os.close(fd)
+    tarball = Path(name)
     try:
         argv = ["debootstrap", "--variant=minbase", suite, str(root)]
         if mirror:
@@ -48,6 +51,9 @@ def debootstrap_tarball(suite: str, mirror: str | None, work: Path) -> Path:
                 f"/ BUILDER_DEBIAN_MIRROR\n{exc.output[-2000:]}",
             ) from exc
         runner.run(["tar", "-C", str(root), "-cf", str(tarball), "."])
+    except BaseException:
+        tarball.unlink(missing_ok=True)
+        raise
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return tarball

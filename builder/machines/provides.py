@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import ImageError
-from ..matrix.model import Platform
+from ..matrix.model import Engine, Platform
 from . import engine
 from .images import base_tag
 
@@ -46,7 +46,7 @@ def lookup_image(platform: Platform, log: Callable[[str], None] = lambda line: N
         raise ImageError(f"{platform.name}: looking up which package provides a file is done for Debian platforms "
                          "made with debootstrap only")
     assert platform.base is not None
-    client = engine.client()
+    client = engine.client(platform.engine)
     base = base_tag(platform.base.value)
     base_id = engine.image_id(client, base)
     if base_id is None:
@@ -69,7 +69,7 @@ def search(platform: Platform, patterns: Mapping[str, str], log: Callable[[str],
     # apt-file takes a POSIX ERE (no (?:...)) and reads a `$` only at the very end of it.
     ends = all(p.endswith("$") for p in patterns.values())
     joined = "(" + "|".join(p.removesuffix("$") if ends else p for p in patterns.values()) + (")$" if ends else ")")
-    code, output = engine.run_once(engine.client(), image, ["apt-file", "search", "--regexp", joined])
+    code, output = engine.run_once(engine.client(platform.engine), image, ["apt-file", "search", "--regexp", joined])
     if code not in (0, 1):  # 1: nothing matched
         raise ImageError(f"{platform.name}: apt-file search failed (exit {code}): {output.strip()[-300:]}")
     found: dict[str, list[Found]] = {key: [] for key in patterns}
@@ -107,12 +107,12 @@ done
 """
 
 
-def owners(image: str, sonames: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+def owners(image: str, sonames: Iterable[str], where: Engine = engine.DEFAULT) -> dict[str, tuple[str, str | None]]:
     """soname -> (its path in `image`, the installed package that owns it, or None)."""
     names = sorted(set(sonames))
     if not names:
         return {}
-    code, output = engine.run_once(engine.client(), image, ["sh", "-c", _OWNERS, "sh", *names])
+    code, output = engine.run_once(engine.client(where), image, ["sh", "-c", _OWNERS, "sh", *names])
     if code != 0:
         raise ImageError(f"asking dpkg which packages own {', '.join(names)} failed (exit {code}): {output[-300:]}")
     result: dict[str, tuple[str, str | None]] = {}
@@ -125,9 +125,9 @@ def owners(image: str, sonames: Iterable[str]) -> dict[str, tuple[str, str | Non
     return result
 
 
-def installed(image: str) -> set[str]:
+def installed(image: str, where: Engine = engine.DEFAULT) -> set[str]:
     """The names of the packages installed in `image`."""
-    code, output = engine.run_once(engine.client(), image, ["dpkg-query", "-W", "-f", "${Package}\\n"])
+    code, output = engine.run_once(engine.client(where), image, ["dpkg-query", "-W", "-f", "${Package}\\n"])
     if code != 0:
         raise ImageError(f"dpkg-query in {image[:19]} failed (exit {code}): {output[-300:]}")
     return {line.strip() for line in output.splitlines() if line.strip()}
@@ -150,18 +150,18 @@ def soname_packages(platform: Platform, sonames: Iterable[str],
     return answer
 
 
-def python_version(image: str, python: str) -> str:
+def python_version(image: str, python: str, where: Engine = engine.DEFAULT) -> str:
     """The full version (2.7.18) of the interpreter `python` in `image`."""
-    code, output = engine.run_once(engine.client(), image, [python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+    code, output = engine.run_once(engine.client(where), image, [python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     if code != 0 or not lines or not re.fullmatch(r"\d+\.\d+\.\d+", lines[-1]):
         raise ImageError(f"{python} --version in {image[:19]} failed (exit {code}): {output.strip()[-300:]}")
     return lines[-1]
 
 
-def setuptools_version(image: str, python: str) -> str | None:
+def setuptools_version(image: str, python: str, where: Engine = engine.DEFAULT) -> str | None:
     """The version of the setuptools `python` imports in `image`, or None when it has none."""
     snippet = "import setuptools; print(setuptools.__version__)"
-    code, output = engine.run_once(engine.client(), image, [python, "-c", snippet])
+    code, output = engine.run_once(engine.client(where), image, [python, "-c", snippet])
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     return lines[-1] if code == 0 and lines else None

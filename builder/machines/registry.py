@@ -6,9 +6,10 @@ docker platforms.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from ..errors import ImageError
+from ..errors import EngineError, ImageError
+from ..matrix.model import Platform
 from .base import Backend
 
 
@@ -46,12 +47,31 @@ def get(name: str) -> Backend:
     return Backends()[name]
 
 
-def clean(pid: int | None = None) -> list[str]:
-    """Remove the containers of run `pid`, or of runs that are no longer alive.
+def clean(pid: int | None = None, platforms: Sequence[Platform] = ()) -> list[str]:
+    """Remove the containers of run `pid`, or of runs that are no longer alive, on the default
+    engine, the engines of the docker `platforms` and every engine this process talked to.
 
     Machines of the vagrant backend's docker provider carry the same labels, so they are among
     them; other Vagrant machines are destroyed when their run ends, or by the next run.
     """
     from . import engine
 
-    return engine.remove_containers(engine.client(), pid)
+    removed: list[str] = []
+    failed: list[EngineError] = []
+    addresses = dict.fromkeys([engine.DEFAULT, *(p.engine for p in platforms if p.backend == "docker" and p.enabled)])
+    clients = {id(c): c for c in engine.clients()}
+    for address in addresses:
+        try:
+            found = engine.client(address)
+        except EngineError as exc:  # the others are still cleaned; this one is named
+            failed.append(exc)
+            continue
+        clients[id(found)] = found
+    for made in clients.values():
+        try:
+            removed += engine.remove_containers(made, pid)
+        except EngineError as exc:
+            failed.append(exc)
+    if failed:
+        raise EngineError("; ".join(exc.message for exc in failed), hint=failed[0].hint)
+    return removed

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar, cast
+from urllib.parse import urlsplit
 
 import yaml
 from packaging.utils import canonicalize_name
@@ -25,6 +26,7 @@ from .model import (
     BackendName,
     Base,
     BuildSpec,
+    Engine,
     Family,
     Format,
     Interpreter,
@@ -56,6 +58,7 @@ _TOP_KEYS = ("settings", "platforms", "packages", "deploy")
 _SETTINGS_KEYS = ("index_url", "debian_mirror", "registry_mirror", "output", "cache", "work", "signing_key")
 _PLATFORM_KEYS = (
     "name", "backend", "family", "python", "base", "image", "machines", "enabled", "tools", "context", "limits", "interpreter",
+    "docker_host", "docker_tls", "docker_context",
 )
 _INTERPRETER_KEYS = ("package", "release", "prefix", "sources", "configure", "modules")
 _INTERPRETER_SOURCES = ("Python", "OpenSSL")
@@ -173,6 +176,7 @@ def _platform(at: y.At) -> Platform:
         machines=_machines(at, fields, backend),
         location=at.location,
         interpreter=interpreter,
+        engine=_engine(fields, backend),
     )
 
 
@@ -232,6 +236,59 @@ def _base(at: y.At, fields: Mapping[str, y.At], backend: BackendName) -> Base | 
     (kind, value), = kinds.items()
     what = "a suite" if kind == "debootstrap" else "an image reference"
     return Base(cast(Literal["debootstrap", "image"], kind), y.matching(value, y.WORD, what))
+
+
+_DOCKER_HOST_HINT = ("give unix:///PATH/docker.sock, ssh://USER@HOST (the OpenSSH client connects), or "
+                     "tcp://HOST:2376 with docker_tls: a folder of ca.pem, cert.pem and key.pem")
+_CONTEXT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def _engine(fields: Mapping[str, y.At], backend: BackendName) -> Engine:
+    """`docker_host:` (with `docker_tls:` for tcp) or `docker_context:`: the engine the
+    platform's images are made on and its guests run on."""
+    given = [k for k in ("docker_host", "docker_tls", "docker_context") if k in fields]
+    if not given:
+        return Engine()
+    if backend != "docker":
+        fields[given[0]].fail(f"{given[0]} is for docker platforms, not {backend}",
+                              "a vagrant platform's machines run where Vagrant runs: leave it out")
+    if "docker_host" in fields and "docker_context" in fields:
+        fields["docker_context"].fail("give docker_host or docker_context, not both",
+                                      "a docker context already names its engine's address")
+    if "docker_context" in fields:
+        at = fields["docker_context"]
+        if "docker_tls" in fields:
+            fields["docker_tls"].fail("docker_tls goes with a tcp:// docker_host", "a docker context carries its own TLS files")
+        name = y.matching(at, _CONTEXT_NAME, "a docker context name", "one `docker context ls` lists, e.g. buildbox")
+        return Engine(context=name, location=f"{at.location}: {at.path}")
+    at = fields["docker_host"]
+    host = y.matching(at, y.WORD, "a Docker engine address", _DOCKER_HOST_HINT)
+    parts = urlsplit(host)
+    try:
+        port = parts.port
+    except ValueError:
+        at.fail(f"{host!r} has no valid port", _DOCKER_HOST_HINT)
+    if parts.scheme == "unix":
+        if parts.netloc or not parts.path.startswith("/") or parts.path == "/":
+            at.fail(f"{host!r} does not name a socket by its absolute path", "e.g. unix:///run/docker-2/docker.sock")
+    elif parts.scheme == "ssh":
+        if not parts.hostname or parts.path not in ("", "/") or parts.password:
+            at.fail(f"{host!r} is not ssh://[USER@]HOST[:PORT]",
+                    "e.g. ssh://builder@buildbox; the key and known_hosts come from your ssh set-up")
+    elif parts.scheme == "tcp":
+        if not parts.hostname or port is None or parts.path not in ("", "/") or parts.username:
+            at.fail(f"{host!r} is not tcp://HOST:PORT", "e.g. tcp://buildbox:2376")
+        if "docker_tls" not in fields:
+            at.fail(f"{host} needs docker_tls: the engine is root on its machine, so builder talks to it over TLS only",
+                    "set docker_tls: to a folder holding the client's ca.pem, cert.pem and key.pem "
+                    "(the engine's --tlsverify set-up), or reach it through ssh://")
+    else:
+        at.fail(f"{host!r} is not a Docker engine address builder reaches", _DOCKER_HOST_HINT)
+    if "docker_tls" in fields and parts.scheme != "tcp":
+        fields["docker_tls"].fail(f"docker_tls goes with a tcp:// docker_host, not {parts.scheme}://",
+                                  "leave it out: a unix socket or ssh needs no TLS files")
+    tls = y.path(fields["docker_tls"]) if "docker_tls" in fields else None
+    return Engine(host=host, tls=tls, location=f"{at.location}: {at.path}")
 
 
 def _machines(at: y.At, fields: Mapping[str, y.At], backend: BackendName) -> tuple[str, str] | None:

@@ -140,6 +140,24 @@ class Interpreter:
 
 
 @dataclass(frozen=True)
+class Engine:
+    """The Docker engine a docker platform's images and guests are on (`docker_host:` or
+    `docker_context:` in matrix.yaml); the default one (DOCKER_HOST, else the local socket)
+    when neither is given. Cells of platforms on different engines run side by side, `-j` each."""
+
+    host: str | None = None  # unix:///path, tcp://HOST:PORT (with tls) or ssh://[USER@]HOST[:PORT]
+    tls: Path | None = None  # tcp: the folder of the client's ca.pem, cert.pem and key.pem
+    context: str | None = None  # a `docker context` name, read by the docker SDK
+    location: str = field(default="", compare=False)  # "matrix.yaml:12: platforms[1].docker_host", for errors
+
+    @property
+    def label(self) -> str:
+        if self.host:
+            return self.host
+        return f"docker context {self.context}" if self.context else "the default Docker engine"
+
+
+@dataclass(frozen=True)
 class Platform:
     name: str
     backend: BackendName
@@ -156,6 +174,7 @@ class Platform:
     machines: tuple[str, str] | None = None  # vagrant: (build machine, runtime machine)
     location: str = ""
     interpreter: Interpreter | None = None  # built by builder into an OS package (docker platforms)
+    engine: Engine = Engine()  # where its images are made and its guests run (docker platforms)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,8 +59,10 @@ def keypair(folder: Path) -> Path:
 
 
 @contextmanager
-def sshd_container(image: str, key: Path, user: str = "deploy", name: str | None = None) -> Iterator[Destination]:
-    """A running server; yields the destination to reach it as `user` with `key`."""
+def sshd_container(image: str, key: Path, user: str = "deploy", name: str | None = None,
+                   volumes: Sequence[str] = ()) -> Iterator[Destination]:
+    """A running server (with `volumes`, docker run -v's); yields the destination to reach it as
+    `user` with `key`."""
     name = name or f"builder-test-sshd-{uuid.uuid4().hex[:8]}"
     public = key.with_suffix(".pub").read_text()
     home = "/root" if user == "root" else f"/home/{user}"
@@ -71,7 +73,7 @@ def sshd_container(image: str, key: Path, user: str = "deploy", name: str | None
     )
     subprocess.run(
         ["docker", "run", "-d", "--name", name, "--label", LABEL, "-e", f"KEY={public}",
-         "-p", "127.0.0.1::22", image, "sh", "-c", script],
+         "-p", "127.0.0.1::22", *(a for v in volumes for a in ("-v", v)), image, "sh", "-c", script],
         capture_output=True, text=True, check=True,
     )
     try:

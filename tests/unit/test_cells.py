@@ -96,7 +96,7 @@ class FakeBackend:
         folder.mkdir()
         yield FakeMachine(folder, self.guest, self.refuse_output)
 
-    def leftovers(self) -> list[str]:
+    def leftovers(self, platforms: object = ()) -> list[str]:
         return []
 
     def interactive(self, platform: Platform, images: Images, role: Role, mounts: Mapping[str, str],

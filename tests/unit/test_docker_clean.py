@@ -46,3 +46,17 @@ def test_only_guests_of_dead_runs_are_removed() -> None:
     assert [c.name for c in guests if c.removed] == ["dead-cell", "dead-vm"]
     mine = [Container("mine", {"io.builder": "cell", "io.builder.pid": str(os.getppid())}), guests[-1]]
     assert backend.remove_containers(Engine(mine), os.getppid()) == ["mine"]  # type: ignore[arg-type]
+
+
+def test_guests_of_builders_on_other_machines_sharing_the_engine_are_left_alone() -> None:
+    """An engine elsewhere (docker_host:) may hold the guests of builders on several machines:
+    a pid from another machine says nothing of a process here."""
+    dead = 2**22 + 12345
+    guests = [
+        Container("ours-dead", {"io.builder": "cell", "io.builder.pid": str(dead), "io.builder.machine": backend.MACHINE}),
+        Container("theirs", {"io.builder": "cell", "io.builder.pid": str(dead), "io.builder.machine": "laptop-2"}),
+        Container("theirs-same-pid", {"io.builder": "cell", "io.builder.pid": str(os.getpid()), "io.builder.machine": "laptop-2"}),
+    ]
+    assert backend.remove_containers(Engine(guests), None) == ["ours-dead"]  # type: ignore[arg-type]
+    assert backend.remove_containers(Engine(guests), os.getpid()) == []  # type: ignore[arg-type]
+    assert backend.owned() == {"io.builder.pid": str(os.getpid()), "io.builder.machine": backend.MACHINE}

@@ -68,7 +68,7 @@ class FailingBackend:
     def __init__(self, exc: ImageError) -> None:
         self.exc = exc
 
-    def leftovers(self) -> list[str]:
+    def leftovers(self, platforms: object = ()) -> list[str]:
         return []
 
     def prepare(self, matrix: Matrix, platform: Platform, files: Mapping[str, Path], log: Callable[[str], None]) -> None:

@@ -36,7 +36,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -257,7 +257,7 @@ class VagrantBackend:
                 self._docker = engine.client()
             return self._docker
 
-    def leftovers(self) -> list[str]:
+    def leftovers(self, platforms: Sequence[Platform] = ()) -> list[str]:
         # Its docker-provider machines carry the engine's labels: the docker backend's leftovers
         # remove them; other machines are destroyed when their run ends, or by the next run.
         return []
