@@ -15,6 +15,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v vagrant >/dev/null 2>&1 || missing+=(vagrant)
 # The vagrant backend and deploy reach machines with OpenSSH (ssh, ssh-keygen).
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+# The suite's second engine gets a bridge of its own (ip link add … type bridge).
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   $sudo apt-get update -qq
