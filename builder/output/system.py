@@ -247,6 +247,11 @@ def _names(found: ServerPackages) -> tuple[str, ...]:
     return tuple(sorted({*found.packages, *(found.interpreter.depends if found.interpreter else ())}))
 
 
+def _paths(found: ServerPackages, interpreter: Interpreter) -> tuple[str, str]:
+    """The interpreter's file where the servers find it, and where the renderings put it there."""
+    return f"{found.at}/{interpreter.file}", f"{SERVER_CACHE}/{interpreter.file}"
+
+
 def _header(found: ServerPackages, source: str) -> list[str]:
     lines = [
         f"# The OS packages the servers of {found.platform} need to run what builder published for it",
@@ -287,12 +292,12 @@ def _puppet(found: ServerPackages, source: str) -> str:
     interpreter = found.interpreter
     if interpreter:
         # With a Puppet server, put the file in a module and make source a puppet:/// URL.
-        local = f"{SERVER_CACHE}/{interpreter.file}"
+        published, local = _paths(found, interpreter)
         lines += [
             f"  file {{ {_puppet_string(SERVER_CACHE)}: ensure => directory }}",
             f"  file {{ {_puppet_string(local)}:",
             "    ensure         => file,",
-            f"    source         => {_puppet_string(found.at + '/' + interpreter.file)},",
+            f"    source         => {_puppet_string(published)},",
             "    checksum       => 'sha256',",
             f"    checksum_value => {_puppet_string(interpreter.sha256)},",
             f"    require        => File[{_puppet_string(SERVER_CACHE)}],",
@@ -352,11 +357,11 @@ def _ansible(found: ServerPackages, source: str) -> str:
         lines += ["        update_cache: true", "        install_recommends: false"]
     interpreter = found.interpreter
     if interpreter:
-        local = f"{SERVER_CACHE}/{interpreter.file}"
+        published, local = _paths(found, interpreter)
         lines += [
             f"    - name: {json.dumps('Copy the interpreter package ' + interpreter.file)}",
             "      ansible.builtin.copy:",
-            f"        src: {json.dumps(found.at + '/' + interpreter.file)}",
+            f"        src: {json.dumps(published)}",
             f"        dest: {json.dumps(SERVER_CACHE + '/')}",
             '        mode: "0644"',
             f"    - name: {json.dumps('Read its sha256 on the server')}",
@@ -394,12 +399,12 @@ def _salt(found: ServerPackages, source: str) -> str:
             lines += ["    - refresh: true", "    - install_recommends: false"]
     interpreter = found.interpreter
     if interpreter:
-        local = f"{SERVER_CACHE}/{interpreter.file}"
+        published, local = _paths(found, interpreter)
         lines += [
             f"builder-interpreter-file-{found.platform}:",
             "  file.managed:",
             f"    - name: {json.dumps(local)}",
-            f"    - source: {json.dumps(found.at + '/' + interpreter.file)}",
+            f"    - source: {json.dumps(published)}",
             f"    - source_hash: {json.dumps('sha256=' + interpreter.sha256)}",
             "    - makedirs: true",
             f"builder-interpreter-{found.platform}:",
@@ -421,7 +426,7 @@ def _shell(found: ServerPackages, source: str) -> str:
         lines.append(shlex.join([*INSTALL[found.family], *names]))
     interpreter = found.interpreter
     if interpreter:
-        path = f"{found.at}/{interpreter.file}"
+        path, _ = _paths(found, interpreter)
         if found.family == "freebsd":
             lines.append(f'test "$(sha256 -q {shlex.quote(path)})" = {interpreter.sha256}')
         else:
