@@ -2,6 +2,7 @@
 
     python bench/run.py [--quick] [--reps N] [--only a|bce|d] [--cells C,…] [--baseline CHECKOUT]
                         [--json out.json] [--keep]
+    python bench/run.py --large [--reps N] [--json out.json]  # bench/large.yaml, cold and warm
     python bench/run.py --table bench/results/FILE.json     # the README's table of a results file
 
 Every figure is the wall time of a whole command, as a user waits for it (process start, loading,
@@ -22,6 +23,14 @@ present and sources cached:
   e. the physical limit: the compile steps' CPU time summed over a cold run's cells ÷ cores,
      beside the cold `-j2` wall time.
 
+`--large` runs instead (and only) the large matrix, bench/large.yaml: real C, C++ and Cython
+packages with system libraries on debian11-py27 and debian12. A cold `all -j2` of it in a fresh
+project folder (images present, sources cached, each platform's prepared environments made), a
+warm one after it, and a cold `all -j2` of the shipped matrix's cells on the same two platforms
+beside it: walls, per-cell medians from builder's own stage results, peak memory of builder's
+process tree, the share of the cells' time that is compiling, and how the cold wall grows with
+cells ÷ jobs from the shipped matrix to the large one.
+
 The machine may be shared with other people's work, so figures are noisy: the sides of each
 comparison are interleaved repetition by repetition (the order rotating), each figure is the
 median with its min and max, and the load average is recorded around every repetition. All of
@@ -40,6 +49,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
 from dataclasses import dataclass
@@ -50,6 +60,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "matrix.yaml"
+LARGE = REPO / "bench" / "large.yaml"
+LARGE_PLATFORMS = ["debian11-py27", "debian12"]
 # Kept between runs: the cibuildwheel virtualenv (never a dependency of the project) and the
 # verified source cache builder itself uses.
 HOME = REPO / ".builder" / "bench"
@@ -69,8 +81,8 @@ def say(text: str) -> None:
 
 # --- matrices and builder runs -------------------------------------------------------------------
 
-def load_shipped() -> dict[str, Any]:
-    data = yaml.safe_load(SHIPPED.read_text())  # anchors resolved: a plain tree to edit
+def load_shipped(path: Path = SHIPPED) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())  # anchors resolved: a plain tree to edit
     assert isinstance(data, dict)
     return data
 
@@ -506,6 +518,242 @@ def part_d(root: Path, data: dict[str, Any], packages: list[str], reps: int) -> 
     return result
 
 
+# --- the large matrix -----------------------------------------------------------------------------
+
+class TreeMemory(threading.Thread):
+    """The resident memory of a process and all its descendants, summed, sampled from /proc every
+    `every` seconds while it runs; the peak is kept. The guests' memory is not in it: a container's
+    processes are the engine's children, not builder's."""
+
+    def __init__(self, pid: int, every: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.every = pid, every
+        self.peak_kb = 0
+        self.peak_processes = 0
+        self.samples = 0
+        self._done = threading.Event()
+
+    def _tree(self) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            # The command name is in parentheses and may hold spaces: the fields follow the last ")".
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+        tree, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+        return tree
+
+    def _rss_kb(self, pid: int) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0  # gone, or a kernel thread
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            tree = self._tree()
+            self.peak_kb = max(self.peak_kb, sum(self._rss_kb(pid) for pid in tree))
+            self.peak_processes = max(self.peak_processes, len(tree))
+            self.samples += 1
+            self._done.wait(self.every)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def builder_measured(matrix: Path, *args: str) -> tuple[Timed, dict[str, Any]]:
+    """`python -m builder ARGS` as in builder(), with its memory: the peak of its process tree's
+    summed resident memory (sampled) and the largest maximum resident size of any one process of
+    it (the kernel's own figure, from wait4)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    with tempfile.TemporaryFile("w+") as out:
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "builder", *args, "--matrix", str(matrix)], cwd=matrix.parent,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        sampler = TreeMemory(proc.pid)
+        sampler.start()
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        sampler.stop()
+        out.seek(0)
+        text = out.read()
+    memory = {"tree_peak_rss_mb": round(sampler.peak_kb / 1024, 1),
+              "largest_process_maxrss_mb": round(usage.ru_maxrss / 1024, 1),
+              "tree_peak_processes": sampler.peak_processes, "samples": sampler.samples,
+              "what": "builder's process and its children on the host (it drives the engine through its API); "
+                      "not the guests' memory, which the engine's containers hold"}
+    return Timed(wall, proc.returncode, text), memory
+
+
+def cell_figures(matrix: Path, cell: str) -> dict[str, Any]:
+    """Where one cell's time went, by its own stage results: its build and test (its own time),
+    and of them the compile steps (each format's build command in the guest: wall and CPU). Its
+    publish_s is its platform's: a run publishes each platform's cells together, at its end, and
+    every cell of it records that one publish's duration."""
+    build, test, publish = (stage_json(matrix, cell, s) for s in ("build", "test", "publish"))
+    timings = build["details"].get("timings", {})
+    cpu = timings.get("compile_cpu", {})
+    guest = timings.get("guest", {})
+    compile_wall = sum(guest.get(fmt, 0.0) for fmt in cpu)
+    stages = build["duration"] + test["duration"]
+    return {"build_s": round(build["duration"], 3), "test_s": round(test["duration"], 3),
+            "publish_s": round(publish["duration"], 3), "cell_s": round(stages, 3),
+            "compile_wall_s": round(compile_wall, 3), "compile_cpu_s": round(sum(cpu.values()), 3),
+            "around_compile_s": round(stages - compile_wall, 3)}
+
+
+def cold_and_warm(root: Path, name: str, data: dict[str, Any], select: list[str], jobs: int,
+                  warm: bool) -> dict[str, Any]:
+    """A cold `all -jN` in a fresh project folder, its memory, every cell's figures, and a warm
+    `all` after it when asked."""
+    matrix = project(root, name, data)
+    cold, memory = builder_measured(matrix, "all", f"-j{jobs}", *select)
+    must(cold, f"cold all -j{jobs} ({name})")
+    cells = cell_ids(matrix, *select)
+    per_cell = {cell: cell_figures(matrix, cell) for cell in cells}
+    run: dict[str, Any] = {"cells": len(cells), "jobs": jobs, "cold_s": round(cold.wall, 3), "memory": memory,
+                           "per_cell": per_cell}
+    say(f"  {name}: cold -j{jobs}, {len(cells)} cells: {cold.wall:.1f} s; builder's tree peaked at "
+        f"{memory['tree_peak_rss_mb']:.0f} MB")
+    if warm:
+        again, warm_memory = builder_measured(matrix, "all", f"-j{jobs}", *select)
+        must(again, f"warm all ({name})")
+        if "up to date" not in again.output:
+            raise SystemExit(f"the warm run of {name} rebuilt cells: " + again.output[-2000:])
+        run.update({"warm_s": round(again.wall, 3), "warm_memory": warm_memory})
+        say(f"  {name}: warm: {again.wall:.2f} s")
+    shutil.rmtree(matrix.parent, ignore_errors=True)
+    return run
+
+
+def summarise_cells(per_cell: dict[str, dict[str, Any]], wall: float, jobs: int) -> dict[str, Any]:
+    """Per-cell medians, by platform too, and the share of the cells' time that is compiling."""
+    def medians(cells: list[dict[str, Any]]) -> dict[str, float]:
+        keys = ("cell_s", "build_s", "test_s", "compile_wall_s", "compile_cpu_s", "around_compile_s")
+        return {k: round(median([c[k] for c in cells]), 2) for k in keys}
+
+    cells = list(per_cell.values())
+    by_platform = {}
+    for platform in sorted({c.split("/")[0] for c in per_cell}):
+        mine = [v for k, v in per_cell.items() if k.split("/")[0] == platform]
+        by_platform[platform] = {"cells": len(mine), **medians(mine), "publish_s": round(mine[0]["publish_s"], 2)}
+    total = sum(c["cell_s"] for c in cells)
+    publishing = sum(p["publish_s"] for p in by_platform.values())
+    compiling = sum(c["compile_wall_s"] for c in cells)
+    slowest = max(per_cell, key=lambda k: per_cell[k]["cell_s"])
+    return {
+        "median": medians(cells), "by_platform": by_platform,
+        "slowest": {"cell": slowest, **per_cell[slowest]},
+        "cells_s": round(total, 1), "compile_wall_s": round(compiling, 1),
+        "compile_cpu_s": round(sum(c["compile_cpu_s"] for c in cells), 1),
+        "publish_s": round(publishing, 1),
+        # Of the cells' own time (build and test), the share in the compile steps; the rest is
+        # builder's work around them: guests started and stopped, copies, the unpacking of the
+        # sdist and the prepared environments, the whole test in the runtime image.
+        "compile_share": round(compiling / total, 3) if total else None,
+        # Of the run's wall × jobs (the slots it had), the share no cell's build or test was in:
+        # loading and planning, the images' and sources' checks, publishing (one at a time),
+        # the reports, and slots idle while the last cells ran.
+        "outside_cells_share": round(1 - total / (wall * jobs), 3) if wall else None,
+    }
+
+
+def part_large(root: Path, reps: int, jobs: int = 2) -> dict[str, Any]:
+    """The large matrix cold and warm, and the shipped matrix's cells on the same platforms cold,
+    interleaved repetition by repetition (the order alternating)."""
+    large, shipped = load_shipped(LARGE), load_shipped()
+    select = ["--platform", ",".join(LARGE_PLATFORMS)]
+    samples: list[dict[str, Any]] = []
+    for rep in range(reps):
+        sample: dict[str, Any] = {"rep": rep, "load_before": load_now()}
+        for side in (("large", "shipped") if rep % 2 == 0 else ("shipped", "large")):
+            data = large if side == "large" else shipped
+            run = cold_and_warm(root, f"{side}-j{jobs}", data, select, jobs, warm=side == "large")
+            run["summary"] = summarise_cells(run["per_cell"], run["cold_s"], jobs)
+            sample[side] = run
+        sample["load_after"] = load_now()
+        samples.append(sample)
+    first = samples[0]
+    cold = [s["large"]["cold_s"] for s in samples]
+    warm = [s["large"]["warm_s"] for s in samples]
+    base = [s["shipped"]["cold_s"] for s in samples]
+    cells, base_cells = first["large"]["cells"], first["shipped"]["cells"]
+    summary = first["large"]["summary"] if reps == 1 else None
+    work = median([s["large"]["summary"]["cells_s"] for s in samples])
+    base_work = median([s["shipped"]["summary"]["cells_s"] for s in samples])
+    return {
+        "matrix": str(LARGE.relative_to(REPO)), "platforms": LARGE_PLATFORMS, "jobs": jobs, "reps": reps,
+        "cores": os.cpu_count(), "packages": len(large["packages"]), "cells": cells,
+        "cold_s": spread(cold, 1), "warm_s": spread(warm, 3), "warm_over_cold": round(median(warm) / median(cold), 4),
+        "per_cell": summary or {"by_rep": [s["large"]["summary"] for s in samples]},
+        "memory_cold": [s["large"]["memory"] for s in samples],
+        "memory_warm": [s["large"]["warm_memory"] for s in samples],
+        "shipped": {"cells": base_cells, "cold_s": spread(base, 1),
+                    "per_cell": first["shipped"]["summary"] if reps == 1 else None},
+        # Linear in cells ÷ jobs: the cold walls' ratio beside the cells' ratio (same jobs), and
+        # the wall per cell and job slot of each; the cells' own time (their stages summed) says
+        # how much heavier the large matrix's cells are than the shipped ones.
+        "growth": {
+            "cells_ratio": round(cells / base_cells, 2),
+            "cold_ratio": round(median(cold) / median(base), 2),
+            "work_ratio": round(work / base_work, 2),
+            "wall_per_cell_slot_s": {"shipped": round(median(base) * jobs / base_cells, 2),
+                                     "large": round(median(cold) * jobs / cells, 2)},
+            "wall_per_cell_second": {"shipped": round(median(base) / base_work, 3),
+                                     "large": round(median(cold) / work, 3)},
+        },
+        "samples": samples,
+    }
+
+
+def large_table(results: dict[str, Any]) -> list[str]:
+    """The README's rows for the large matrix."""
+    g = results
+    s = g["shipped"]
+    pc = g["per_cell"]
+    lines = [f"| large: cold `all -j{g['jobs']}` ({g['packages']} packages, {g['cells']} cells) | "
+             f"{_range(g['cold_s'], digits=1)} | - | `large.cold_s` |",
+             f"| large: warm `all` ÷ cold | {_range(g['warm_s'])} vs {g['cold_s']['median']:.1f} s | "
+             f"{g['warm_over_cold']:.4f} | `large.warm_s` |"]
+    if "median" in pc:
+        m = pc["median"]
+        lines += [
+            f"| large: per cell, median (build + test) | {m['cell_s']:.2f} s ({m['build_s']:.2f} + "
+            f"{m['test_s']:.2f} s); compile steps {m['compile_wall_s']:.2f} s wall, "
+            f"{m['compile_cpu_s']:.2f} s CPU | - | `large.per_cell.median` |",
+            f"| large: compile share of the cells' build + test time | {pc['compile_wall_s']:.0f} s of "
+            f"{pc['cells_s']:.0f} s (the rest builder's work around the compile) | {pc['compile_share']:.2f} | "
+            "`large.per_cell` |",
+            f"| large: outside any cell's build or test (of wall × jobs) | planning, checks, publishing "
+            f"({pc['publish_s']:.1f} s, once per platform), reports, idle slots at the end | "
+            f"{pc['outside_cells_share']:.3f} | `large.per_cell.outside_cells_share` |",
+            f"| large: slowest cell | `{pc['slowest']['cell']}` {pc['slowest']['cell_s']:.1f} s "
+            f"(compile {pc['slowest']['compile_wall_s']:.1f} s) | - | `large.per_cell.slowest` |"]
+    mem = g["memory_cold"][0]
+    lines.append(f"| large: peak memory of builder's process tree (host side, cold) | "
+                 f"{mem['tree_peak_rss_mb']:.0f} MB summed; largest process {mem['largest_process_maxrss_mb']:.0f} MB "
+                 f"| - | `large.memory_cold` |")
+    gr = g["growth"]
+    lines.append(f"| growth: cold large ÷ cold shipped ({s['cells']} cells, same platforms, `-j{g['jobs']}`) | "
+                 f"{g['cold_s']['median']:.1f} s vs {_range(s['cold_s'], digits=1)}; cells ×{gr['cells_ratio']:.2f}, "
+                 f"cells' own time ×{gr['work_ratio']:.2f} | {gr['cold_ratio']:.2f} | `large.growth` |")
+    return lines
+
+
 # --- the table ----------------------------------------------------------------------------------
 
 def _range(figure: dict[str, Any], unit: str = "s", digits: int = 2, sign: bool = False) -> str:
@@ -553,6 +801,8 @@ def table(results: dict[str, Any]) -> str:
                 f"{d['j2_over_cibuildwheel']:.2f}", "cibuildwheel")
         else:
             row("d. builder wheels ÷ cibuildwheel", "cibuildwheel did not run (see the JSON)", "-", "cibuildwheel")
+    if results.get("large"):
+        lines += large_table(results["large"])
     return "\n".join(lines)
 
 
@@ -580,13 +830,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="part a: also time this other checkout of builder (e.g. `git worktree add` of an older "
                         "commit), interleaved with the two sides: before and after a change, under the same load")
     parser.add_argument("--cells", metavar="PLATFORM/PACKAGE,…", help="part a: only these of its cells")
+    parser.add_argument("--large", action="store_true",
+                        help="only the large matrix (bench/large.yaml): cold and warm -j2, beside a cold -j2 of the "
+                        "shipped matrix's cells on the same platforms (about 15 minutes on 2 cores)")
     parser.add_argument("--add", action="store_true",
                         help="add the parts run to the results file --json names (run long parts apart, one file)")
     args = parser.parse_args(argv)
     if args.table:
         say(table(json.loads(args.table.read_text())))
         return 0
-    parts = set(args.only or ("a", "bce", "d"))
+    if args.large and (args.only or args.quick or args.cells or args.baseline):
+        parser.error("--large runs alone: not with --only, --quick, --cells or --baseline")
+    parts = {"large"} if args.large else set(args.only or ("a", "bce", "d"))
     data = load_shipped()
     root = Path(tempfile.mkdtemp(prefix="builder-bench-"))
     reps_a = args.reps or (2 if args.quick else 5)
@@ -603,7 +858,17 @@ def main(argv: list[str] | None = None) -> int:
         # All three are made once per machine and set of inputs, and reused by every later run:
         # "cold" below means they exist and nothing is published.
         prepare = project(root, "prepare", data)
-        must(builder(prepare, "images"), "builder images")
+        on_large = ["--platform", ",".join(LARGE_PLATFORMS)] if "large" in parts else []
+        must(builder(prepare, "images", *on_large), "builder images")
+        if "large" in parts:
+            # The same for the large matrix, whose system packages make its own images; and the
+            # shipped matrix's prepared environments on the two platforms it is compared on.
+            large = project(root, "prepare-large", load_shipped(LARGE))
+            must(builder(large, "images"), "builder images (large)")
+            must(builder(large, "all", "--package", "six"), "builder all --package six (large, warm-up)")
+            must(builder(prepare, "all", "--package", "six", *on_large), "builder all --package six (warm-up)")
+            say(f"large. {LARGE.relative_to(REPO)}: cold and warm all -j2; the shipped matrix's cells cold beside it")
+            results["large"] = part_large(root, args.reps or 1)
         if "bce" in parts:  # parts a and d warm up their own cells
             must(builder(prepare, "all", "--package", "six"), "builder all --package six (warm-up)")
         if "a" in parts:
