@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from ..machines.provides import Query, glob_literal
 
-_HEADER = re.compile(r"fatal error: ([\w./+-]+\.(?:h|hh|hpp|hxx)): No such file or directory")
+# gcc 4.5 and later say `fatal error:`; CentOS 5 and 6 (gcc 4.1, 4.4) say `error:`.
+_HEADER = re.compile(r"(?:fatal )?error: ([\w./+-]+\.(?:h|hh|hpp|hxx)): No such file or directory")
 _LIBRARY = re.compile(r"cannot find -l([\w.+-]+)")
 _PKG_CONFIG = re.compile(r"Package '?([\w.+-]+)'?,? (?:was not found in the pkg-config search path|required by .* not found)")
 _TOOL = re.compile(
@@ -15,7 +16,7 @@ _TOOL = re.compile(
     r"|Error: ([\w.+-]+-config|pg_config) executable not found"
     r"|\b([\w.+-]+-config|pg_config)\b[^\n]{0,40}: No such file or directory)"
 )
-_CXX = re.compile(r"cannot execute '?cc1plus'?|\bg\+\+: (?:command )?not found|command 'g\+\+' failed|"
+_CXX = re.compile(r"cannot execute '?cc1plus'?|error trying to exec '?cc1plus'?|\bg\+\+: (?:command )?not found|command 'g\+\+' failed|"
                   r"x86_64-linux-gnu-g\+\+: No such file or directory|unable to execute '?(?:x86_64-linux-gnu-)?g\+\+'?")
 
 _ERE_SPECIAL = set(".^$*+?()[]{}|\\")

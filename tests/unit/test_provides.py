@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -315,3 +316,35 @@ esac
         "libpq.so.5": ("/usr/lib64/libpq.so.5", "postgresql-libs"),
         "libz.so.1": ("/lib64/libz.so.1", "zlib"),
     }
+
+
+def _failed_probe(tmp_path: Path, platform: Any, log: str) -> tuple[Any, Any, Any, Any]:
+    (tmp_path / "build.log").write_text(log)
+    cell = SimpleNamespace(platform=platform, id=f"psycopg2-2.8.6-{platform.name}")
+    last = SimpleNamespace(stage="build", log=str(tmp_path / "build.log"), reason="build failed")
+    run = SimpleNamespace(last=lambda c: last, matrix=SimpleNamespace(settings=SimpleNamespace(registry_mirror=None)))
+    one = SimpleNamespace(build=[], evidence=[])
+    return cell, run, SimpleNamespace(per={platform.name: one}), one
+
+
+def test_a_failed_centos_probe_learns_devel_packages_from_yum(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = FakeEngine(monkeypatch, YUM_CENTOS6)
+    centos6 = _platforms()["centos6"]
+    cell, run, derived, one = _failed_probe(tmp_path, centos6, "\n".join([
+        "In file included from psycopg/psycopgmodule.c:27:",
+        "./psycopg/psycopg.h:34:22: error: libpq-fe.h: No such file or directory",  # gcc 4.4: not `fatal error:`
+        "gcc: error trying to exec 'cc1plus': execvp: No such file or directory",
+    ]))
+    assert derive._learn(cell, run, derived, derive.Target(centos6), lambda line: None) is True
+    assert one.build == ["postgresql-devel", "gcc-c++"]
+    assert fake.ran[0][1] == ["yum", "-C", "--noplugins", "provides", "*/include/*libpq-fe.h"]
+    assert "header libpq-fe.h" in one.evidence[0] and "-> postgresql-devel (/usr/include/libpq-fe.h)" in one.evidence[0]
+
+
+def test_a_file_no_centos_package_provides_names_the_globs_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    FakeEngine(monkeypatch, "No Matches found\n")
+    centos5 = _platforms()["centos5"]
+    cell, run, derived, _ = _failed_probe(tmp_path, centos5, "x.c:1:10: fatal error: nothere.h: No such file or directory\n")
+    with pytest.raises(derive.AddError, match=r"no package of centos5 provides header nothere\.h .*searched centos5's "
+                                              r"yum's file lists for \*/include/\*nothere\.h"):
+        derive._learn(cell, run, derived, derive.Target(centos5), lambda line: None)
