@@ -80,9 +80,10 @@ def _pick_platforms(matrix: Matrix, globs: Sequence[str], echo: Echo) -> list[Pl
     usable = [p for p in chosen if p.backend == "docker" and provides.supported(p)]
     for p in chosen:
         if p not in usable:
-            echo(f"[{p.name}] left out: add probes and looks up packages on docker platforms of the Debian family only")
+            echo(f"[{p.name}] left out: {provides.unsupported(p)}")
     if not usable:
-        raise AddError("no selected platform can be probed here", hint="name a Debian docker platform with --platform")
+        raise AddError("no selected platform can be probed here",
+                       hint="name a docker platform of the Debian or Red Hat family with --platform")
     return usable
 
 
@@ -417,15 +418,18 @@ def _learn(cell: plan.Cell, run: pipeline.Run, derived: Derived, target: Target,
     if not lacks:
         return False
     one = derived.per[cell.platform.name]
-    direct = {m: m.name for m in lacks if m.kind == "compiler"}
-    search = {str(m): m.pattern for m in lacks if m.kind != "compiler"}
-    found = provides.search(target.platform, search, echo)
+    family = target.platform.family
+    direct = {m: provides.compiler_package(target.platform, m.name) for m in lacks if m.kind == "compiler"}
+    search = {str(m): m.query(family) for m in lacks if m.kind != "compiler"}
+    found = provides.search(target.platform, search, echo, run.matrix.settings.registry_mirror)
+    index = "yum's file lists" if family == "redhat" else "Contents index"
     learned = False
     unknown = []
     for m in lacks:
-        package = direct.get(m) or provides.best(found.get(str(m), []), prefer_dev=True)
+        package = direct.get(m) or provides.best(found.get(str(m), []), prefer_dev=True, family=family)
         if package is None:
-            unknown.append(f"{m} ({m.evidence}; searched {target.platform.name}'s Contents index for {m.pattern})")
+            asked = " ".join(search[str(m)].globs) if family == "redhat" else m.pattern
+            unknown.append(f"{m} ({m.evidence}; searched {target.platform.name}'s {index} for {asked})")
             continue
         if package in one.build:
             continue
@@ -454,8 +458,8 @@ def _runtime(cell: plan.Cell, artifacts: Sequence[str], images: Images, one: Per
     if not modules and one.facts.compiled_sources:
         echo(f"[{cell.id}] warning: the sdist has {', '.join(one.facts.compiled_sources[:3])} but the build made no compiled "
              "module: a silent pure-Python fallback? extensions: [] is written; check the build log")
-    owners = provides.owners(images.build, sonames, cell.platform.engine)
-    runtime_has = provides.installed(images.runtime, cell.platform.engine)
+    owners = provides.owners(images.build, sonames, cell.platform.engine, cell.platform.family)
+    runtime_has = provides.installed(images.runtime, cell.platform.engine, cell.platform.family)
     packages = sorted({pkg for _, pkg in owners.values() if pkg and pkg not in runtime_has})
     unowned = sorted(s for s, (_, pkg) in owners.items() if not pkg)
     one.runtime = packages

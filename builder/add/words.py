@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_HEADER = re.compile(r"fatal error: ([\w./+-]+\.(?:h|hh|hpp|hxx)): No such file or directory")
+from ..machines.provides import Query, glob_literal
+
+# gcc 4.5 and later say `fatal error:`; CentOS 5 and 6 (gcc 4.1, 4.4) say `error:`.
+_HEADER = re.compile(r"(?:fatal )?error: ([\w./+-]+\.(?:h|hh|hpp|hxx)): No such file or directory")
 _LIBRARY = re.compile(r"cannot find -l([\w.+-]+)")
 _PKG_CONFIG = re.compile(r"Package '?([\w.+-]+)'?,? (?:was not found in the pkg-config search path|required by .* not found)")
 _TOOL = re.compile(
@@ -13,7 +16,7 @@ _TOOL = re.compile(
     r"|Error: ([\w.+-]+-config|pg_config) executable not found"
     r"|\b([\w.+-]+-config|pg_config)\b[^\n]{0,40}: No such file or directory)"
 )
-_CXX = re.compile(r"cannot execute '?cc1plus'?|\bg\+\+: (?:command )?not found|command 'g\+\+' failed|"
+_CXX = re.compile(r"cannot execute '?cc1plus'?|error trying to exec '?cc1plus'?|\bg\+\+: (?:command )?not found|command 'g\+\+' failed|"
                   r"x86_64-linux-gnu-g\+\+: No such file or directory|unable to execute '?(?:x86_64-linux-gnu-)?g\+\+'?")
 
 _ERE_SPECIAL = set(".^$*+?()[]{}|\\")
@@ -43,6 +46,23 @@ class Missing:
         if self.kind == "pkg-config":
             return f"/pkgconfig/{ere(self.name)}\\.pc$"
         return f"/bin/{ere(self.name)}$"
+
+    def query(self, family: str) -> Query:
+        """What to ask the family's index: Debian's apt-file takes the regex; Red Hat's yum takes
+        globs (`*/include/*libpq-fe.h`), whose answers the regex then narrows (libraries in
+        lib64 there)."""
+        if family != "redhat":
+            return Query(self.pattern)
+        name, literal = ere(self.name), glob_literal(self.name)
+        if self.kind == "header":
+            return Query(f"/include/(.+/)?{name}$", (f"*/include/*{literal}",))
+        if self.kind == "library":
+            return Query(f"/lib(64)?/lib{name}\\.(so|a)$", (f"*/lib{literal}.so", f"*/lib{literal}.a"))
+        if self.kind == "tool":
+            return Query(f"/s?bin/{name}$", (f"*bin/{literal}",))
+        if self.kind == "pkg-config":
+            return Query(f"/pkgconfig/{name}\\.pc$", (f"*/pkgconfig/{literal}.pc",))
+        return Query(f"/bin/{name}$", (f"*/bin/{literal}",))
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}"

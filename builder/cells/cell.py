@@ -439,7 +439,7 @@ LOOKUP = provides.soname_packages  # the unit tests give their own: no engine th
 
 
 def _providers(cell: Cell, sonames: set[str]) -> dict[str, str]:
-    """soname -> the platform's package that ships it, from its package index (Debian platforms;
+    """soname -> the platform's package that ships it, from its package index (Debian and Red Hat platforms;
     the same look-up `add` uses). Nothing when it cannot be asked: the reason still names the key."""
     if not sonames:
         return {}

@@ -170,11 +170,11 @@ def test_a_header_no_package_provides_is_named_with_what_was_searched() -> None:
     log = "psycopg/psycopgmodule.c:1:10: fatal error: no_such_builder_header.h: No such file or directory"
     lacks = words.missing(log)
     assert [str(m) for m in lacks] == ["header no_such_builder_header.h"]
-    found = provides.search(platform, {str(m): m.pattern for m in lacks})
+    found = provides.search(platform, {str(m): m.query(platform.family) for m in lacks})
     assert found == {"header no_such_builder_header.h": []}
     # And the real thing is found: the same look-up `all` uses to name a missing soname's package.
     assert provides.soname_packages(platform, {"libpq.so.5"}) == {"libpq.so.5": "libpq5"}
-    assert provides.best(provides.search(platform, {"h": words.Missing("header", "libxml/xmlversion.h", "").pattern})["h"],
+    assert provides.best(provides.search(platform, {"h": words.Missing("header", "libxml/xmlversion.h", "").query("debian")})["h"],
                          prefer_dev=True) == "libxml2-dev"
     unknown = derive.AddError("x")
     assert unknown.exit_code == 14
