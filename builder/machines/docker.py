@@ -5,7 +5,6 @@ With builder.machines.engine, the only module that imports the docker SDK.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 import docker
 import docker.errors
@@ -533,14 +533,24 @@ class DockerMachine:
     def copy_in(self, src: Path, dest: str, *, writable: bool = False, mkdirs: Sequence[str] = ()) -> None:
         """Copy a host file or folder to dest, owned by root and read-only unless writable; with
         `mkdirs` (guest paths under dest), empty folders the guest user may write, in the same
-        copy (one call to the engine instead of one more per folder)."""
-        buffer = io.BytesIO()
+        copy (one call to the engine instead of one more per folder). The archive is spooled to
+        a temporary file and streamed to the engine: an sdist or a prepared environment is never
+        held in memory (twice, as bytes), whatever its size."""
         owner = 65534 if writable else 0
         volume = PurePosixPath(GUEST_ROOT)  # the only place of a read-only guest the engine copies onto
         target = PurePosixPath(dest)
         if target != volume and volume not in target.parents:
             raise ValueError(f"copy_in: {dest} is not under {GUEST_ROOT}")
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
+        with tempfile.TemporaryFile(prefix="builder-copy-in-") as spool:
+            self._spool_in(spool, src, target, volume, owner, writable, mkdirs)
+            spool.seek(0)
+            with _engine(f"copying {src.name} in"):
+                self.container.put_archive(str(volume), spool)
+
+    @staticmethod
+    def _spool_in(spool: IO[bytes], src: Path, target: PurePosixPath, volume: PurePosixPath, owner: int,
+                  writable: bool, mkdirs: Sequence[str]) -> None:
+        with tarfile.open(fileobj=spool, mode="w") as tar:
             for parent in reversed(target.relative_to(volume).parents[:-1]):
                 info = tarfile.TarInfo(str(parent))
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
@@ -561,12 +571,10 @@ class DockerMachine:
             for folder in mkdirs:
                 path = PurePosixPath(folder)
                 if target != path and target not in path.parents:
-                    raise ValueError(f"copy_in: {folder} is not under {dest}")
+                    raise ValueError(f"copy_in: {folder} is not under {target}")
                 info = tarfile.TarInfo(str(path.relative_to(volume)))
                 info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, 65534, 65534
                 tar.addfile(info)
-        with _engine(f"copying {src.name} in"):
-            self.container.put_archive(str(volume), buffer.getvalue())
 
     def mkdir(self, dest: str) -> None:
         """An empty folder the guest user may write: the only writable place we give it."""
