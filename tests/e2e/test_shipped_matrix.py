@@ -9,7 +9,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from .conftest import REPO, builder, docker_run, in_terminal, project
+from .conftest import REPO, SHIPPED_JUNIT, builder, docker_run, in_terminal, project
 
 PLATFORMS = ("debian11-py27", "debian12-py27", "debian12")
 PACKAGES = ("simplejson", "PyYAML", "MarkupSafe", "six", "python_dateutil", "psycopg2")
@@ -22,7 +22,7 @@ def test_every_cell_passes_and_the_summary_says_so(shipped: tuple[Path, str]) ->
     for platform in PLATFORMS:
         assert f"[{platform}/pyyaml] publish: passed" in out
     root, _ = shipped
-    suite = ElementTree.parse(root / ".builder" / "work" / "report" / "junit.xml").getroot().find("testsuite")
+    suite = ElementTree.parse(root / SHIPPED_JUNIT).getroot().find("testsuite")
     assert suite is not None and suite.get("tests") == "20" and suite.get("failures") == "0"
     # The vagrant platform: its two packages, built and tested on Vagrant machines.
     for package in ("simplejson", "six"):
