@@ -186,15 +186,16 @@ class DockerBackend:
             image = engine.build_image(self.engine_of(platform), platform, context, ospackage.BUILD_TARGET, tag, {"BASE": base_ref})
         key = ospackage.input_key(platform, image)
         found = ospackage.cached(matrix, key)
+        folder = ospackage.cache_folder(matrix, key)
         kept = f"builder/{platform.name}:{ospackage.KEPT_TAG}-{key[:16]}"
-        if found is None and engine.unpack_folder(self.engine_of(platform), kept, ospackage.cache_folder(matrix, key)):
+        where = self.engine_of(platform)
+        if found is None and engine.unpack_folder(where, kept, folder):
             found = ospackage.cached(matrix, key)  # a checkout of the same machine built and tested it
-        elif found is not None and engine.image_id(self.engine_of(platform), kept) is None:
-            engine.keep_folder(self.engine_of(platform), ospackage.cache_folder(matrix, key), kept, platform)
+        elif found is not None and engine.image_id(where, kept) is None:
+            engine.keep_folder(where, folder, kept, platform)
         if found is not None:
             log(f"[{platform.name}] interpreter packages up to date: {', '.join(f.name for f in found.files)}")
             return found
-        folder = ospackage.cache_folder(matrix, key)
         interpreter = platform.interpreter
         assert interpreter is not None
         label = f"{platform.name}/interpreter"
@@ -245,7 +246,7 @@ class DockerBackend:
             (staging / "interpreter.json").write_text(json.dumps(about, indent=2, sort_keys=True) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(staging, folder)
-        engine.keep_folder(self.engine_of(platform), folder, kept, platform)
+        engine.keep_folder(where, folder, kept, platform)
         built = ospackage.cached(matrix, key)
         assert built is not None
         return built
